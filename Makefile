@@ -1,0 +1,39 @@
+# LogiScore subscriptions. The two commands a new developer needs:
+#   make dev    run the whole system locally (moto server, stripe-sim, every function under cargo lambda watch)
+#   make test   run every test (starts and stops its own servers on free ports)
+SHELL := /bin/bash
+VENV  := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+
+.PHONY: dev test venv lint emails bench fmt clippy clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+dev: venv
+	scripts/dev.sh
+
+test: venv
+	scripts/test.sh
+
+lint: venv
+	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
+
+emails:
+	scripts/render-emails.sh emails-preview
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .aws-sam emails-preview

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Create the local AWS resources on moto server exactly as template.yaml defines them.
+
+template.yaml is the one source of truth: the table's keys, GSIs and TTL are read
+from its SubscriptionsTable resource, never restated here.
+
+    local_stack.py bootstrap --endpoint http://127.0.0.1:5055 --table T --bus B --mail-from a@b.co
+    local_stack.py wait --endpoint URL [--timeout 30]
+"""
+import argparse
+import os
+import sys
+import time
+import urllib.request
+
+import boto3
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Loads CloudFormation short-form tags (!Ref, !Sub, ...) as plain mappings."""
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node)
+    else:
+        value = loader.construct_mapping(node)
+    return {suffix: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def table_properties(template_path=os.path.join(ROOT, "template.yaml")):
+    with open(template_path, encoding="utf-8") as f:
+        template = yaml.load(f, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return template["Resources"]["SubscriptionsTable"]["Properties"]
+
+
+def _client(service, endpoint):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+
+
+def create_table(endpoint, name):
+    props = table_properties()
+    ddb = _client("dynamodb", endpoint)
+    if name in ddb.list_tables()["TableNames"]:
+        return
+    ddb.create_table(
+        TableName=name,
+        BillingMode=props["BillingMode"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        KeySchema=props["KeySchema"],
+        GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
+    )
+    ttl = props["TimeToLiveSpecification"]
+    ddb.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": ttl["Enabled"]},
+    )
+
+
+def bootstrap(args):
+    create_table(args.endpoint, args.table)
+    ses = _client("sesv2", args.endpoint)
+    ses.create_email_identity(EmailIdentity=args.mail_from)
+    events = _client("events", args.endpoint)
+    names = [b["Name"] for b in events.list_event_buses()["EventBuses"]]
+    if args.bus not in names:
+        events.create_event_bus(Name=args.bus)
+    print(f"local stack ready: table={args.table} bus={args.bus} ses-identity={args.mail_from}")
+
+
+def wait(args):
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(args.endpoint + "/moto-api/", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{args.endpoint} did not answer within {args.timeout}s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bootstrap")
+    b.add_argument("--endpoint", required=True)
+    b.add_argument("--table", required=True)
+    b.add_argument("--bus", required=True)
+    b.add_argument("--mail-from", required=True)
+    b.set_defaults(func=bootstrap)
+    w = sub.add_parser("wait")
+    w.add_argument("--endpoint", required=True)
+    w.add_argument("--timeout", type=float, default=30)
+    w.set_defaults(func=wait)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+//! The LogiScore subscription backend's library: every Lambda function is a thin
+//! `main.rs` over this crate.
+//!
+//! - [`domain`]: the pure model (no I/O, no clock reads; time is passed in).
+//! - [`store`]: the single-table DynamoDB store, with its transactional outbox.
+//! - [`config`]: typed configuration read once at start-up.
+//! - [`telemetry`]: JSON logs for CloudWatch.
+
+pub mod config;
+pub mod domain;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;

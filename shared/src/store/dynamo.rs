@@ -1,0 +1,388 @@
+//! [`DynamoStore`]: every read and write of the table.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    error::SdkError,
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Put, TransactWriteItem},
+    Client,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+
+use super::{items, items::Item, keys, StoreError};
+use crate::domain::{HistoryEntry, OutboxItem, OutboxState, Subscription, UserId, UserProfile};
+
+/// The subscription half of a [`Change`].
+#[derive(Debug, Clone)]
+pub struct SubscriptionWrite {
+    pub record: Subscription,
+    /// The version the writer read: `None` means "there must be no subscription yet".
+    pub expected_version: Option<u64>,
+}
+
+/// A Stripe id that must point at this user from now on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripeMapping {
+    Customer(String),
+    Subscription(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Everything one state change writes, committed in a single `TransactWriteItems`:
+/// the subscription (guarded by its version), its history, the outbox items it causes,
+/// the Stripe event that caused it (guarded by `attribute_not_exists`), and id mappings.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub user_id: Option<UserId>,
+    pub subscription: Option<SubscriptionWrite>,
+    pub history: Vec<HistoryEntry>,
+    pub outbox: Vec<OutboxItem>,
+    pub stripe_event: Option<LedgerEntry>,
+    pub mappings: Vec<StripeMapping>,
+}
+
+/// Which end dates an expiry query selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryRange {
+    /// `from <= end <= to`: subscriptions ending inside a warning window.
+    EndingBetween(DateTime<Utc>, DateTime<Utc>),
+    /// `end < before`: subscriptions already past their end and still live.
+    EndedBefore(DateTime<Utc>),
+}
+
+/// Where an expiry query stopped, to continue in the next page or invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryCursor {
+    pub shard: u32,
+    /// The index key to start after, within `shard`.
+    pub after: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpiryPage {
+    pub subscriptions: Vec<Subscription>,
+    /// Items DynamoDB read to answer (the sum of the queries' `ScannedCount`).
+    pub scanned: u64,
+    pub next: Option<ExpiryCursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingPage {
+    pub items: Vec<OutboxItem>,
+    pub scanned: u64,
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+const MAX_OUTBOX_RETRIES: usize = 3;
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    pub async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        self.get(keys::user_pk(user), keys::PROFILE_SK).await?.map(items::from_item).transpose()
+    }
+
+    #[instrument(skip_all, fields(user_id = %profile.user_id))]
+    pub async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::profile(profile)?))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    pub async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError> {
+        self.get(keys::user_pk(user), keys::SUBSCRIPTION_SK).await?.map(items::from_item).transpose()
+    }
+
+    /// The user a Stripe customer or subscription belongs to.
+    #[instrument(skip(self))]
+    pub async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
+        let pk = match mapping {
+            StripeMapping::Customer(id) => keys::customer_pk(id),
+            StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
+        };
+        let Some(item) = self.get(pk, keys::MAP_SK).await? else { return Ok(None) };
+        let raw = item.get("user_id").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("mapping without user_id".into()))?;
+        UserId::parse(raw).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Whether a Stripe event id is in the ledger already.
+    pub async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(keys::event_pk(event_id), keys::LEDGER_SK).await?.is_some())
+    }
+
+    pub async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
+        self.get(keys::outbox_pk(id), keys::OUTBOX_SK).await?.as_ref().map(items::outbox_from).transpose()
+    }
+
+    /// The user's history, newest first.
+    #[instrument(skip(self), fields(user_id = %user))]
+    pub async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+            .expression_attribute_values(":prefix", AttributeValue::S(keys::HISTORY_PREFIX.into()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items.unwrap_or_default().into_iter().map(items::from_item).collect()
+    }
+
+    /// Commits a [`Change`] atomically. Outbox items that already exist (the same logical
+    /// notification queued by an earlier cause) are dropped and the rest is retried, so a
+    /// notification is queued once however many causes it has.
+    #[instrument(skip_all, fields(user_id = ?change.user_id, event_id = ?change.stripe_event.as_ref().map(|e| &e.event_id)))]
+    pub async fn commit(&self, mut change: Change) -> Result<(), StoreError> {
+        for _ in 0..=MAX_OUTBOX_RETRIES {
+            let (writes, roles) = self.transaction(&change)?;
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let result = self.client.transact_write_items().set_transact_items(Some(writes)).send().await;
+            let err = match result {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let reasons = match cancellation_codes(&err) {
+                Some(reasons) => reasons,
+                None => return Err(unavailable(err)),
+            };
+            let mut existing_outbox = Vec::new();
+            for (role, code) in roles.iter().zip(reasons.iter()) {
+                if code.as_deref() != Some("ConditionalCheckFailed") {
+                    continue;
+                }
+                match role {
+                    Role::Ledger => return Err(StoreError::DuplicateEvent),
+                    Role::Subscription => return Err(StoreError::Conflict("subscription version changed".into())),
+                    Role::Mapping => return Err(StoreError::Conflict("stripe id belongs to another user".into())),
+                    Role::Outbox(id) => existing_outbox.push(id.clone()),
+                    Role::History => return Err(StoreError::Conflict("history entry exists".into())),
+                }
+            }
+            if existing_outbox.is_empty() {
+                // Cancelled for another reason (e.g. a concurrent transaction on the same item).
+                return Err(StoreError::Conflict(format!("transaction cancelled: {reasons:?}")));
+            }
+            tracing::info!(duplicates = ?existing_outbox, "outbox items already queued; committing without them");
+            change.outbox.retain(|o| !existing_outbox.contains(&o.id));
+        }
+        Err(StoreError::Conflict("outbox kept conflicting".into()))
+    }
+
+    fn transaction(&self, change: &Change) -> Result<(Vec<TransactWriteItem>, Vec<Role>), StoreError> {
+        let mut writes = Vec::new();
+        let mut roles = Vec::new();
+        let user = change.user_id.as_ref().map(UserId::as_str).unwrap_or_default();
+        if let Some(event) = &change.stripe_event {
+            writes.push(self.put(items::ledger(&event.event_id, &event.event_type, event.received_at), Some("attribute_not_exists(pk)"), &[])?);
+            roles.push(Role::Ledger);
+        }
+        if let Some(write) = &change.subscription {
+            let item = items::subscription(&write.record)?;
+            writes.push(match write.expected_version {
+                None => self.put(item, Some("attribute_not_exists(pk)"), &[])?,
+                Some(v) => self.put(item, Some("version = :expected"), &[(":expected", AttributeValue::N(v.to_string()))])?,
+            });
+            roles.push(Role::Subscription);
+        }
+        for entry in &change.history {
+            writes.push(self.put(items::history(entry)?, Some("attribute_not_exists(pk)"), &[])?);
+            roles.push(Role::History);
+        }
+        for mapping in &change.mappings {
+            let pk = match mapping {
+                StripeMapping::Customer(id) => keys::customer_pk(id),
+                StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
+            };
+            let values = [(":user", AttributeValue::S(user.to_owned()))];
+            writes.push(self.put(items::mapping(pk, user), Some("attribute_not_exists(pk) OR user_id = :user"), &values)?);
+            roles.push(Role::Mapping);
+        }
+        for item in &change.outbox {
+            writes.push(self.put(items::outbox(item)?, Some("attribute_not_exists(pk)"), &[])?);
+            roles.push(Role::Outbox(item.id.clone()));
+        }
+        Ok((writes, roles))
+    }
+
+    fn put(&self, item: Item, condition: Option<&str>, values: &[(&str, AttributeValue)]) -> Result<TransactWriteItem, StoreError> {
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item)).set_condition_expression(condition.map(str::to_owned));
+        for (name, value) in values {
+            put = put.expression_attribute_values(*name, value.clone());
+        }
+        let put = put.build().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// One page of live subscriptions in `range`, walking the expiry index shard by
+    /// shard. Reads only index entries inside the range: `scanned` equals the number of
+    /// subscriptions returned (plus nothing: key conditions, no filter).
+    #[instrument(skip(self))]
+    pub async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError> {
+        let mut cursor = cursor.unwrap_or(ExpiryCursor { shard: 0, after: None });
+        let mut subscriptions = Vec::new();
+        let mut scanned = 0u64;
+        while cursor.shard < keys::EXPIRY_SHARDS {
+            let remaining = page_size - subscriptions.len() as i32;
+            if remaining <= 0 {
+                return Ok(ExpiryPage { subscriptions, scanned, next: Some(cursor) });
+            }
+            let pk = keys::expiry_pk_for_shard(cursor.shard);
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(keys::GSI_EXPIRY)
+                .expression_attribute_values(":pk", AttributeValue::S(pk))
+                .limit(remaining);
+            query = match range {
+                ExpiryRange::EndingBetween(from, to) => query
+                    .key_condition_expression("exp_pk = :pk AND exp_sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":from", AttributeValue::S(keys::timestamp(from)))
+                    // `~` sorts after every character of a user id, so `to#<any user>` is included.
+                    .expression_attribute_values(":to", AttributeValue::S(format!("{}#~", keys::timestamp(to)))),
+                ExpiryRange::EndedBefore(before) => query
+                    .key_condition_expression("exp_pk = :pk AND exp_sk < :before")
+                    .expression_attribute_values(":before", AttributeValue::S(keys::timestamp(before))),
+            };
+            if let Some(after) = &cursor.after {
+                let key = after.iter().map(|(k, v)| (k.clone(), AttributeValue::S(v.clone()))).collect();
+                query = query.set_exclusive_start_key(Some(key));
+            }
+            let out = query.send().await.map_err(unavailable)?;
+            scanned += out.scanned_count.max(0) as u64;
+            for item in out.items.unwrap_or_default() {
+                subscriptions.push(items::from_item(item)?);
+            }
+            cursor = match out.last_evaluated_key {
+                Some(key) => ExpiryCursor {
+                    shard: cursor.shard,
+                    after: Some(key.into_iter().filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone()))).collect()),
+                },
+                None => ExpiryCursor { shard: cursor.shard + 1, after: None },
+            };
+        }
+        Ok(ExpiryPage { subscriptions, scanned, next: None })
+    }
+
+    /// Pending outbox items due at `now`, oldest first per shard, at most `limit`.
+    #[instrument(skip(self))]
+    pub async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError> {
+        let mut items_out = Vec::new();
+        let mut scanned = 0;
+        for shard in 0..keys::PENDING_SHARDS {
+            let remaining = limit - items_out.len() as i32;
+            if remaining <= 0 {
+                break;
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(keys::GSI_PENDING)
+                .key_condition_expression("pend_pk = :pk AND pend_sk <= :now")
+                .expression_attribute_values(":pk", AttributeValue::S(keys::pending_pk_for_shard(shard)))
+                .expression_attribute_values(":now", AttributeValue::S(format!("{}#~", keys::timestamp(now))))
+                .limit(remaining)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            scanned += out.scanned_count.max(0) as u64;
+            for item in out.items.unwrap_or_default() {
+                items_out.push(items::outbox_from(&item)?);
+            }
+        }
+        Ok(PendingPage { items: items_out, scanned })
+    }
+
+    /// Records a delivery attempt's outcome. The write is conditional on the item still
+    /// being pending with the attempt count the caller saw, so two concurrent sweepers
+    /// cannot both record a send. Returns `false` when another worker got there first.
+    #[instrument(skip(self, item), fields(outbox_id = %item.id, state = ?item.state))]
+    pub async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::outbox(item)?))
+            .condition_expression("#state = :pending AND attempts = :attempts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", items::to_attr(&OutboxState::Pending)?)
+            .expression_attribute_values(":attempts", AttributeValue::N(seen_attempts.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Role {
+    Ledger,
+    Subscription,
+    History,
+    Mapping,
+    Outbox(String),
+}
+
+fn cancellation_codes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<Option<String>>> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(e) => {
+            Some(e.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
+        }
+        _ => None,
+    }
+}
+
+fn unavailable<E: std::error::Error + 'static>(err: E) -> StoreError {
+    StoreError::Unavailable(super::error_chain(&err))
+}

@@ -1,0 +1,118 @@
+//! Conversions between domain records and DynamoDB items.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{keys, StoreError};
+use crate::domain::{HistoryEntry, OutboxItem, OutboxState, Subscription, UserProfile};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Corrupt(format!("serialise: {e}")))
+}
+
+pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn with_keys(mut item: Item, pk: String, sk: &str, entity: &str) -> Item {
+    item.insert("pk".into(), s(pk));
+    item.insert("sk".into(), s(sk));
+    item.insert("entity".into(), s(entity));
+    item
+}
+
+pub fn profile(profile: &UserProfile) -> Result<Item, StoreError> {
+    Ok(with_keys(to_item(profile)?, keys::user_pk(&profile.user_id), keys::PROFILE_SK, "profile"))
+}
+
+pub fn subscription(sub: &Subscription) -> Result<Item, StoreError> {
+    let mut item = with_keys(to_item(sub)?, keys::user_pk(&sub.user_id), keys::SUBSCRIPTION_SK, "subscription");
+    // Only live subscriptions with an end are in the (sparse) expiry index.
+    if let (true, Some(end)) = (sub.status.is_live(), sub.end_date) {
+        let (pk, sk) = keys::expiry_keys(&sub.user_id, end);
+        item.insert("exp_pk".into(), s(pk));
+        item.insert("exp_sk".into(), s(sk));
+    }
+    Ok(item)
+}
+
+pub fn history(entry: &HistoryEntry) -> Result<Item, StoreError> {
+    let sk = keys::history_sk(entry.at, entry.version);
+    Ok(with_keys(to_item(entry)?, keys::user_pk(&entry.user_id), &sk, "history"))
+}
+
+pub fn mapping(pk: String, user_id: &str) -> Item {
+    let mut item = with_keys(Item::new(), pk, keys::MAP_SK, "stripe_mapping");
+    item.insert("user_id".into(), s(user_id));
+    item
+}
+
+pub fn ledger(event_id: &str, event_type: &str, received_at: DateTime<Utc>) -> Item {
+    let mut item = with_keys(Item::new(), keys::event_pk(event_id), keys::LEDGER_SK, "stripe_event");
+    item.insert("event_type".into(), s(event_type));
+    item.insert("received_at".into(), s(keys::timestamp(received_at)));
+    let expires = received_at.timestamp() + keys::LEDGER_TTL_DAYS * 86_400;
+    item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
+    item
+}
+
+/// The outbox payload is kept as one JSON string: it holds free-form template context,
+/// and a string round-trips it exactly whatever its shape.
+pub fn outbox(item: &OutboxItem) -> Result<Item, StoreError> {
+    let payload = serde_json::to_string(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut out = with_keys(Item::new(), keys::outbox_pk(&item.id), keys::OUTBOX_SK, "outbox");
+    out.insert("id".into(), s(&item.id));
+    out.insert("payload".into(), s(payload));
+    out.insert("state".into(), to_attr(&item.state)?);
+    out.insert("attempts".into(), AttributeValue::N(item.attempts.to_string()));
+    out.insert("created_at".into(), s(keys::timestamp(item.created_at)));
+    out.insert("next_attempt_at".into(), s(keys::timestamp(item.next_attempt_at)));
+    if let Some(err) = &item.last_error {
+        out.insert("last_error".into(), s(err));
+    }
+    if let Some(id) = &item.delivery_id {
+        out.insert("delivery_id".into(), s(id));
+    }
+    if let Some(at) = item.sent_at {
+        out.insert("sent_at".into(), s(keys::timestamp(at)));
+    }
+    if item.state == OutboxState::Pending {
+        let (pk, sk) = keys::pending_keys(&item.id, item.next_attempt_at);
+        out.insert("pend_pk".into(), s(pk));
+        out.insert("pend_sk".into(), s(sk));
+    }
+    Ok(out)
+}
+
+pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
+    let text = |name: &str| -> Result<&str, StoreError> {
+        item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| StoreError::Corrupt(format!("outbox item without {name}")))
+    };
+    let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
+        DateTime::parse_from_rfc3339(text(name)?).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    Ok(OutboxItem {
+        id: text("id")?.to_owned(),
+        payload: serde_json::from_str(text("payload")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        state: serde_json::from_value(serde_json::Value::String(text("state")?.to_owned())).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: item.get("attempts").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0),
+        created_at: time("created_at")?,
+        next_attempt_at: time("next_attempt_at")?,
+        last_error: text("last_error").ok().map(str::to_owned),
+        delivery_id: text("delivery_id").ok().map(str::to_owned),
+        sent_at: time("sent_at").ok(),
+    })
+}
+
+pub fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,85 @@
+//! One test's own AWS resources on the shared moto server.
+
+use aws_config::SdkConfig;
+use shared::store::DynamoStore;
+
+use crate::{moto::Moto, template};
+
+pub const MAIL_FROM: &str = "billing@logiscore.test";
+
+pub struct TestEnv {
+    pub moto: &'static Moto,
+    pub config: SdkConfig,
+    pub table: String,
+    pub bus: String,
+    pub queue_url: String,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub ses: aws_sdk_sesv2::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub store: DynamoStore,
+}
+
+impl TestEnv {
+    /// A unique table (from template.yaml), SES identity, event bus, and an SQS queue
+    /// subscribed to everything on that bus.
+    pub async fn new() -> TestEnv {
+        let moto = Moto::shared().await;
+        let config = moto.sdk_config().await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let table = format!("subs-{suffix}");
+        let bus = format!("bus-{suffix}");
+        let ddb = aws_sdk_dynamodb::Client::new(&config);
+        let ses = aws_sdk_sesv2::Client::new(&config);
+        let events = aws_sdk_eventbridge::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        template::create_table(&ddb, &table).await;
+        ses.create_email_identity().email_identity(MAIL_FROM).send().await.expect("ses identity");
+        events.create_event_bus().name(&bus).send().await.expect("event bus");
+        let queue_url = sqs.create_queue().queue_name(format!("q-{suffix}")).send().await.expect("queue").queue_url.expect("queue url");
+        let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:q-{suffix}");
+        events
+            .put_rule()
+            .name(format!("all-{suffix}"))
+            .event_bus_name(&bus)
+            .event_pattern(r#"{"source":[{"prefix":""}]}"#)
+            .send()
+            .await
+            .expect("rule");
+        events
+            .put_targets()
+            .rule(format!("all-{suffix}"))
+            .event_bus_name(&bus)
+            .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(queue_arn).build().expect("target"))
+            .send()
+            .await
+            .expect("targets");
+        let store = DynamoStore::new(ddb.clone(), &table);
+        TestEnv { moto, config, table, bus, queue_url, ddb, ses, events, sqs, store }
+    }
+
+    /// Every event delivered to the bus so far (the `detail-type`s and bodies), via SQS.
+    pub async fn bus_events(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                out.push(serde_json::from_str(m.body().unwrap_or("null")).unwrap_or(serde_json::Value::Null));
+                if let Some(handle) = m.receipt_handle() {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
+                }
+            }
+        }
+    }
+}
