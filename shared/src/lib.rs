@@ -3,11 +3,13 @@
 //!
 //! - [`domain`]: the pure model (no I/O, no clock reads; time is passed in).
 //! - [`store`]: the single-table DynamoDB store, with its transactional outbox.
+//! - [`email`]: notification templates, rendering and SES delivery.
 //! - [`config`]: typed configuration read once at start-up.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
 pub mod config;
 pub mod domain;
+pub mod email;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
