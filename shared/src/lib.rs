@@ -7,9 +7,11 @@
 //! - [`config`]: typed configuration read once at start-up.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
+pub mod billing;
 pub mod config;
 pub mod domain;
 pub mod email;
 pub mod metrics;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;

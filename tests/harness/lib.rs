@@ -8,6 +8,7 @@ pub mod moto;
 pub mod process;
 pub mod template;
 pub mod env;
+pub mod sim;
 
 pub use env::TestEnv;
 pub use moto::Moto;

@@ -5,3 +5,4 @@ mod email;
 mod fixtures;
 mod local_stack;
 mod store;
+mod stripe_client;

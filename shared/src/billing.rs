@@ -1,0 +1,157 @@
+//! The billing port: what the application needs from Stripe, in domain terms.
+//! `crate::stripe::StripeBilling` implements it with async-stripe; handlers and
+//! jobs hold an `Arc<dyn BillingGateway>`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::domain::{Money, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, Tier, UserId};
+
+/// A caller-chosen idempotency key for one logical operation. Each Stripe call the
+/// operation makes derives its own key from it (`<key>:<step>`), so a retried request
+/// replays exactly the same Stripe calls and creates nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Keys are at most 255 characters at Stripe; longer inputs are hashed.
+    pub fn new(raw: impl Into<String>) -> Self {
+        let raw = raw.into();
+        if raw.len() <= 200 {
+            Self(raw)
+        } else {
+            use sha2::{Digest, Sha256};
+            Self(hex::encode(Sha256::digest(raw.as_bytes())))
+        }
+    }
+
+    pub fn step(&self, step: &str) -> String {
+        format!("{}:{step}", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who the Stripe customer is for.
+#[derive(Debug, Clone)]
+pub struct CustomerDetails {
+    pub user_id: UserId,
+    pub email: String,
+    pub name: Option<String>,
+}
+
+/// A subscription to create at Stripe.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub customer: StripeCustomerId,
+    pub user_id: UserId,
+    pub tier: Tier,
+    pub kind: NewSubscriptionKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewSubscriptionKind {
+    /// Charged from `payment_method` (already attached and the customer's default) with
+    /// `payment_behavior=default_incomplete`. `cancel_at` ends it after a fixed term when
+    /// it must not renew.
+    Paid { payment_method: String, cancel_at: Option<DateTime<Utc>> },
+    /// A trial until `trial_end` with no card; at the end Stripe cancels it
+    /// (`trial_settings.end_behavior.missing_payment_method=cancel`), never charges.
+    Granted { trial_end: DateTime<Utc> },
+}
+
+/// What the customer must do when the first payment did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentAction {
+    pub invoice_id: String,
+    /// Stripe's hosted page where the customer can pay or authenticate.
+    pub hosted_invoice_url: Option<String>,
+    /// e.g. `requires_action`, `requires_payment_method`.
+    pub status: String,
+    pub message: Option<String>,
+}
+
+/// A created subscription and, when it is `incomplete`, what is needed to complete it.
+#[derive(Debug, Clone)]
+pub struct CreatedSubscription {
+    pub snapshot: StripeSnapshot,
+    pub payment_action: Option<PaymentAction>,
+}
+
+/// How a tier change is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proration {
+    /// Credit and charge for the rest of the period on the next invoice (Stripe `create_prorations`).
+    CreateProrations,
+    /// Invoice the difference now (Stripe `always_invoice`).
+    InvoiceNow,
+    /// No proration (Stripe `none`).
+    None,
+}
+
+/// An invoice, in domain terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceSnapshot {
+    pub id: String,
+    pub customer_id: StripeCustomerId,
+    pub subscription_id: Option<StripeSubscriptionId>,
+    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
+    pub status: String,
+    pub amount_due: Money,
+    pub amount_paid: Money,
+    pub number: Option<String>,
+    pub hosted_invoice_url: Option<String>,
+    pub billing_reason: Option<String>,
+    pub attempt_count: u32,
+    pub next_payment_attempt: Option<DateTime<Utc>>,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BillingError {
+    /// The card was declined (HTTP 402 at Stripe).
+    #[error("card declined: {message}")]
+    CardDeclined { code: Option<String>, decline_code: Option<String>, message: String },
+    /// Stripe refused the request as invalid (a bug or a bad id), with the parameter it names.
+    #[error("stripe rejected the request: {message}")]
+    InvalidRequest { param: Option<String>, message: String },
+    #[error("stripe has no such object: {0}")]
+    NotFound(String),
+    /// Stripe did not answer, or answered 429/5xx, after the bounded retries.
+    #[error("stripe unavailable: {0}")]
+    Unavailable(String),
+    /// The answer could not be understood (unknown price, unparsable object).
+    #[error("unexpected stripe response: {0}")]
+    Unexpected(String),
+}
+
+#[async_trait]
+pub trait BillingGateway: Send + Sync {
+    /// The user's Stripe customer, created on first use: one per user, found again by
+    /// `metadata.user_id`, so a retry or a lost response never makes a second one.
+    async fn ensure_customer(&self, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<StripeCustomerId, BillingError>;
+    async fn update_customer(&self, id: &StripeCustomerId, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<(), BillingError>;
+    async fn delete_customer(&self, id: &StripeCustomerId, key: &IdempotencyKey) -> Result<(), BillingError>;
+    /// Attaches a payment method (or test token) and makes it the customer's default;
+    /// returns the attached `pm_…` id. A declined card is `CardDeclined`.
+    async fn attach_default_payment_method(
+        &self,
+        customer: &StripeCustomerId,
+        payment_method: &str,
+        key: &IdempotencyKey,
+    ) -> Result<String, BillingError>;
+    async fn create_subscription(&self, new: &NewSubscription, key: &IdempotencyKey) -> Result<CreatedSubscription, BillingError>;
+    /// Stripe's current state of a subscription (the source of truth for webhooks and reconcile).
+    async fn subscription(&self, id: &StripeSubscriptionId) -> Result<StripeSnapshot, BillingError>;
+    /// Live subscriptions of a customer, for reconciliation.
+    async fn set_cancel_at_period_end(&self, id: &StripeSubscriptionId, cancel: bool, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
+    async fn cancel_now(&self, id: &StripeSubscriptionId, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
+    /// Swaps the subscription's price to `tier`'s.
+    async fn change_tier(&self, id: &StripeSubscriptionId, tier: Tier, proration: Proration, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
+    async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
+}

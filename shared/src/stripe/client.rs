@@ -1,0 +1,624 @@
+//! `StripeBilling`: the `BillingGateway` port over async-stripe.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rand::Rng;
+use stripe::{Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::invoice::{PayInvoice, RetrieveInvoice};
+use stripe_billing::subscription::{
+    CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems,
+    CreateSubscriptionPaymentBehavior, CreateSubscriptionTrialEnd, CreateSubscriptionTrialSettings,
+    CreateSubscriptionTrialSettingsEndBehavior, CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod,
+    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
+};
+use stripe_core::customer::{
+    CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings,
+};
+use stripe_core::payment_intent::RetrievePaymentIntent;
+use stripe_payment::payment_method::AttachPaymentMethod;
+use stripe_shared::{Invoice, InvoiceStatus, Subscription};
+use stripe_types::Expandable;
+
+use crate::billing::{
+    BillingError, BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, InvoiceSnapshot, NewSubscription,
+    NewSubscriptionKind, Proration,
+};
+use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionStatus, Tier, UserId};
+
+use super::config::StripeConfig;
+use super::convert::{self, Decline, PaymentFacts};
+use super::errors::{self, classify};
+use super::retry::RetryPolicy;
+
+/// Expanded on every subscription we read or write: the latest invoice gives
+/// `latest_invoice_paid_at` and, after a create, the payment state.
+const EXPAND_LATEST_INVOICE: &str = "latest_invoice";
+/// After a create, the invoice's payments too: they name the PaymentIntent whose status
+/// says whether the customer must authenticate or change card (invoices have no
+/// `payment_intent` field in this API version).
+const EXPAND_LATEST_PAYMENTS: &str = "latest_invoice.payments";
+
+/// The Stripe adapter. Cheap to share: build it once per cold start and hold it in an
+/// `Arc<dyn BillingGateway>`.
+#[derive(Debug, Clone)]
+pub struct StripeBilling {
+    client: Client,
+    config: StripeConfig,
+    policy: RetryPolicy,
+}
+
+/// How one call is labelled in logs.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    name: &'static str,
+    method: &'static str,
+}
+
+impl Op {
+    const fn new(method: &'static str, name: &'static str) -> Self {
+        Self { name, method }
+    }
+}
+
+impl StripeBilling {
+    /// With the default retry policy (3 attempts, 200/800 ms, 5 s per attempt).
+    pub fn new(config: StripeConfig) -> Result<Self, BillingError> {
+        Self::with_policy(config, RetryPolicy::default())
+    }
+
+    pub fn with_policy(config: StripeConfig, policy: RetryPolicy) -> Result<Self, BillingError> {
+        install_crypto_provider();
+        let mut builder = ClientBuilder::new(config.secret_key.expose())
+            .timeout(policy.attempt_timeout)
+            // The per-request strategy overrides this; `Once` only guards a call that
+            // forgot to set one from async-stripe's random-key retries.
+            .request_strategy(RequestStrategy::Once)
+            .app_info("logiscore-subscriptions", Some(env!("CARGO_PKG_VERSION").to_owned()), None);
+        if let Some(base) = config.api_base_url() {
+            builder = builder.url(base);
+        }
+        // The builder's errors name the offending setting, never its value.
+        let client = builder
+            .build()
+            .map_err(|e| BillingError::Unexpected(format!("stripe client configuration: {}", config_error_text(&e))))?;
+        Ok(Self { client, config, policy })
+    }
+
+    pub fn config(&self) -> &StripeConfig {
+        &self.config
+    }
+
+    /// Sends one logical Stripe call with the bounded retry: every attempt carries the
+    /// same idempotency key (when `key` is given), so Stripe executes the call at most
+    /// once however many attempts it takes.
+    async fn send<T, F, Fut>(&self, op: Op, key: Option<&str>, attempt: F) -> Result<T, BillingError>
+    where
+        F: Fn(RequestStrategy, Duration) -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        let strategy = match key {
+            Some(raw) => RequestStrategy::Idempotent(stripe_key(raw)?),
+            None => RequestStrategy::Once,
+        };
+        let mut attempt_no = 0u32;
+        loop {
+            attempt_no += 1;
+            let started = Instant::now();
+            let result = attempt(strategy.clone(), self.policy.attempt_timeout).await;
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match result {
+                Ok(value) => {
+                    tracing::info!(
+                        stripe.op = op.name,
+                        http.method = op.method,
+                        attempt = attempt_no,
+                        outcome = "ok",
+                        latency_ms,
+                        "stripe call"
+                    );
+                    return Ok(value);
+                }
+                Err(err) => {
+                    let failure = classify(&err);
+                    let will_retry = failure.retryable && self.policy.allows_another(attempt_no);
+                    tracing::info!(
+                        stripe.op = op.name,
+                        http.method = op.method,
+                        attempt = attempt_no,
+                        outcome = failure.outcome,
+                        http.status = failure.status,
+                        stripe.request_id = failure.request_id.as_deref(),
+                        latency_ms,
+                        will_retry,
+                        error = %failure.error,
+                        "stripe call"
+                    );
+                    if !will_retry {
+                        return Err(failure.error);
+                    }
+                    let delay = self.policy.delay(attempt_no, rand::thread_rng().gen::<f64>());
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn retrieve_subscription(&self, id: &str) -> Result<Subscription, BillingError> {
+        self.retrieve_subscription_expanded(id, &[EXPAND_LATEST_INVOICE]).await
+    }
+
+    async fn retrieve_subscription_expanded(&self, id: &str, expand: &[&str]) -> Result<Subscription, BillingError> {
+        let req = RetrieveSubscription::new(id).expand(expand.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>());
+        self.send(Op::new("GET", "retrieve_subscription"), None, |strategy, timeout| {
+            req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+        })
+        .await
+    }
+
+    fn snapshot(&self, sub: &Subscription) -> Result<StripeSnapshot, BillingError> {
+        convert::subscription_snapshot(sub, &self.config)
+    }
+
+    /// The oldest customer tagged with this user, if Stripe's search index has it.
+    async fn find_customer(&self, user_id: &UserId) -> Result<Option<StripeCustomerId>, BillingError> {
+        let req = SearchCustomer::new(customer_query(user_id)).limit(10);
+        let found = self
+            .send(Op::new("GET", "search_customers"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        if found.data.len() > 1 {
+            // Only possible if two creates with different idempotency keys raced; the
+            // oldest is kept so every caller converges on the same one.
+            tracing::warn!(count = found.data.len(), "several stripe customers carry this user id; using the oldest");
+        }
+        found
+            .data
+            .iter()
+            .min_by_key(|c| (c.created, c.id.as_str().to_owned()))
+            .map(|c| {
+                StripeCustomerId::parse(c.id.as_str())
+                    .map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", c.id)))
+            })
+            .transpose()
+    }
+
+    /// Fills in the PaymentIntent's status and last error. Best effort: the subscription
+    /// exists either way, and without the intent the action is derived from the invoice.
+    async fn read_intent(&self, facts: &mut PaymentFacts) {
+        let Some(intent_id) = facts.intent_id.clone() else { return };
+        let req = RetrievePaymentIntent::new(intent_id.as_str());
+        let read = self
+            .send(Op::new("GET", "retrieve_payment_intent"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await;
+        match read {
+            Ok(intent) => {
+                facts.intent_status = Some(intent.status.as_str().to_owned());
+                facts.intent_message = intent.last_payment_error.as_ref().and_then(|e| e.message.clone());
+            }
+            Err(error) => {
+                tracing::warn!(stripe.payment_intent_id = %intent_id, %error, "could not read the first payment's intent");
+            }
+        }
+    }
+
+    /// Pays the first invoice of a `default_incomplete` subscription from its default
+    /// payment method. Returns the decline when the card refused.
+    async fn pay_first_invoice(
+        &self,
+        invoice_id: &str,
+        payment_method: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Decline>, BillingError> {
+        let req = PayInvoice::new(invoice_id).payment_method(payment_method);
+        let step = key.step("pay-first-invoice");
+        let paid = self
+            .send(Op::new("POST", "pay_invoice"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await;
+        match paid {
+            Ok(_) => Ok(None),
+            Err(BillingError::CardDeclined { code, message, .. }) => {
+                Ok(Some(Decline { needs_authentication: errors::needs_authentication(code.as_deref()), message }))
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+#[async_trait]
+impl BillingGateway for StripeBilling {
+    /// Finds the user's customer by `metadata.user_id` (Stripe search), else creates it.
+    ///
+    /// Search is eventually consistent at Stripe (new customers can take up to a minute
+    /// to appear), so it cannot stop a retry that follows a lost create response from
+    /// creating again. The idempotency key can: the create's key is derived from the
+    /// caller's key and the user id, so a retried or concurrent run of the same
+    /// operation replays the first create and gets the same customer back.
+    #[tracing::instrument(skip_all, fields(user_id = %customer.user_id, stripe.customer_id))]
+    async fn ensure_customer(&self, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<StripeCustomerId, BillingError> {
+        if let Some(found) = self.find_customer(&customer.user_id).await? {
+            tracing::Span::current().record("stripe.customer_id", found.as_str());
+            return Ok(found);
+        }
+        let mut req = CreateCustomer::new()
+            .email(customer.email.clone())
+            .metadata(HashMap::from([(USER_ID_METADATA.to_owned(), customer.user_id.as_str().to_owned())]));
+        if let Some(name) = &customer.name {
+            req = req.name(name.clone());
+        }
+        let step = key.step(&format!("create-customer:{}", customer.user_id));
+        let created = self
+            .send(Op::new("POST", "create_customer"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        tracing::Span::current().record("stripe.customer_id", created.id.as_str());
+        StripeCustomerId::parse(created.id.as_str())
+            .map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", created.id)))
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.customer_id = %id))]
+    async fn update_customer(&self, id: &StripeCustomerId, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<(), BillingError> {
+        let mut req = UpdateCustomer::new(id.as_str())
+            .email(customer.email.clone())
+            .metadata(HashMap::from([(USER_ID_METADATA.to_owned(), customer.user_id.as_str().to_owned())]));
+        if let Some(name) = &customer.name {
+            req = req.name(name.clone());
+        }
+        let step = key.step("update-customer");
+        self.send(Op::new("POST", "update_customer"), Some(&step), |strategy, timeout| {
+            req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deleting is idempotent here: a customer that is already gone counts as deleted,
+    /// so a retry after a lost response succeeds.
+    #[tracing::instrument(skip_all, fields(stripe.customer_id = %id))]
+    async fn delete_customer(&self, id: &StripeCustomerId, key: &IdempotencyKey) -> Result<(), BillingError> {
+        let req = DeleteCustomer::new(id.as_str());
+        let step = key.step("delete-customer");
+        let deleted = self
+            .send(Op::new("DELETE", "delete_customer"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await;
+        match deleted {
+            Ok(_) | Err(BillingError::NotFound(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.customer_id = %customer, stripe.payment_method_id))]
+    async fn attach_default_payment_method(
+        &self,
+        customer: &StripeCustomerId,
+        payment_method: &str,
+        key: &IdempotencyKey,
+    ) -> Result<String, BillingError> {
+        if payment_method.is_empty() {
+            return Err(BillingError::InvalidRequest {
+                param: Some("payment_method".into()),
+                message: "a payment method id is required".into(),
+            });
+        }
+        let attach = AttachPaymentMethod::new(payment_method).customer(customer.as_str());
+        let step = key.step("attach-payment-method");
+        let attached = self
+            .send(Op::new("POST", "attach_payment_method"), Some(&step), |strategy, timeout| {
+                attach.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        // Test tokens (`pm_card_visa`) attach as a new `pm_…`: the returned id is the
+        // one that exists on the customer.
+        let pm_id = attached.id.as_str().to_owned();
+        tracing::Span::current().record("stripe.payment_method_id", pm_id.as_str());
+
+        let mut settings = UpdateCustomerInvoiceSettings::new();
+        settings.default_payment_method = Some(pm_id.clone());
+        let update = UpdateCustomer::new(customer.as_str()).invoice_settings(settings);
+        let step = key.step("set-default-payment-method");
+        self.send(Op::new("POST", "set_default_payment_method"), Some(&step), |strategy, timeout| {
+            update.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+        })
+        .await?;
+        Ok(pm_id)
+    }
+
+    /// Paid: `payment_behavior=default_incomplete`, so Stripe never leaves a half-paid
+    /// active subscription; when the first invoice is still waiting for its payment, it
+    /// is paid right away from the default payment method (the admin flow has no
+    /// customer present to confirm it). A decline leaves the subscription `incomplete`
+    /// with a `PaymentAction`, not an error: the subscription exists and the customer
+    /// can complete it on the hosted invoice page.
+    #[tracing::instrument(skip_all, fields(
+        user_id = %new.user_id,
+        stripe.customer_id = %new.customer,
+        tier = %new.tier,
+        stripe.subscription_id,
+        status,
+    ))]
+    async fn create_subscription(&self, new: &NewSubscription, key: &IdempotencyKey) -> Result<CreatedSubscription, BillingError> {
+        let price = self.config.price_for(new.tier).ok_or_else(|| BillingError::InvalidRequest {
+            param: Some("tier".into()),
+            message: format!("tier `{}` has no Stripe price", new.tier),
+        })?;
+        let mut item = CreateSubscriptionItems::new();
+        item.price = Some(price.to_owned());
+        let metadata = HashMap::from([
+            (USER_ID_METADATA.to_owned(), new.user_id.as_str().to_owned()),
+            ("tier".to_owned(), new.tier.as_str().to_owned()),
+        ]);
+        let mut req = CreateSubscription::new()
+            .customer(new.customer.as_str())
+            .items(vec![item])
+            .metadata(metadata)
+            .expand(vec![EXPAND_LATEST_INVOICE.to_owned(), EXPAND_LATEST_PAYMENTS.to_owned()]);
+        match &new.kind {
+            NewSubscriptionKind::Paid { payment_method, cancel_at } => {
+                req = req
+                    .default_payment_method(payment_method.clone())
+                    .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete);
+                if let Some(at) = cancel_at {
+                    req = req.cancel_at(CreateSubscriptionCancelAt::Timestamp(at.timestamp()));
+                }
+            }
+            NewSubscriptionKind::Granted { trial_end } => {
+                let mut end_behavior = CreateSubscriptionTrialSettingsEndBehavior::new();
+                end_behavior.missing_payment_method =
+                    Some(CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod::Cancel);
+                req = req
+                    .trial_end(CreateSubscriptionTrialEnd::Timestamp(trial_end.timestamp()))
+                    .trial_settings(CreateSubscriptionTrialSettings::new(end_behavior));
+            }
+        }
+        let step = key.step("create-subscription");
+        let mut sub = self
+            .send(Op::new("POST", "create_subscription"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        let span = tracing::Span::current();
+        span.record("stripe.subscription_id", sub.id.as_str());
+
+        let mut decline = None;
+        if let (NewSubscriptionKind::Paid { payment_method, .. }, Some(invoice)) = (&new.kind, first_unattempted_invoice(&sub)) {
+            if let Some(invoice_id) = invoice.id.as_ref().map(|id| id.as_str().to_owned()) {
+                decline = self.pay_first_invoice(&invoice_id, payment_method, key).await?;
+                // Paying changes the subscription (active, or still incomplete with an
+                // attempted invoice): read it back rather than guess.
+                sub = self.retrieve_subscription_expanded(sub.id.as_str(), &[EXPAND_LATEST_INVOICE, EXPAND_LATEST_PAYMENTS]).await?;
+            }
+        }
+
+        let snapshot = self.snapshot(&sub)?;
+        span.record("status", snapshot.status.as_str());
+        let payment_action = if snapshot.status == SubscriptionStatus::Incomplete {
+            let mut facts = sub
+                .latest_invoice
+                .as_ref()
+                .and_then(Expandable::as_object)
+                .map(PaymentFacts::of)
+                .unwrap_or_else(|| PaymentFacts {
+                    invoice_id: sub.latest_invoice.as_ref().and_then(|i| i.id().as_ref()).map(|id| id.as_str().to_owned()),
+                    ..PaymentFacts::default()
+                });
+            facts.decline = decline;
+            if facts.decline.is_none() && facts.intent_status.is_none() {
+                self.read_intent(&mut facts).await;
+            }
+            convert::payment_action(&facts)
+        } else {
+            None
+        };
+        Ok(CreatedSubscription { snapshot, payment_action })
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id))]
+    async fn subscription(&self, id: &StripeSubscriptionId) -> Result<StripeSnapshot, BillingError> {
+        let sub = self.retrieve_subscription(id.as_str()).await?;
+        self.snapshot(&sub)
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, cancel))]
+    async fn set_cancel_at_period_end(&self, id: &StripeSubscriptionId, cancel: bool, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError> {
+        let req = UpdateSubscription::new(id.as_str())
+            .cancel_at_period_end(cancel)
+            .expand(vec![EXPAND_LATEST_INVOICE.to_owned()]);
+        // The value is part of the step: cancel and reactivate under one caller key must
+        // not collide (Stripe rejects a key reused with different parameters).
+        let step = key.step(if cancel { "cancel-at-period-end" } else { "keep-at-period-end" });
+        let sub = self
+            .send(Op::new("POST", "update_subscription_cancel_at_period_end"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        self.snapshot(&sub)
+    }
+
+    /// Cancels now. Idempotent: when Stripe refuses because the subscription is already
+    /// canceled (a retry after a lost response), its current state is returned.
+    #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id))]
+    async fn cancel_now(&self, id: &StripeSubscriptionId, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError> {
+        let req = CancelSubscription::new(id.as_str()).expand(vec![EXPAND_LATEST_INVOICE.to_owned()]);
+        let step = key.step("cancel-now");
+        let canceled = self
+            .send(Op::new("DELETE", "cancel_subscription"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await;
+        match canceled {
+            Ok(sub) => self.snapshot(&sub),
+            Err(BillingError::InvalidRequest { param, message }) => {
+                let current = self.subscription(id).await?;
+                if current.status.is_terminal() {
+                    Ok(current)
+                } else {
+                    Err(BillingError::InvalidRequest { param, message })
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, tier = %tier, proration = ?proration))]
+    async fn change_tier(&self, id: &StripeSubscriptionId, tier: Tier, proration: Proration, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError> {
+        let price = self.config.price_for(tier).ok_or_else(|| BillingError::InvalidRequest {
+            param: Some("tier".into()),
+            message: format!("tier `{tier}` has no Stripe price; cancel the subscription instead"),
+        })?;
+        // The item id is needed to swap the price in place (without it Stripe would add
+        // a second item and bill both).
+        let current = self.retrieve_subscription(id.as_str()).await?;
+        let item_id = current
+            .items
+            .data
+            .first()
+            .map(|item| item.id.as_str().to_owned())
+            .ok_or_else(|| BillingError::Unexpected(format!("subscription {id} has no items")))?;
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id);
+        item.price = Some(price.to_owned());
+        let req = UpdateSubscription::new(id.as_str())
+            .items(vec![item])
+            .proration_behavior(proration_behavior(proration))
+            .metadata(HashMap::from([("tier".to_owned(), tier.as_str().to_owned())]))
+            .expand(vec![EXPAND_LATEST_INVOICE.to_owned()]);
+        let step = key.step(&format!("change-tier:{tier}"));
+        let sub = self
+            .send(Op::new("POST", "update_subscription_price"), Some(&step), |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        self.snapshot(&sub)
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.invoice_id = %id))]
+    async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError> {
+        if id.is_empty() {
+            return Err(BillingError::InvalidRequest { param: Some("invoice".into()), message: "an invoice id is required".into() });
+        }
+        let req = RetrieveInvoice::new(id);
+        let invoice: Invoice = self
+            .send(Op::new("GET", "retrieve_invoice"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        convert::invoice_snapshot(&invoice)
+    }
+}
+
+/// The metadata key that ties a Stripe object to a LogiScore user.
+const USER_ID_METADATA: &str = "user_id";
+
+/// Stripe search query for a user's customer. User ids cannot contain quotes (see
+/// `UserId`), but the value is escaped anyway so the query can never be broken out of.
+fn customer_query(user_id: &UserId) -> String {
+    let escaped = user_id.as_str().replace('\\', "\\\\").replace('\'', "\\'");
+    format!("metadata['{USER_ID_METADATA}']:'{escaped}'")
+}
+
+/// Stripe caps idempotency keys at 255 characters; derived keys that would exceed
+/// that (long caller key plus a user id) are hashed, which keeps them deterministic.
+fn stripe_key(raw: &str) -> Result<stripe::IdempotencyKey, BillingError> {
+    let bounded = if raw.len() <= 255 {
+        raw.to_owned()
+    } else {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(raw.as_bytes()))
+    };
+    stripe::IdempotencyKey::new(bounded).map_err(|e| BillingError::InvalidRequest {
+        param: Some("idempotency_key".into()),
+        message: e.to_string(),
+    })
+}
+
+fn proration_behavior(proration: Proration) -> UpdateSubscriptionProrationBehavior {
+    match proration {
+        Proration::CreateProrations => UpdateSubscriptionProrationBehavior::CreateProrations,
+        Proration::InvoiceNow => UpdateSubscriptionProrationBehavior::AlwaysInvoice,
+        Proration::None => UpdateSubscriptionProrationBehavior::None,
+    }
+}
+
+/// The first invoice of an `incomplete` subscription when nobody has tried to collect it
+/// yet (real Stripe under `default_incomplete`). An invoice Stripe already attempted is
+/// left alone: charging the same card again would only decline again.
+fn first_unattempted_invoice(sub: &Subscription) -> Option<&Invoice> {
+    if sub.status.as_str() != "incomplete" {
+        return None;
+    }
+    let invoice = sub.latest_invoice.as_ref()?.as_object()?;
+    let open = matches!(invoice.status, Some(InvoiceStatus::Open));
+    (open && !invoice.attempted && invoice.amount_remaining > 0).then_some(invoice)
+}
+
+/// async-stripe's rustls connector asks rustls for the process-default crypto provider,
+/// and rustls panics when it cannot choose one by itself, which it cannot as soon as
+/// both ring and aws-lc-rs are compiled into the binary (feature unification across the
+/// workspace can do that). Installing aws-lc-rs, the provider the AWS SDK uses anyway,
+/// removes the guess. An error only means a provider is installed already: fine.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// `StripeError::ConfigError` and `ClientError` texts from the builder name the setting
+/// (`secret`, `app_info`), never its value, so they are safe to show.
+fn config_error_text(err: &StripeError) -> String {
+    match err {
+        StripeError::ConfigError(msg) | StripeError::ClientError(msg) => msg.clone(),
+        _ => "invalid".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_query_targets_the_user_id_metadata() {
+        let user = UserId::parse("user-42@example.com").unwrap();
+        assert_eq!(customer_query(&user), "metadata['user_id']:'user-42@example.com'");
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_and_deterministic() {
+        let short = stripe_key("op-1:create-subscription").unwrap();
+        assert_eq!(short.as_str(), "op-1:create-subscription");
+        let long_raw = format!("{}:create-customer:{}", "k".repeat(200), "u".repeat(128));
+        let a = stripe_key(&long_raw).unwrap();
+        let b = stripe_key(&long_raw).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str().len(), 64);
+        assert!(stripe_key("").is_err());
+    }
+
+    #[test]
+    fn prorations_map_to_stripe_behaviours() {
+        assert_eq!(proration_behavior(Proration::CreateProrations).as_str(), "create_prorations");
+        assert_eq!(proration_behavior(Proration::InvoiceNow).as_str(), "always_invoice");
+        assert_eq!(proration_behavior(Proration::None).as_str(), "none");
+    }
+
+    #[test]
+    fn building_never_needs_the_network_and_rejects_bad_keys() {
+        let config = StripeConfig {
+            secret_key: crate::config::Secret::new("sk_test_x"),
+            api_base: Some("http://127.0.0.1:9".into()),
+            price_premium: "price_p".into(),
+            price_enterprise: "price_e".into(),
+        };
+        assert!(StripeBilling::new(config.clone()).is_ok());
+        let bad = StripeConfig { secret_key: crate::config::Secret::new("sk_test_\n"), ..config };
+        let err = StripeBilling::new(bad).unwrap_err();
+        assert!(!err.to_string().contains("sk_test"), "{err}");
+    }
+}
