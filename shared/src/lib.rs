@@ -9,8 +9,10 @@
 
 pub mod billing;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod email;
+pub mod events;
 pub mod metrics;
 pub mod store;
 pub mod stripe;

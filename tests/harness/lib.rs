@@ -9,6 +9,7 @@ pub mod process;
 pub mod template;
 pub mod env;
 pub mod sim;
+pub mod webhook;
 
 pub use env::TestEnv;
 pub use moto::Moto;

@@ -1,0 +1,128 @@
+//! Decoding a Stripe event into what the processor needs: its id and type, and the
+//! ids of the objects it is about. Only ids are taken from the payload; state is
+//! always re-fetched from Stripe, because a payload may be older than what is stored.
+
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("body is not a Stripe event: {0}")]
+    NotAnEvent(String),
+    #[error("event {event_id} ({event_type}) lacks {what}")]
+    MissingField { event_id: String, event_type: String, what: &'static str },
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    livemode: bool,
+    data: RawData,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawData {
+    object: Value,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Subscription { id: String, customer: Option<String> },
+    Invoice { id: String, subscription: Option<String>, customer: Option<String> },
+    CheckoutSession { subscription: Option<String>, customer: Option<String>, user_hint: Option<String> },
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub livemode: bool,
+    pub subject: Subject,
+}
+
+/// An id field that may be a plain string or an expanded object with an `id`.
+fn id_of(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(map) => map.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The subscription an invoice belongs to: Stripe's newer shape keeps it under
+/// `parent.subscription_details.subscription`, the older one at the top level.
+fn invoice_subscription(invoice: &Value) -> Option<String> {
+    id_of(invoice.pointer("/parent/subscription_details/subscription")).or_else(|| id_of(invoice.get("subscription")))
+}
+
+pub fn decode(body: &[u8]) -> Result<StripeEvent, DecodeError> {
+    let raw: RawEvent = serde_json::from_slice(body).map_err(|e| DecodeError::NotAnEvent(e.to_string()))?;
+    let object = &raw.data.object;
+    let missing = |what| DecodeError::MissingField { event_id: raw.id.clone(), event_type: raw.event_type.clone(), what };
+    let subject = if raw.event_type.starts_with("customer.subscription.") {
+        Subject::Subscription { id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?, customer: id_of(object.get("customer")) }
+    } else if raw.event_type.starts_with("invoice.") {
+        Subject::Invoice {
+            id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?,
+            subscription: invoice_subscription(object),
+            customer: id_of(object.get("customer")),
+        }
+    } else if raw.event_type == "checkout.session.completed" {
+        Subject::CheckoutSession {
+            subscription: id_of(object.get("subscription")),
+            customer: id_of(object.get("customer")),
+            user_hint: object
+                .get("client_reference_id")
+                .and_then(Value::as_str)
+                .or_else(|| object.pointer("/metadata/user_id").and_then(Value::as_str))
+                .map(str::to_owned),
+        }
+    } else {
+        Subject::Other
+    };
+    Ok(StripeEvent { id: raw.id, event_type: raw.event_type, livemode: raw.livemode, subject })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(event_type: &str, object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"id": "evt_1", "object": "event", "type": event_type, "data": {"object": object}})).unwrap()
+    }
+
+    #[test]
+    fn finds_the_subscription_of_both_invoice_shapes() {
+        let new_shape = event("invoice.paid", json!({"id": "in_1", "customer": "cus_1", "parent": {"subscription_details": {"subscription": "sub_new"}}}));
+        let old_shape = event("invoice.paid", json!({"id": "in_1", "customer": "cus_1", "subscription": "sub_old"}));
+        let expanded = event("invoice.paid", json!({"id": "in_1", "subscription": {"id": "sub_exp", "object": "subscription"}}));
+        let sub = |b: &[u8]| match decode(b).unwrap().subject {
+            Subject::Invoice { subscription, .. } => subscription,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sub(&new_shape).as_deref(), Some("sub_new"));
+        assert_eq!(sub(&old_shape).as_deref(), Some("sub_old"));
+        assert_eq!(sub(&expanded).as_deref(), Some("sub_exp"));
+    }
+
+    #[test]
+    fn subscription_events_need_an_object_id() {
+        assert!(matches!(decode(&event("customer.subscription.updated", json!({}))), Err(DecodeError::MissingField { .. })));
+        let ok = decode(&event("customer.subscription.updated", json!({"id": "sub_1", "customer": "cus_1"}))).unwrap();
+        assert_eq!(ok.subject, Subject::Subscription { id: "sub_1".into(), customer: Some("cus_1".into()) });
+    }
+
+    #[test]
+    fn unknown_types_decode_as_other_and_garbage_is_an_error() {
+        assert_eq!(decode(&event("payout.paid", json!({"id": "po_1"}))).unwrap().subject, Subject::Other);
+        assert!(matches!(decode(b"not json"), Err(DecodeError::NotAnEvent(_))));
+        assert!(matches!(decode(br#"{"id": "evt_1"}"#), Err(DecodeError::NotAnEvent(_))));
+    }
+}

@@ -1,0 +1,42 @@
+//! Delivery of committed outbox items (e-mails via SES, domain events via EventBridge).
+//!
+//! Functions call [`Deliver::deliver`] right after their transaction commits, so mail
+//! goes out within the request in the common case; whatever that attempt does not
+//! finish stays pending and the `deliver-pending` job sends it later. Delivery is
+//! therefore at-least-once per attempt but exactly-once per outbox item in effect: an
+//! item is marked sent with a conditional write, and SES sends are keyed by item id.
+
+use async_trait::async_trait;
+
+use crate::domain::OutboxItem;
+
+/// Outcome counts of one delivery pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryReport {
+    pub sent: u32,
+    pub retry_later: u32,
+    pub failed: u32,
+    pub dead_lettered: u32,
+    /// Items another worker had already handled.
+    pub skipped: u32,
+}
+
+impl DeliveryReport {
+    pub fn add(&mut self, other: DeliveryReport) {
+        self.sent += other.sent;
+        self.retry_later += other.retry_later;
+        self.failed += other.failed;
+        self.dead_lettered += other.dead_lettered;
+        self.skipped += other.skipped;
+    }
+}
+
+#[async_trait]
+pub trait Deliver: Send + Sync {
+    /// Tries to deliver these freshly committed items now. Never fails the caller:
+    /// problems are recorded on the items and left to the `deliver-pending` job.
+    async fn deliver(&self, items: &[OutboxItem]) -> DeliveryReport;
+}
+
+mod outbox;
+pub use outbox::{DeliveryPolicy, OutboxDelivery};

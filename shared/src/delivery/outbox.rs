@@ -1,0 +1,254 @@
+//! [`OutboxDelivery`]: sends outbox items and records the outcome on each item.
+
+use std::{sync::Arc, time::Duration as StdDuration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use futures::{stream, StreamExt};
+use tokio::sync::Mutex;
+use tracing::instrument;
+
+use super::{Deliver, DeliveryReport};
+use crate::{
+    domain::{OutboxItem, OutboxPayload, OutboxState},
+    email::{EmailRenderer, Mailer, SendError},
+    events::{EventPublisher, PublishError},
+    metrics::Metrics,
+    store::{DynamoStore, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// Attempts before a transiently failing item is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles per attempt, capped at `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long a claimed item is hidden from other sweepers while it is being sent.
+    pub lease: Duration,
+    /// Items delivered at once.
+    pub concurrency: usize,
+    /// SES sending rate limit (messages per second); `None` for no pacing.
+    pub sends_per_second: Option<u32>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_backoff: Duration::minutes(1),
+            max_backoff: Duration::hours(6),
+            lease: Duration::minutes(2),
+            concurrency: 8,
+            sends_per_second: Some(10),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1i32 << attempts.saturating_sub(1).min(16);
+        (self.base_backoff * factor).min(self.max_backoff)
+    }
+}
+
+/// Why one delivery attempt did not succeed.
+enum AttemptError {
+    Permanent(String),
+    Transient(String),
+}
+
+pub struct OutboxDelivery {
+    store: DynamoStore,
+    renderer: Arc<EmailRenderer>,
+    mailer: Arc<dyn Mailer>,
+    publisher: Arc<dyn EventPublisher>,
+    policy: DeliveryPolicy,
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// When the next e-mail may go out, for SES rate pacing.
+    next_send: Mutex<tokio::time::Instant>,
+}
+
+impl OutboxDelivery {
+    pub fn new(
+        store: DynamoStore,
+        renderer: Arc<EmailRenderer>,
+        mailer: Arc<dyn Mailer>,
+        publisher: Arc<dyn EventPublisher>,
+        policy: DeliveryPolicy,
+    ) -> Self {
+        Self {
+            store,
+            renderer,
+            mailer,
+            publisher,
+            policy,
+            clock: Arc::new(Utc::now),
+            next_send: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Uses `clock` for "now" (tests replay days; jobs pass the event's time).
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Delivers up to `limit` pending items due at `now`. Returns the outcome counts and
+    /// how many index items were read.
+    #[instrument(skip(self))]
+    pub async fn deliver_pending(&self, now: DateTime<Utc>, limit: i32) -> Result<(DeliveryReport, u64), StoreError> {
+        let page = self.store.pending_outbox(now, limit).await?;
+        let report = self.deliver_all(page.items, now).await;
+        Ok((report, page.scanned))
+    }
+
+    async fn deliver_all(&self, items: Vec<OutboxItem>, now: DateTime<Utc>) -> DeliveryReport {
+        let reports: Vec<DeliveryReport> =
+            stream::iter(items).map(|item| self.deliver_one(item, now)).buffer_unordered(self.policy.concurrency.max(1)).collect().await;
+        let mut total = DeliveryReport::default();
+        for r in reports {
+            total.add(r);
+        }
+        total
+    }
+
+    /// One item: claim it (a conditional write bumping its attempt count and hiding it
+    /// for the lease), send it, record the outcome. A lost claim means another worker
+    /// has it; a crash after sending and before recording resends after the lease.
+    #[instrument(skip(self, item), fields(outbox_id = %item.id, kind = item.kind_label(), attempt = item.attempts + 1))]
+    async fn deliver_one(&self, item: OutboxItem, now: DateTime<Utc>) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        if item.state != OutboxState::Pending {
+            report.skipped += 1;
+            return report;
+        }
+        let mut claimed = item.clone();
+        claimed.attempts += 1;
+        claimed.next_attempt_at = now + self.policy.lease;
+        match self.store.update_outbox(&claimed, item.attempts).await {
+            Ok(true) => {}
+            Ok(false) => {
+                report.skipped += 1;
+                return report;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not claim outbox item; left for a later run");
+                report.retry_later += 1;
+                return report;
+            }
+        }
+
+        let outcome = self.attempt(&claimed).await;
+        let mut done = claimed.clone();
+        match outcome {
+            Ok(delivery_id) => {
+                tracing::info!(delivery_id = %delivery_id, "delivered");
+                done.state = OutboxState::Sent;
+                done.delivery_id = Some(delivery_id);
+                done.sent_at = Some(now);
+                done.last_error = None;
+                report.sent += 1;
+            }
+            Err(AttemptError::Permanent(why)) => {
+                tracing::warn!(error = %why, "refused for good; not retried");
+                done.state = OutboxState::Failed;
+                done.last_error = Some(why);
+                report.failed += 1;
+            }
+            Err(AttemptError::Transient(why)) if claimed.attempts >= self.policy.max_attempts => {
+                tracing::error!(error = %why, attempts = claimed.attempts, "dead-lettered after repeated failures");
+                done.state = OutboxState::DeadLettered;
+                done.last_error = Some(why);
+                report.dead_lettered += 1;
+            }
+            Err(AttemptError::Transient(why)) => {
+                tracing::warn!(error = %why, "delivery failed; will retry");
+                done.next_attempt_at = now + self.policy.backoff(claimed.attempts);
+                done.last_error = Some(why);
+                report.retry_later += 1;
+            }
+        }
+        if let Err(err) = self.store.update_outbox(&done, claimed.attempts).await {
+            // The claim expires and the item is retried; a sent e-mail may then go twice,
+            // which is the price of never losing one.
+            tracing::error!(error = %err, "could not record delivery outcome");
+        }
+        self.emit_metrics(&done);
+        report
+    }
+
+    async fn attempt(&self, item: &OutboxItem) -> Result<String, AttemptError> {
+        match &item.payload {
+            OutboxPayload::Event { event } => self.publisher.publish(event).await.map_err(|e| match e {
+                PublishError::Transient(why) => AttemptError::Transient(why),
+                PublishError::Encode(why) => AttemptError::Permanent(why),
+            }),
+            OutboxPayload::Email { kind, user_id, context } => {
+                // The address is read now, not when the item was queued: a user who
+                // changed it gets the mail at the new one.
+                let profile = match self.store.profile(user_id).await {
+                    Ok(Some(profile)) => profile,
+                    Ok(None) => return Err(AttemptError::Permanent(format!("user {user_id} has no profile"))),
+                    Err(e) => return Err(AttemptError::Transient(e.to_string())),
+                };
+                let email = self.renderer.render(*kind, &profile, context).map_err(|e| AttemptError::Permanent(e.to_string()))?;
+                self.pace().await;
+                self.mailer.send(&profile.email, &email, *kind, &item.id).await.map_err(|e| match e {
+                    SendError::Permanent { .. } => AttemptError::Permanent(e.to_string()),
+                    SendError::Transient { .. } => AttemptError::Transient(e.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Waits for this send's slot under the configured SES rate.
+    async fn pace(&self) {
+        let Some(rate) = self.policy.sends_per_second.filter(|r| *r > 0) else { return };
+        let interval = StdDuration::from_secs_f64(1.0 / f64::from(rate));
+        let slot = {
+            let mut next = self.next_send.lock().await;
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    fn emit_metrics(&self, item: &OutboxItem) {
+        let (metric, is_email) = match (&item.payload, item.state) {
+            (OutboxPayload::Email { .. }, OutboxState::Sent) => ("EmailsSent", true),
+            (OutboxPayload::Email { .. }, OutboxState::Failed) => ("EmailsFailed", true),
+            (OutboxPayload::Email { .. }, OutboxState::DeadLettered) => ("EmailsDeadLettered", true),
+            (OutboxPayload::Email { .. }, OutboxState::Pending) => ("EmailsRetried", true),
+            (OutboxPayload::Event { .. }, OutboxState::Sent) => ("DomainEventsPublished", false),
+            (OutboxPayload::Event { .. }, OutboxState::DeadLettered) => ("DomainEventsDeadLettered", false),
+            (OutboxPayload::Event { .. }, _) => ("DomainEventsRetried", false),
+        };
+        let metrics = Metrics::new();
+        let metrics = if is_email { metrics.dimension("Kind", item.kind_label()) } else { metrics };
+        metrics.count(metric, 1).emit();
+    }
+}
+
+#[async_trait]
+impl Deliver for OutboxDelivery {
+    async fn deliver(&self, items: &[OutboxItem]) -> DeliveryReport {
+        self.deliver_all(items.to_vec(), (self.clock)()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = DeliveryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::minutes(1));
+        assert_eq!(p.backoff(2), Duration::minutes(2));
+        assert_eq!(p.backoff(4), Duration::minutes(8));
+        assert_eq!(p.backoff(30), Duration::hours(6));
+    }
+}

@@ -1,0 +1,67 @@
+//! Domain events onto the EventBridge bus.
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::{types::PutEventsRequestEntry, Client};
+use thiserror::Error;
+use tracing::instrument;
+
+use crate::domain::{events::EVENT_SOURCE, DomainEvent};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// EventBridge did not take the event (throttled, unavailable, or the entry failed).
+    #[error("eventbridge did not accept the event: {0}")]
+    Transient(String),
+    #[error("event could not be encoded: {0}")]
+    Encode(String),
+}
+
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes one event; returns EventBridge's event id.
+    async fn publish(&self, event: &DomainEvent) -> Result<String, PublishError>;
+}
+
+pub struct EventBridgePublisher {
+    client: Client,
+    bus: String,
+}
+
+impl EventBridgePublisher {
+    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+        Self { client, bus: bus.into() }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EventBridgePublisher {
+    #[instrument(skip_all, fields(event_id = %event.id, kind = event.kind.as_str(), user_id = %event.user_id))]
+    async fn publish(&self, event: &DomainEvent) -> Result<String, PublishError> {
+        let detail = serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+        let entry = PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(EVENT_SOURCE)
+            .detail_type(event.kind.as_str())
+            .detail(detail)
+            .resources(format!("logiscore:subscription:{}", event.subscription_id))
+            .build();
+        let out = self
+            .client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| PublishError::Transient(crate::store::error_chain(&e)))?;
+        // PutEvents answers 200 even when an entry failed: the per-entry result says.
+        let result = out.entries().first().cloned();
+        match result {
+            Some(entry) if entry.error_code().is_none() => entry.event_id().map(str::to_owned).ok_or_else(|| PublishError::Transient("no event id".into())),
+            Some(entry) => Err(PublishError::Transient(format!(
+                "{}: {}",
+                entry.error_code().unwrap_or_default(),
+                entry.error_message().unwrap_or_default()
+            ))),
+            None => Err(PublishError::Transient("empty PutEvents response".into())),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Outbox delivery: e-mails through SES and domain events through EventBridge, on moto.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use harness::{env::MAIL_FROM, Moto, TestEnv};
+use shared::{
+    delivery::{Deliver, DeliveryPolicy, OutboxDelivery},
+    domain::{DomainEvent, DomainEventKind, OutboxState, ProfileUpdate, SubscriptionStatus, UserId},
+    email::{EmailConfig, EmailContext, EmailRenderer, SesMailer, TrialEndingContext},
+    events::EventBridgePublisher,
+    store::{Change, DynamoStore},
+};
+
+use crate::fixtures::{day, subscription};
+
+fn email_config() -> EmailConfig {
+    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
+}
+
+fn delivery(env: &TestEnv, ses_config: &aws_config::SdkConfig, policy: DeliveryPolicy) -> OutboxDelivery {
+    let renderer = Arc::new(EmailRenderer::embedded(&email_config()).unwrap());
+    let mailer = Arc::new(SesMailer::new(ses_config, &email_config()));
+    let publisher = Arc::new(EventBridgePublisher::new(env.events.clone(), &env.bus));
+    OutboxDelivery::new(env.store.clone(), renderer, mailer, publisher, policy)
+}
+
+fn policy() -> DeliveryPolicy {
+    DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() }
+}
+
+async fn profile(store: &DynamoStore, user: &UserId, email: &str) {
+    let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }.validate(user.clone(), Utc::now()).unwrap();
+    store.put_profile(&p).await.unwrap();
+}
+
+async fn queue_trial_ending(env: &TestEnv, user: &UserId) -> String {
+    let sub = subscription(user, SubscriptionStatus::Trial, day(10));
+    let email = EmailContext::from(TrialEndingContext { plan: sub.tier, days_remaining: 3, trial_end: day(10), has_payment_method: false })
+        .outbox_item(user, &format!("trial-{user}"), day(7));
+    let event = shared::domain::OutboxItem::event(DomainEvent::of(DomainEventKind::SubscriptionActivated, &sub, "x", day(7)), day(7));
+    let id = email.id.clone();
+    env.store.commit(Change { user_id: Some(user.clone()), outbox: vec![email, event], ..Change::default() }).await.unwrap();
+    id
+}
+
+fn sent_to(data: &serde_json::Value, address: &str) -> usize {
+    data["ses"]["Message"]
+        .as_array()
+        .map(|m| m.iter().filter(|msg| msg["destinations"]["ToAddresses"][0] == address).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pending_items_are_sent_once_to_the_current_address() {
+    let env = TestEnv::new().await;
+    let user = UserId::parse("deliver-1").unwrap();
+    profile(&env.store, &user, "old-address@example.com").await;
+    let email_id = queue_trial_ending(&env, &user).await;
+    // The user changes address after the mail was queued: the new one receives it.
+    profile(&env.store, &user, "new-address@example.com").await;
+
+    let delivery = delivery(&env, &env.config, policy());
+    let (report, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    assert_eq!((report.sent, report.failed, report.retry_later), (2, 0, 0));
+    assert_eq!(scanned, 2);
+
+    let data = env.moto.data().await;
+    assert_eq!(sent_to(&data, "new-address@example.com"), 1);
+    assert_eq!(sent_to(&data, "old-address@example.com"), 0);
+    let item = env.store.outbox_item(&email_id).await.unwrap().unwrap();
+    assert_eq!(item.state, OutboxState::Sent);
+    assert!(item.delivery_id.is_some(), "the SES message id is stored");
+
+    let events = env.bus_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["detail-type"], "SubscriptionActivated");
+    assert_eq!(events[0]["source"], "logiscore.subscriptions");
+
+    // A second sweep finds nothing to do and sends nothing.
+    let (again, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    assert_eq!((again.sent, scanned), (0, 0));
+    assert_eq!(sent_to(&env.moto.data().await, "new-address@example.com"), 1);
+    // Delivering an already-sent item directly is skipped too.
+    let report = delivery.deliver(&[item]).await;
+    assert_eq!((report.sent, report.skipped), (0, 1));
+}
+
+#[tokio::test]
+async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
+    let env = TestEnv::new().await;
+    let user = UserId::parse("deliver-2").unwrap();
+    profile(&env.store, &user, "outage@example.com").await;
+    let email_id = queue_trial_ending(&env, &user).await;
+
+    // SES (only) points at a server that is down.
+    let dead = Moto::start().await;
+    let dead_config = dead.sdk_config().await;
+    dead.stop();
+    let policy = DeliveryPolicy { max_attempts: 2, base_backoff: Duration::minutes(1), ..policy() };
+    let broken = delivery(&env, &dead_config, policy.clone());
+
+    let now = Utc::now();
+    let (report, _) = broken.deliver_pending(now, 100).await.unwrap();
+    assert_eq!((report.sent, report.retry_later), (1, 1), "the event went out, the e-mail waits");
+    let item = env.store.outbox_item(&email_id).await.unwrap().unwrap();
+    assert_eq!((item.state, item.attempts), (OutboxState::Pending, 1));
+    assert!(item.next_attempt_at > now, "backed off");
+
+    // Not due yet: the next sweep leaves it alone.
+    let (report, _) = broken.deliver_pending(now, 100).await.unwrap();
+    assert_eq!(report.retry_later + report.sent + report.dead_lettered, 0);
+
+    // SES is back: a later run delivers it.
+    let healthy = delivery(&env, &env.config, policy.clone());
+    let (report, _) = healthy.deliver_pending(now + Duration::minutes(5), 100).await.unwrap();
+    assert_eq!(report.sent, 1);
+    assert_eq!(sent_to(&env.moto.data().await, "outage@example.com"), 1);
+
+    // Another item that never gets through is dead-lettered after max_attempts.
+    let user3 = UserId::parse("deliver-3").unwrap();
+    profile(&env.store, &user3, "doomed@example.com").await;
+    let doomed = queue_trial_ending(&env, &user3).await;
+    let (r1, _) = broken.deliver_pending(now, 100).await.unwrap();
+    let (r2, _) = broken.deliver_pending(now + Duration::hours(1), 100).await.unwrap();
+    assert_eq!((r1.retry_later, r2.dead_lettered), (1, 1));
+    assert_eq!(env.store.outbox_item(&doomed).await.unwrap().unwrap().state, OutboxState::DeadLettered);
+    let (r3, scanned) = healthy.deliver_pending(now + Duration::days(2), 100).await.unwrap();
+    assert_eq!((r3.sent, scanned), (0, 0), "dead-lettered items are out of the sweep");
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_is_failed_for_good_not_retried() {
+    let env = TestEnv::new().await;
+    // No SES identity for this sender: moto refuses the message as MessageRejected.
+    let config = EmailConfig { mail_from: "unverified@nowhere.test".into(), ..email_config() };
+    let renderer = Arc::new(EmailRenderer::embedded(&config).unwrap());
+    let mailer = Arc::new(SesMailer::new(&env.config, &config));
+    let publisher = Arc::new(EventBridgePublisher::new(env.events.clone(), &env.bus));
+    let delivery = OutboxDelivery::new(env.store.clone(), renderer, mailer, publisher, policy());
+    let user = UserId::parse("deliver-4").unwrap();
+    profile(&env.store, &user, "someone@example.com").await;
+    let id = queue_trial_ending(&env, &user).await;
+
+    let (report, _) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    assert_eq!(report.failed, 1);
+    let item = env.store.outbox_item(&id).await.unwrap().unwrap();
+    assert_eq!((item.state, item.attempts), (OutboxState::Failed, 1));
+    assert!(item.last_error.unwrap().contains("MessageRejected"));
+    let (again, scanned) = delivery.deliver_pending(Utc::now() + Duration::days(1), 100).await.unwrap();
+    assert_eq!((again.sent + again.failed, scanned), (0, 0));
+}
