@@ -10,6 +10,7 @@ pub mod template;
 pub mod env;
 pub mod sim;
 pub mod webhook;
+pub mod admin;
 
 pub use env::TestEnv;
 pub use moto::Moto;

@@ -8,3 +8,4 @@ mod local_stack;
 mod store;
 mod webhook;
 mod stripe_client;
+mod admin_api;

@@ -1,0 +1,69 @@
+//! The function's configuration, read once at cold start (a missing or invalid
+//! variable fails the start, never a request).
+
+use shared::{
+    config::{optional, AwsResources, ConfigError},
+    email::EmailConfig,
+    stripe::StripeConfig,
+};
+
+pub const DEFAULT_ADMIN_GROUP: &str = "admin";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TABLE_NAME`, `EVENT_BUS_NAME`.
+    pub aws: AwsResources,
+    /// `ADMIN_GROUP` (default `admin`): the Cognito group whose members may call the API.
+    pub admin_group: String,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
+    pub stripe: StripeConfig,
+    /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`: for delivering the outbox right after a change.
+    pub email: EmailConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            aws: AwsResources::from_env()?,
+            admin_group: admin_group(optional("ADMIN_GROUP"))?,
+            stripe: StripeConfig::from_env()?,
+            email: EmailConfig {
+                mail_from: shared::config::required("MAIL_FROM")?,
+                app_base_url: shared::config::required("APP_BASE_URL")?,
+                configuration_set: optional("SES_CONFIGURATION_SET"),
+            },
+        })
+    }
+}
+
+/// A group name as it can appear in `cognito:groups`: no whitespace or brackets, which
+/// are the claim's own separators.
+pub fn admin_group(raw: Option<String>) -> Result<String, ConfigError> {
+    let group = raw.unwrap_or_else(|| DEFAULT_ADMIN_GROUP.to_owned());
+    if group
+        .chars()
+        .any(|c| c.is_whitespace() || c == '[' || c == ']')
+    {
+        return Err(ConfigError::Invalid {
+            name: "ADMIN_GROUP",
+            why: "must be one group name without spaces or brackets".into(),
+        });
+    }
+    Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_group_defaults_and_rejects_separators() {
+        assert_eq!(admin_group(None).unwrap(), "admin");
+        assert_eq!(
+            admin_group(Some("billing-admins".into())).unwrap(),
+            "billing-admins"
+        );
+        assert!(admin_group(Some("admin billing".into())).is_err());
+        assert!(admin_group(Some("[admin]".into())).is_err());
+    }
+}

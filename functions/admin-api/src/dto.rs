@@ -1,0 +1,172 @@
+//! The API's request and response bodies (schemas in `openapi.yaml`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{
+    billing::PaymentAction,
+    domain::{
+        AccessPolicy, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
+        UserProfile,
+    },
+};
+
+/// `GET /users/{user_id}/subscription`, and the `subscription` of every change response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionResponse {
+    pub id: String,
+    pub user_id: String,
+    pub tier: Tier,
+    pub status: SubscriptionStatus,
+    pub start_date: DateTime<Utc>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub auto_renew: bool,
+    pub stripe_subscription_id: Option<String>,
+    /// Whole days until `end_date`, rounded up; `null` without an end.
+    pub days_remaining: Option<i64>,
+    pub cancel_at_period_end: bool,
+    /// Whether the user can use `tier` right now (the shared access rule).
+    pub has_access: bool,
+    /// The tier the user can use right now: `tier`, or `free` without access.
+    pub effective_tier: Tier,
+    /// `paid` (Stripe-billed), `granted` (admin trial/comp, no card) or `free`.
+    pub source: SubscriptionSource,
+    pub stripe_customer_id: Option<String>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub next_billing_date: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+    pub version: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SubscriptionResponse {
+    pub fn of(sub: &Subscription, now: DateTime<Utc>, policy: &AccessPolicy) -> Self {
+        Self {
+            id: sub.id.clone(),
+            user_id: sub.user_id.to_string(),
+            tier: sub.tier,
+            status: sub.status,
+            start_date: sub.start_date,
+            end_date: sub.end_date,
+            auto_renew: sub.auto_renew,
+            stripe_subscription_id: sub.stripe_subscription_id.as_ref().map(ToString::to_string),
+            days_remaining: sub.days_remaining(now),
+            cancel_at_period_end: sub.cancel_at_period_end,
+            has_access: policy.grants_access(sub, now),
+            effective_tier: policy.effective_tier(sub, now),
+            source: sub.source,
+            stripe_customer_id: sub.stripe_customer_id.as_ref().map(ToString::to_string),
+            canceled_at: sub.canceled_at,
+            next_billing_date: sub.next_billing_date,
+            comment: sub.comment.clone(),
+            version: sub.version,
+            updated_at: sub.updated_at,
+        }
+    }
+}
+
+/// What a mutating subscription call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new subscription is active (paid) or in its trial (granted), or a free record was written.
+    Created,
+    /// A subscription was created at Stripe but its first payment needs the customer
+    /// (see `payment_action`); it grants no access until paid.
+    PaymentRequired,
+    TierChanged,
+    /// Nothing to do: the subscription already is what was asked (also the answer to a
+    /// retried request that had already been applied).
+    Unchanged,
+    CancelScheduled,
+    Canceled,
+    Reactivated,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::PaymentRequired => "payment_required",
+            Self::TierChanged => "tier_changed",
+            Self::Unchanged => "unchanged",
+            Self::CancelScheduled => "cancel_scheduled",
+            Self::Canceled => "canceled",
+            Self::Reactivated => "reactivated",
+        }
+    }
+}
+
+/// What the customer must do to complete an `incomplete` subscription's first payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentActionResponse {
+    /// Stripe's payment state, e.g. `requires_payment_method` (card failed: a new card
+    /// is needed) or `requires_action` (3-D Secure authentication is needed).
+    pub status: String,
+    pub invoice_id: String,
+    /// Stripe's hosted invoice page, where the customer can pay or authenticate.
+    pub hosted_invoice_url: Option<String>,
+    pub message: Option<String>,
+}
+
+impl From<PaymentAction> for PaymentActionResponse {
+    fn from(action: PaymentAction) -> Self {
+        Self {
+            status: action.status,
+            invoice_id: action.invoice_id,
+            hosted_invoice_url: action.hosted_invoice_url,
+            message: action.message,
+        }
+    }
+}
+
+/// The answer of `PUT .../subscription`, `.../cancel` and `.../reactivate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionChange {
+    pub outcome: Outcome,
+    /// One sentence for the admin, e.g. why nothing changed.
+    pub message: String,
+    pub subscription: SubscriptionResponse,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_action: Option<PaymentActionResponse>,
+}
+
+/// The body of `POST .../cancel` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Cancel now (no further access) instead of at the end of the period.
+    #[serde(default)]
+    pub immediately: bool,
+}
+
+/// `PUT /users/{user_id}` answers with the stored profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileResponse {
+    pub user_id: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub username: Option<String>,
+    pub user_type: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&UserProfile> for ProfileResponse {
+    fn from(p: &UserProfile) -> Self {
+        Self {
+            user_id: p.user_id.to_string(),
+            email: p.email.to_string(),
+            full_name: p.full_name.clone(),
+            username: p.username.clone(),
+            user_type: p.user_type.clone(),
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// `GET /users/{user_id}/subscription/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub user_id: String,
+    /// Newest first.
+    pub entries: Vec<HistoryEntry>,
+}

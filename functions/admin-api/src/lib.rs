@@ -1,0 +1,25 @@
+//! The LogiScore admin subscription API: an axum [`Router`](axum::Router) served by
+//! `lambda_http` behind an API Gateway HTTP API with a JWT authorizer.
+//!
+//! - [`routes`]: the routes (the contract in `shared/DESIGN.md`, documented in
+//!   `openapi.yaml`), thin handlers and the request-scope/auth middleware.
+//! - [`auth`]: the admin-group rule on the authorizer's claims.
+//! - [`service`]: the use cases (Stripe first, then one DynamoDB transaction, then delivery).
+//! - [`problem`]: every error as one enum, answered as RFC 9457 problem+json.
+//! - [`apigw`]: API Gateway v2 events, to drive the router as Lambda does (tests, tools).
+
+pub mod apigw;
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod extract;
+pub mod metrics;
+pub mod ports;
+pub mod problem;
+pub mod routes;
+pub mod service;
+
+pub use config::Config;
+pub use ports::{AdminStore, Clock, SystemClock};
+pub use routes::{router, AppState, RouteSpec, ROUTES};
+pub use service::AdminService;
