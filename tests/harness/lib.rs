@@ -8,9 +8,12 @@ pub mod moto;
 pub mod process;
 pub mod template;
 pub mod env;
+pub mod jobs;
 pub mod sim;
 pub mod webhook;
 pub mod admin;
+pub mod proxy;
+pub mod serve;
 
 pub use env::TestEnv;
 pub use moto::Moto;

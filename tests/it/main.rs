@@ -4,8 +4,10 @@
 mod delivery;
 mod email;
 mod fixtures;
+mod jobs;
 mod local_stack;
 mod store;
 mod webhook;
 mod stripe_client;
 mod admin_api;
+mod hostile;
