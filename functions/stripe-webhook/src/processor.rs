@@ -18,7 +18,7 @@ use tracing::instrument;
 use shared::{
     billing::{BillingError, BillingGateway, InvoiceSnapshot},
     domain::{
-        DomainEvent, DomainEventKind, HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, StripeSubscriptionId, Subscription,
+        HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, StripeSubscriptionId, Subscription,
         SubscriptionSource, SubscriptionStatus, Tier, Transition, UserId,
     },
     email::{
@@ -99,7 +99,14 @@ impl Processor {
         Self { store, billing, clock }
     }
 
-    #[instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
+    #[instrument(skip_all, fields(
+        event_id = %event.id,
+        event_type = %event.event_type,
+        user_id = tracing::field::Empty,
+        stripe_subscription_id = tracing::field::Empty,
+        stripe_customer_id = tracing::field::Empty,
+        stripe_invoice_id = tracing::field::Empty,
+    ))]
     pub async fn process(&self, event: &StripeEvent) -> Result<Outcome, ProcessError> {
         // A cheap read first spares Stripe calls for redeliveries; the ledger's
         // conditional write in the commit is what actually guarantees once-only.
@@ -109,6 +116,7 @@ impl Processor {
         match &event.subject {
             Subject::Subscription { id, customer } => self.sync(event, id, customer.as_deref(), None, None).await,
             Subject::Invoice { id, subscription: Some(sub), customer } => {
+                tracing::Span::current().record("stripe_invoice_id", id.as_str());
                 let invoice = match self.billing.invoice(id).await {
                     Ok(invoice) => Some(invoice),
                     Err(BillingError::NotFound(_)) => None,
@@ -155,6 +163,11 @@ impl Processor {
         user_hint: Option<&str>,
         invoice: Option<&InvoiceSnapshot>,
     ) -> Result<Outcome, ProcessError> {
+        let span = tracing::Span::current();
+        span.record("stripe_subscription_id", subscription_id);
+        if let Some(customer) = customer {
+            span.record("stripe_customer_id", customer);
+        }
         let Some(user) = self.owner(subscription_id, customer, user_hint).await? else {
             tracing::warn!(stripe_subscription_id = subscription_id, "event for a subscription this service does not know");
             return self.record_only(event, Outcome::Ignored).await;
@@ -180,6 +193,7 @@ impl Processor {
                 outbox.extend(event_notifications(event, current, &snapshot, invoice, now));
             }
             let applied = plan.next.is_some() || !outbox.is_empty();
+            let history_change = plan.history.first().map(|h| h.change);
             let change = Change {
                 user_id: Some(user.clone()),
                 subscription: plan.next.clone().map(|record| SubscriptionWrite { record, expected_version: plan.expected_version }),
@@ -193,6 +207,7 @@ impl Processor {
                     if let Some(next) = &plan.next {
                         tracing::info!(user_id = %user, stripe_subscription_id = subscription_id, status = %next.status, tier = %next.tier, version = next.version, "subscription synced");
                     }
+                    emit_metrics(event, invoice, plan.next.as_ref(), history_change);
                     return Ok(if applied { Outcome::Applied } else { Outcome::Unchanged });
                 }
                 Err(StoreError::DuplicateEvent) => return Ok(Outcome::Duplicate),
@@ -204,6 +219,31 @@ impl Processor {
             }
         }
         Err(ProcessError::Contention)
+    }
+}
+
+/// Business metrics of an event applied for the first time (EMF, bounded dimensions):
+/// `PaymentsSucceeded` for `invoice.paid` with money collected, `PaymentsFailed` for
+/// `invoice.payment_failed` on an open invoice (both dimensionless: the failure-rate alarm
+/// reads them so), and the subscription changes the event brought in by tier.
+/// `invoice.payment_succeeded` is not counted: Stripe sends it alongside `invoice.paid`.
+fn emit_metrics(event: &StripeEvent, invoice: Option<&InvoiceSnapshot>, next: Option<&Subscription>, change: Option<HistoryChange>) {
+    use shared::metrics::Metrics;
+    match (event.event_type.as_str(), invoice) {
+        ("invoice.paid", Some(inv)) if inv.status == "paid" && inv.amount_paid.amount > 0 => Metrics::new().count("PaymentsSucceeded", 1).emit(),
+        ("invoice.payment_failed", Some(inv)) if inv.status == "open" => Metrics::new().count("PaymentsFailed", 1).emit(),
+        _ => {}
+    }
+    let Some(next) = next else { return };
+    let tier = next.tier.as_str();
+    match change {
+        Some(HistoryChange::Created) => {
+            let source = if next.source == SubscriptionSource::Granted { "granted" } else { "paid" };
+            Metrics::new().dimension("Tier", tier).dimension("Source", source).count("SubscriptionsCreated", 1).emit();
+        }
+        Some(HistoryChange::TierChanged) => Metrics::new().dimension("Tier", tier).count("TierChanges", 1).emit(),
+        Some(HistoryChange::Canceled) => Metrics::new().dimension("Tier", tier).count("SubscriptionsCanceled", 1).emit(),
+        _ => {}
     }
 }
 
@@ -301,29 +341,23 @@ fn transition_notifications(
     now: DateTime<Utc>,
 ) -> Vec<OutboxItem> {
     let stripe_id = snapshot.subscription_id.as_str();
-    let event = |kind, disc: &str| OutboxItem::event(DomainEvent::of(kind, after, disc, now), now);
+    let mut items: Vec<OutboxItem> = transition.domain_event(after, now).map(|e| OutboxItem::event(e, now)).into_iter().collect();
     match transition {
-        Transition::Activated => {
-            let mut items = vec![event(DomainEventKind::SubscriptionActivated, stripe_id)];
-            if created {
-                let confirmation = EmailContext::from(SubscriptionConfirmationContext { plan: after.tier, period_end: after.end_date, auto_renew: after.auto_renew });
-                items.push(confirmation.outbox_item(&after.user_id, stripe_id, now));
-            }
-            items
+        Transition::Activated if created => {
+            let confirmation = EmailContext::from(SubscriptionConfirmationContext { plan: after.tier, period_end: after.end_date, auto_renew: after.auto_renew });
+            items.push(confirmation.outbox_item(&after.user_id, stripe_id, now));
         }
-        Transition::Renewed { period_end } => vec![event(DomainEventKind::SubscriptionRenewed, &ts(*period_end))],
-        Transition::PaymentFailed => vec![event(DomainEventKind::PaymentFailed, &format!("period-{}", ts(snapshot.current_period_end)))],
         Transition::Canceled => {
             let ended = EmailContext::from(SubscriptionExpiredContext { plan: before.tier, ended_at: snapshot.canceled_at.unwrap_or(now) });
-            vec![event(DomainEventKind::SubscriptionCanceled, stripe_id), ended.outbox_item(&after.user_id, &format!("ended-{stripe_id}"), now)]
+            items.push(ended.outbox_item(&after.user_id, &format!("ended-{stripe_id}"), now));
         }
         Transition::TierChanged { from, to } => {
-            let disc = format!("{stripe_id}-{to}-v{}", after.version);
             let changed = EmailContext::from(PlanChangedContext { previous_plan: *from, new_plan: *to, effective_date: now });
-            vec![event(DomainEventKind::TierChanged, &disc), changed.outbox_item(&after.user_id, &disc, now)]
+            items.push(changed.outbox_item(&after.user_id, &format!("{stripe_id}-{to}-v{}", after.version), now));
         }
-        Transition::CancelScheduled | Transition::CancelWithdrawn | Transition::Paused | Transition::Resumed => vec![],
+        _ => {}
     }
+    items
 }
 
 /// E-mails an event causes by itself, decided on the current (re-fetched) state.

@@ -61,3 +61,23 @@ impl DomainEvent {
         }
     }
 }
+
+impl super::Transition {
+    /// The domain event this transition of `after` stands for, if any. The id is derived
+    /// from the resulting state only (subscription, period, version), so whoever finds the
+    /// transition — the webhook or the reconcile job — publishes the same logical event.
+    pub fn domain_event(&self, after: &Subscription, now: DateTime<Utc>) -> Option<DomainEvent> {
+        use super::Transition as T;
+        let stripe_or_local = after.stripe_subscription_id.as_ref().map_or(after.id.as_str(), |s| s.as_str());
+        let period = after.end_date.map(|e| e.timestamp().to_string()).unwrap_or_default();
+        let (kind, discriminator) = match self {
+            T::Activated => (DomainEventKind::SubscriptionActivated, format!("{stripe_or_local}:{}", after.status)),
+            T::Renewed { period_end } => (DomainEventKind::SubscriptionRenewed, period_end.timestamp().to_string()),
+            T::PaymentFailed => (DomainEventKind::PaymentFailed, format!("period-{period}")),
+            T::Canceled => (DomainEventKind::SubscriptionCanceled, stripe_or_local.to_owned()),
+            T::TierChanged { from, to } => (DomainEventKind::TierChanged, format!("{from}-{to}:v{}", after.version)),
+            T::Paused | T::Resumed | T::CancelScheduled | T::CancelWithdrawn => return None,
+        };
+        Some(DomainEvent::of(kind, after, &discriminator, now))
+    }
+}
