@@ -10,4 +10,4 @@ mod store;
 mod webhook;
 mod stripe_client;
 mod admin_api;
-mod hostile;
+mod template;
