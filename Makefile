@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV  := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 
-.PHONY: dev test venv lint emails bench fmt clippy clean
+.PHONY: dev test venv lint emails bench fmt clippy clean metrics sam-build
 
 venv: $(STAMP)
 
@@ -25,11 +25,23 @@ lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 
+# Summarise the EMF metrics of the last `make dev` run (target/dev-logs/*.log) as a table;
+# `make metrics FILE=some.log` (or FILE=- for stdin) reads another capture.
+metrics:
+	python3 scripts/metrics.py $(FILE)
+
 emails:
 	scripts/render-emails.sh emails-preview
 
+# Cross-compiles every function for arm64 with cargo-lambda (zig from the venv). Slow: release + LTO.
+sam-build: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --template-file template.yaml --beta-features
+
 fmt:
 	cargo fmt --all
+
+bench: venv
+	bench/run.sh
 
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -12,6 +12,9 @@ use tokio::time::Instant;
 /// item is started, in index order, so once it says no it says no to every later item:
 /// the items handled are always a prefix of what was read, and the continuation resumes
 /// right after the last one.
+/// The budget when the runtime's deadline is unusable (see [`Budget::until`]).
+const FALLBACK: Duration = Duration::from_secs(60);
+
 #[derive(Debug)]
 pub struct Budget {
     /// When to stop starting work (`None`: no deadline, e.g. a local run).
@@ -30,7 +33,16 @@ impl Budget {
     /// margin is capped at a third of the time left, so a function configured with a short
     /// timeout still gets work done (and continues) rather than failing every run.
     pub fn until(deadline: SystemTime, margin: Duration) -> Self {
-        let remaining = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+        let remaining = match deadline.duration_since(SystemTime::now()) {
+            Ok(remaining) if !remaining.is_zero() => remaining,
+            // Lambda always gives a future deadline; local emulators may not (cargo lambda
+            // watch can hand one that has passed while it compiled). Run for a bounded
+            // while rather than refusing all work.
+            _ => {
+                tracing::warn!(fallback_secs = FALLBACK.as_secs(), "invocation deadline is not in the future; using a fallback budget");
+                FALLBACK
+            }
+        };
         let margin = margin.min(remaining / 3);
         Self { stop_at: Some(Instant::now() + remaining.saturating_sub(margin)), max_items: None, used: AtomicU64::new(0) }
     }
@@ -100,6 +112,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_past_deadline_falls_back_to_a_bounded_budget() {
+        let budget = Budget::until(SystemTime::now() - Duration::from_secs(5), Duration::from_secs(20));
+        assert!(budget.take(), "work can start");
+        let stop = budget.stop_at.expect("bounded");
+        assert!(stop <= Instant::now() + FALLBACK);
+    }
+
+    #[test]
     fn item_budget_is_exact() {
         let budget = Budget::unlimited().with_max_items(Some(2));
         assert!(budget.take() && budget.take());
@@ -111,10 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn a_passed_deadline_stops_everything() {
-        let budget = Budget::until(SystemTime::now() - Duration::from_secs(1), Duration::from_secs(10));
-        assert!(budget.exhausted());
-        assert!(!budget.take());
+    fn deadlines_leave_a_safety_margin() {
         // A short timeout keeps two thirds of itself for work.
         let budget = Budget::until(SystemTime::now() + Duration::from_secs(15), Duration::from_secs(20));
         assert!(!budget.exhausted());
