@@ -11,3 +11,4 @@ mod webhook;
 mod stripe_client;
 mod admin_api;
 mod template;
+mod observability;

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Instant};
 use chrono::{DateTime, Utc};
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde_json::json;
+use tracing::Instrument;
 
 use shared::{config::Secret, metrics::Metrics};
 
@@ -65,7 +66,8 @@ const HANDLED_TYPES: &[&str] = &[
 ];
 
 fn count(event_type: &str, outcome: &str) {
-    let event_type = if HANDLED_TYPES.contains(&event_type) { event_type } else { "other" };
+    // `rejected` (bad signature or body) is kept: the rejection alarm watches EventType=rejected.
+    let event_type = if HANDLED_TYPES.contains(&event_type) || event_type == "rejected" { event_type } else { "other" };
     Metrics::new().dimension("EventType", event_type).dimension("Outcome", outcome).count("WebhookEvents", 1).emit();
 }
 
@@ -95,8 +97,11 @@ impl Webhook {
             }
         };
         let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.event_type);
+        // Instrumented, not entered across the await: an entered guard does not follow the
+        // future between polls, so the result lines would lose the event's span.
+        let result = self.processor.process(&event).instrument(span.clone()).await;
         let _enter = span.enter();
-        match self.processor.process(&event).await {
+        match result {
             Ok(outcome) => {
                 tracing::info!(outcome = outcome.as_str(), latency_ms = started.elapsed().as_millis() as u64, "webhook processed");
                 count(&event.event_type, outcome.as_str());

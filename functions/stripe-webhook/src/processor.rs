@@ -172,6 +172,7 @@ impl Processor {
             tracing::warn!(stripe_subscription_id = subscription_id, "event for a subscription this service does not know");
             return self.record_only(event, Outcome::Ignored).await;
         };
+        span.record("user_id", user.as_str());
         let Ok(stripe_id) = StripeSubscriptionId::parse(subscription_id) else {
             return self.record_only(event, Outcome::Ignored).await;
         };

@@ -99,6 +99,7 @@ impl DynamoStore {
     }
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let started = std::time::Instant::now();
         let out = self
             .client
             .get_item()
@@ -107,9 +108,9 @@ impl DynamoStore {
             .key("sk", AttributeValue::S(sk.to_owned()))
             .consistent_read(true)
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
+            .await;
+        dynamo_call("GetItem", if out.is_ok() { "ok" } else { "error" }, started);
+        Ok(out.map_err(unavailable)?.item)
     }
 
     #[instrument(skip(self), fields(user_id = %user))]
@@ -183,15 +184,23 @@ impl DynamoStore {
             if writes.is_empty() {
                 return Ok(());
             }
+            let started = std::time::Instant::now();
             let result = self.client.transact_write_items().set_transact_items(Some(writes)).send().await;
             let err = match result {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    dynamo_call("TransactWriteItems", "ok", started);
+                    return Ok(());
+                }
                 Err(err) => err,
             };
             let reasons = match cancellation_codes(&err) {
                 Some(reasons) => reasons,
-                None => return Err(unavailable(err)),
+                None => {
+                    dynamo_call("TransactWriteItems", "error", started);
+                    return Err(unavailable(err));
+                }
             };
+            dynamo_call("TransactWriteItems", "conditional", started);
             let mut existing_outbox = Vec::new();
             for (role, code) in roles.iter().zip(reasons.iter()) {
                 if code.as_deref() != Some("ConditionalCheckFailed") {
@@ -346,6 +355,7 @@ impl DynamoStore {
     /// cannot both record a send. Returns `false` when another worker got there first.
     #[instrument(skip(self, item), fields(outbox_id = %item.id, state = ?item.state))]
     pub async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
         let result = self
             .client
             .put_item()
@@ -358,9 +368,18 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(unavailable(err)),
+            Ok(_) => {
+                dynamo_call("PutItem", "ok", started);
+                Ok(true)
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                dynamo_call("PutItem", "conditional", started);
+                Ok(false)
+            }
+            Err(err) => {
+                dynamo_call("PutItem", "error", started);
+                Err(unavailable(err))
+            }
         }
     }
 }
@@ -381,6 +400,11 @@ fn cancellation_codes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<V
         }
         _ => None,
     }
+}
+
+/// `DynamoCalls`/`DynamoLatency{Operation,Outcome}` for one request (see `crate::metrics`).
+fn dynamo_call(operation: &'static str, outcome: &'static str, started: std::time::Instant) {
+    crate::metrics::dependency_call("DynamoCalls", "DynamoLatency", operation, outcome, started.elapsed());
 }
 
 fn unavailable<E: std::error::Error + 'static>(err: E) -> StoreError {

@@ -32,6 +32,7 @@ use super::config::StripeConfig;
 use super::convert::{self, Decline, PaymentFacts};
 use super::errors::{self, classify};
 use super::retry::RetryPolicy;
+use crate::metrics;
 
 /// Expanded on every subscription we read or write: the latest invoice gives
 /// `latest_invoice_paid_at` and, after a create, the payment state.
@@ -60,6 +61,24 @@ struct Op {
 impl Op {
     const fn new(method: &'static str, name: &'static str) -> Self {
         Self { name, method }
+    }
+
+    /// The Stripe API path template the operation calls (ids elided, so logs carry none).
+    fn path(&self) -> &'static str {
+        match self.name {
+            "retrieve_subscription" | "update_subscription_cancel_at_period_end" | "update_subscription_price" | "cancel_subscription" => {
+                "/v1/subscriptions/{id}"
+            }
+            "create_subscription" => "/v1/subscriptions",
+            "search_customers" => "/v1/customers/search",
+            "create_customer" => "/v1/customers",
+            "update_customer" | "delete_customer" | "set_default_payment_method" => "/v1/customers/{id}",
+            "retrieve_payment_intent" => "/v1/payment_intents/{id}",
+            "attach_payment_method" => "/v1/payment_methods/{id}/attach",
+            "pay_invoice" => "/v1/invoices/{id}/pay",
+            "retrieve_invoice" => "/v1/invoices/{id}",
+            _ => "other",
+        }
     }
 }
 
@@ -114,11 +133,14 @@ impl StripeBilling {
                     tracing::info!(
                         stripe.op = op.name,
                         http.method = op.method,
+                        http.path = op.path(),
+                        http.status = 200u16,
                         attempt = attempt_no,
                         outcome = "ok",
                         latency_ms,
                         "stripe call"
                     );
+                    metrics::dependency_call("StripeCalls", "StripeLatency", op.name, "ok", started.elapsed());
                     return Ok(value);
                 }
                 Err(err) => {
@@ -127,6 +149,7 @@ impl StripeBilling {
                     tracing::info!(
                         stripe.op = op.name,
                         http.method = op.method,
+                        http.path = op.path(),
                         attempt = attempt_no,
                         outcome = failure.outcome,
                         http.status = failure.status,
@@ -136,6 +159,7 @@ impl StripeBilling {
                         error = %failure.error,
                         "stripe call"
                     );
+                    metrics::dependency_call("StripeCalls", "StripeLatency", op.name, failure.outcome, started.elapsed());
                     if !will_retry {
                         return Err(failure.error);
                     }
