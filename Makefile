@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV  := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 
-.PHONY: dev test venv lint emails bench fmt clippy clean metrics sam-build
+.PHONY: dev test torture venv lint emails bench fmt clippy clean metrics sam-build
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ dev: venv
 
 test: venv
 	scripts/test.sh
+
+# The hostile-input suite with its heavier knobs: 5x schemathesis examples, 10x proptest
+# cases (TORTURE=1, see tests/it/hostile/mod.rs); HOSTILE_SEED=n picks another seed.
+torture: venv
+	TORTURE=1 MOTO_SERVER=$(VENV)/bin/moto_server cargo test -p integration-tests --test it hostile -- --nocapture
 
 lint: venv
 	$(VENV)/bin/cfn-lint template.yaml

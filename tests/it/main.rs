@@ -10,5 +10,6 @@ mod store;
 mod webhook;
 mod stripe_client;
 mod admin_api;
+mod hostile;
 mod template;
 mod observability;

@@ -67,7 +67,8 @@ impl SignatureHeader {
 /// Verifies `header` over the exact `payload` bytes at `now` (unix seconds).
 pub fn verify(payload: &[u8], header: Option<&str>, secrets: &[Secret], now: i64, tolerance_secs: i64) -> Result<(), SignatureError> {
     let header = SignatureHeader::parse(header.ok_or(SignatureError::Missing)?)?;
-    if (now - header.timestamp).abs() > tolerance_secs {
+    // abs_diff: a hostile timestamp near i64::MIN must not overflow the subtraction.
+    if now.abs_diff(header.timestamp) > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let timestamp = header.timestamp.to_string();

@@ -1,0 +1,267 @@
+//! A small loopback HTTP/1.1 proxy between the code under test and one upstream (moto
+//! server or stripe-sim) whose behaviour can be switched at runtime, to inject faults.
+//!
+//! Every client connection carries exactly one request: the proxy forwards it with
+//! `Connection: close` and answers with `Connection: close`, so the client's pool never
+//! reuses a connection across a mode switch and each request sees the mode current when
+//! it arrived. Modes ([`Fault`]):
+//! - `Pass`: forwarded unchanged;
+//! - `Refuse`: the connection is reset as soon as it is accepted (nothing reaches upstream);
+//! - `Delay(d)`: held for `d` (past the client's timeout), then forwarded — the upstream
+//!   may still apply a request whose client has given up, as a slow network would;
+//! - `Cut`: forwarded, so the upstream applies it, but the response is cut in the middle
+//!   and the connection reset: the client cannot know whether it happened;
+//! - `Status(500 | 429 | …)`: answered by the proxy with that status and a JSON error body
+//!   that reads as an error to the AWS SDK and to the Stripe client; nothing reaches upstream.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Pass,
+    Refuse,
+    Delay(Duration),
+    Cut,
+    Status(u16),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Pass => write!(f, "pass"),
+            Fault::Refuse => write!(f, "refuse"),
+            Fault::Delay(d) => write!(f, "delay {}ms", d.as_millis()),
+            Fault::Cut => write!(f, "cut mid-response"),
+            Fault::Status(code) => write!(f, "answer {code}"),
+        }
+    }
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    fault: Mutex<Fault>,
+    requests: AtomicU64,
+    injected: AtomicU64,
+}
+
+pub struct Proxy {
+    /// `http://127.0.0.1:{port}`
+    pub url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// A proxy in `Pass` mode in front of `upstream` (`http://127.0.0.1:port`).
+    pub async fn start(upstream: &str) -> Proxy {
+        let authority = upstream.trim_start_matches("http://").trim_end_matches('/');
+        let upstream: SocketAddr = authority.parse().unwrap_or_else(|e| panic!("proxy upstream {authority}: {e}"));
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let shared = Arc::new(Shared { upstream, fault: Mutex::new(Fault::Pass), requests: AtomicU64::new(0), injected: AtomicU64::new(0) });
+        let accept = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                let shared = accept.clone();
+                tokio::spawn(async move {
+                    let _ = handle(shared, client).await;
+                });
+            }
+        });
+        Proxy { url: format!("http://{addr}"), shared, task }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.shared.fault.lock().expect("fault lock") = fault;
+    }
+
+    pub fn fault(&self) -> Fault {
+        *self.shared.fault.lock().expect("fault lock")
+    }
+
+    /// Requests (connections) seen, faulted or not.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests a fault was applied to.
+    pub fn injected(&self) -> u64 {
+        self.shared.injected.load(Ordering::SeqCst)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads until the end of the head; returns (head incl. CRLFCRLF, bytes read past it).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok(Some((buf, rest)));
+        }
+        if buf.len() > 1 << 20 {
+            return Ok(None);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// The head with any `Connection` header replaced by `Connection: close`.
+fn close_head(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&head[..head.len() - 4]);
+    let mut out = String::new();
+    for line in text.split("\r\n") {
+        let name = line.split_once(':').map(|(k, _)| k.trim().to_ascii_lowercase());
+        if matches!(name.as_deref(), Some("connection" | "keep-alive")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+/// Reads the rest of a message body framed by `head` (`rest` already read).
+async fn read_body(stream: &mut TcpStream, head: &[u8], mut rest: Vec<u8>, until_eof: bool) -> std::io::Result<Vec<u8>> {
+    let mut chunk = [0u8; 16384];
+    if let Some(len) = header_value(head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < len {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        return Ok(rest);
+    }
+    let chunked = header_value(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        while !rest.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        return Ok(rest);
+    }
+    if until_eof {
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Ok(rest)
+}
+
+fn reset(stream: TcpStream) {
+    // SO_LINGER 0: close with RST, as a refused or crashed peer looks (with 0 the drop
+    // does not block, which is what the deprecation warns about).
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<()> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = *shared.fault.lock().expect("fault lock");
+    if fault != Fault::Pass {
+        shared.injected.fetch_add(1, Ordering::SeqCst);
+    }
+    if fault == Fault::Refuse {
+        reset(client);
+        return Ok(());
+    }
+    let Some((head, rest)) = read_head(&mut client).await? else { return Ok(()) };
+    let body = read_body(&mut client, &head, rest, false).await?;
+    match fault {
+        Fault::Status(code) => {
+            let (kind, stripe) = if code == 429 { ("ThrottlingException", "rate_limit_error") } else { ("InternalServerError", "api_error") };
+            let payload = serde_json::json!({
+                "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
+                "message": "injected by the test proxy",
+                "error": {"type": stripe, "message": "injected by the test proxy"},
+            })
+            .to_string();
+            let response = format!(
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nx-amzn-ErrorType: {kind}\r\nRetry-After: 0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+                payload.len()
+            );
+            client.write_all(response.as_bytes()).await?;
+            client.shutdown().await?;
+            return Ok(());
+        }
+        Fault::Delay(d) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let mut upstream = match TcpStream::connect(shared.upstream).await {
+        Ok(s) => s,
+        Err(_) => {
+            reset(client);
+            return Ok(());
+        }
+    };
+    upstream.write_all(&close_head(&head)).await?;
+    upstream.write_all(&body).await?;
+    let Some((response_head, rest)) = read_head(&mut upstream).await? else {
+        reset(client);
+        return Ok(());
+    };
+    let response_body = read_body(&mut upstream, &response_head, rest, true).await?;
+    let head = close_head(&response_head);
+    if fault == Fault::Cut {
+        // Half of the body (or of the head, when there is no body), then a reset.
+        if response_body.len() >= 2 {
+            client.write_all(&head).await?;
+            client.write_all(&response_body[..response_body.len() / 2]).await?;
+        } else {
+            client.write_all(&head[..head.len() / 2]).await?;
+        }
+        client.flush().await?;
+        reset(client);
+        return Ok(());
+    }
+    client.write_all(&head).await?;
+    client.write_all(&response_body).await?;
+    client.shutdown().await?;
+    Ok(())
+}
