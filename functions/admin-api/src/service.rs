@@ -33,15 +33,15 @@ use shared::{
     },
     delivery::Deliver,
     domain::{
-        AccessPolicy, Billing, DomainEvent, DomainEventKind, HistoryChange, HistoryEntry,
-        OutboxItem, ProfileUpdate, StripeSnapshot, Subscription, SubscriptionRequest,
-        SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, UserId, UserProfile,
+        AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate,
+        StripeSnapshot, Subscription, SubscriptionRequest, SubscriptionSource, SubscriptionStatus,
+        SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
     },
     email::{
         CancellationConfirmedContext, EmailContext, PlanChangedContext,
         SubscriptionConfirmationContext,
     },
-    store::{Change, StoreError, StripeMapping, SubscriptionWrite},
+    store::{Change, StoreError, StripeMapping},
 };
 use tracing::instrument;
 
@@ -258,15 +258,7 @@ impl AdminService {
                 caller.admin.actor(),
                 now,
             );
-            let change = Change {
-                user_id: Some(user.clone()),
-                subscription: Some(SubscriptionWrite {
-                    record: next.clone(),
-                    expected_version,
-                }),
-                history: vec![history],
-                ..Change::default()
-            };
+            let change = Change::subscription(next.clone(), expected_version, history);
             let applied =
                 |s: &Subscription| s.source == SubscriptionSource::Free && !s.status.is_terminal();
             if let Committed::AlreadyApplied(current) = self.commit(change, user, applied).await? {
@@ -368,35 +360,21 @@ impl AdminService {
             });
             vec![
                 confirmation.outbox_item(user, &stripe_id, now),
-                OutboxItem::event(
-                    DomainEvent::of(
-                        DomainEventKind::SubscriptionActivated,
-                        &next,
-                        &stripe_id,
-                        now,
-                    ),
-                    now,
-                ),
             ]
+            .into_iter()
+            .chain(Transition::Activated.domain_event(&next, now).map(|e| OutboxItem::event(e, now)))
+            .collect()
         } else {
             // Not active yet: the confirmation and the activation event follow when the
             // payment completes (the webhook sees the subscription become active).
             Vec::new()
         };
-        let change = Change {
-            user_id: Some(user.clone()),
-            subscription: Some(SubscriptionWrite {
-                record: next.clone(),
-                expected_version,
-            }),
-            history: vec![history],
-            outbox: outbox.clone(),
-            stripe_event: None,
-            mappings: vec![
+        let change = Change::subscription(next.clone(), expected_version, history)
+            .with_outbox(outbox.clone())
+            .with_mappings([
                 StripeMapping::Customer(customer.to_string()),
                 StripeMapping::Subscription(stripe_id.clone()),
-            ],
-        };
+            ]);
         let same = |s: &Subscription| {
             s.stripe_subscription_id
                 .as_ref()
@@ -512,28 +490,15 @@ impl AdminService {
             new_plan: next.tier,
             effective_date: now,
         });
-        let outbox = vec![
-            email.outbox_item(&cur.user_id, &discriminator, now),
-            OutboxItem::event(
-                DomainEvent::of(
-                    DomainEventKind::TierChanged,
-                    &next,
-                    &format!("v{}", next.version),
-                    now,
-                ),
-                now,
-            ),
-        ];
-        let change = Change {
-            user_id: Some(cur.user_id.clone()),
-            subscription: Some(SubscriptionWrite {
-                record: next.clone(),
-                expected_version: Some(cur.version),
-            }),
-            history: vec![history],
-            outbox: outbox.clone(),
-            ..Change::default()
-        };
+        let outbox = std::iter::once(email.outbox_item(&cur.user_id, &discriminator, now))
+        .chain(
+            Transition::TierChanged { from: cur.tier, to: next.tier }
+                .domain_event(&next, now)
+                .map(|e| OutboxItem::event(e, now)),
+        )
+        .collect::<Vec<_>>();
+        let change =
+            Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
         let tier = request.tier;
         let same = move |s: &Subscription| {
             s.stripe_subscription_id.as_ref() == Some(&stripe_id) && s.tier == tier
@@ -619,26 +584,10 @@ impl AdminService {
         });
         let mut outbox = vec![email.outbox_item(&user, &dedupe, now)];
         if immediately {
-            outbox.push(OutboxItem::event(
-                DomainEvent::of(
-                    DomainEventKind::SubscriptionCanceled,
-                    &next,
-                    "admin_cancel",
-                    now,
-                ),
-                now,
-            ));
+            outbox.extend(Transition::Canceled.domain_event(&next, now).map(|e| OutboxItem::event(e, now)));
         }
-        let change = Change {
-            user_id: Some(user.clone()),
-            subscription: Some(SubscriptionWrite {
-                record: next.clone(),
-                expected_version: Some(cur.version),
-            }),
-            history: vec![history],
-            outbox: outbox.clone(),
-            ..Change::default()
-        };
+        let change =
+            Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
         let same = move |s: &Subscription| {
             s.stripe_subscription_id.as_ref() == Some(&stripe_id)
                 && if immediately {
@@ -713,15 +662,7 @@ impl AdminService {
             caller.admin.actor(),
             now,
         );
-        let change = Change {
-            user_id: Some(user.clone()),
-            subscription: Some(SubscriptionWrite {
-                record: next.clone(),
-                expected_version: Some(cur.version),
-            }),
-            history: vec![history],
-            ..Change::default()
-        };
+        let change = Change::subscription(next.clone(), Some(cur.version), history);
         let same = move |s: &Subscription| {
             s.stripe_subscription_id.as_ref() == Some(&stripe_id)
                 && !s.cancel_at_period_end

@@ -50,6 +50,30 @@ pub struct Change {
     pub mappings: Vec<StripeMapping>,
 }
 
+impl Change {
+    /// A change that writes `record` over `expected_version` (`None`: there must be no
+    /// subscription yet) together with its history entry; outbox items and mappings are
+    /// added with the builder methods.
+    pub fn subscription(record: Subscription, expected_version: Option<u64>, history: HistoryEntry) -> Self {
+        Self {
+            user_id: Some(record.user_id.clone()),
+            subscription: Some(SubscriptionWrite { record, expected_version }),
+            history: vec![history],
+            ..Self::default()
+        }
+    }
+
+    pub fn with_outbox(mut self, items: impl IntoIterator<Item = OutboxItem>) -> Self {
+        self.outbox.extend(items);
+        self
+    }
+
+    pub fn with_mappings(mut self, mappings: impl IntoIterator<Item = StripeMapping>) -> Self {
+        self.mappings.extend(mappings);
+        self
+    }
+}
+
 /// Which end dates an expiry query selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiryRange {

@@ -13,7 +13,7 @@ use futures::{stream, StreamExt};
 use shared::{
     billing::BillingError,
     domain::{HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, Subscription},
-    store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError, SubscriptionWrite},
+    store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError},
 };
 
 use crate::{budget::Budget, summary::Counts, Jobs};
@@ -177,14 +177,9 @@ pub(crate) fn cursor_after(sub: &Subscription) -> Option<ExpiryCursor> {
 /// (the invoice) are the webhook's, and a customer is better told nothing twice.
 pub(crate) fn sync_change(sub: &Subscription, snap: &StripeSnapshot, now: DateTime<Utc>, actor: &str) -> Option<(Subscription, Change)> {
     let (next, transitions) = sub.apply_stripe(snap, now)?;
-    let outbox = transitions.iter().filter_map(|t| t.domain_event(&next, now)).map(|event| OutboxItem::event(event, now)).collect();
-    let change = Change {
-        user_id: Some(sub.user_id.clone()),
-        subscription: Some(SubscriptionWrite { record: next.clone(), expected_version: Some(sub.version) }),
-        history: vec![HistoryEntry::record(Some(sub), &next, HistoryChange::Synced, actor, now)],
-        outbox,
-        ..Change::default()
-    };
+    let outbox: Vec<OutboxItem> = transitions.iter().filter_map(|t| t.domain_event(&next, now)).map(|event| OutboxItem::event(event, now)).collect();
+    let history = HistoryEntry::record(Some(sub), &next, HistoryChange::Synced, actor, now);
+    let change = Change::subscription(next.clone(), Some(sub.version), history).with_outbox(outbox);
     Some((next, change))
 }
 
