@@ -315,7 +315,7 @@ impl AdminService {
                 }
             }
             Billing::Granted => NewSubscriptionKind::Granted {
-                trial_end: term_end(now, request.duration_months)?,
+                trial_end: trial_end(now, request.duration_months)?,
             },
         };
         let new = NewSubscription {
@@ -889,6 +889,17 @@ fn term_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, ApiError> 
         .ok_or_else(|| ApiError::Internal(format!("{anchor} + {months} months overflows")))
 }
 
+/// Stripe refuses a `trial_end` more than 730 days ahead.
+const STRIPE_MAX_TRIAL_DAYS: i64 = 730;
+
+/// When a granted trial of `months` ends: the fixed term, but never past Stripe's limit
+/// (24 months from the next full hour can be 731 days and an hour). The cap is anchored
+/// to the hour too, so a retry within the hour sends the same value.
+fn trial_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, ApiError> {
+    let limit = term_anchor(now) + chrono::Duration::days(STRIPE_MAX_TRIAL_DAYS) - chrono::Duration::hours(1);
+    Ok(term_end(now, months)?.min(limit))
+}
+
 fn source_label(source: SubscriptionSource) -> &'static str {
     match source {
         SubscriptionSource::Paid => "paid",
@@ -903,6 +914,18 @@ mod tests {
 
     fn user() -> UserId {
         UserId::parse("u-1").unwrap()
+    }
+
+    #[test]
+    fn granted_trials_stay_within_stripes_limit() {
+        use chrono::TimeZone;
+        // 24 months from the next hour crosses a leap day: 731 days, over Stripe's 730.
+        let now = Utc.with_ymd_and_hms(2027, 3, 1, 10, 30, 0).unwrap();
+        let end = trial_end(now, 24).unwrap();
+        assert!(end <= now + chrono::Duration::days(STRIPE_MAX_TRIAL_DAYS), "{end}");
+        assert_eq!(trial_end(now + chrono::Duration::minutes(20), 24).unwrap(), end, "stable within the hour");
+        // Shorter trials are the full term.
+        assert_eq!(trial_end(now, 3).unwrap(), term_end(now, 3).unwrap());
     }
 
     #[test]

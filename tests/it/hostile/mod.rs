@@ -9,11 +9,13 @@ use std::{
 };
 
 mod admin_fuzz;
+mod crash;
 mod faults;
+mod load;
 mod webhook_fuzz;
 
 /// How many tests in this module report to the tally (the last one prints the summary).
-const TESTS: u64 = 9;
+const TESTS: u64 = 12;
 
 pub static CASES: AtomicU64 = AtomicU64::new(0);
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);

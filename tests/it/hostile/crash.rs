@@ -1,0 +1,803 @@
+//! Crashes: the function process is SIGKILLed at seeded points of a webhook delivery
+//! sequence or of a job run, then restarted and the work redelivered / rerun. The final
+//! local state and the notifications queued (and, for the job, the e-mail sent after a
+//! later `deliver-pending`) must be what a crash-free run produces.
+//!
+//! The "function process" is this test binary re-executed as a worker: the `#[ignore]`d
+//! test `hostile::crash::worker` does nothing unless `HOSTILE_CRASH_WORKER=1`, in which
+//! case it reads its job from the environment (moto endpoint, table, bus, stripe-sim URL,
+//! the events to deliver or the job to run), does it against the parent's moto server and
+//! stripe-sim over loopback, and exits. The parent kills it once the table shows `k` of
+//! its writes (plus a seeded jitter, so the kill lands inside an event or item, not only
+//! between them), restarts it to do the whole thing again, and compares.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Utc};
+use expiry_jobs::{JobName, JobSettings};
+use harness::{Moto, TestEnv, process::ChildGuard, sim::Sim};
+use serde_json::Value;
+use shared::{
+    config::Secret,
+    domain::{
+        HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
+        UserId,
+    },
+    store::{Change, StripeMapping, SubscriptionWrite},
+    stripe::{StripeBilling, StripeConfig},
+};
+use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
+
+const SECRET: &str = "whsec_crash_tests";
+const WORKER: &str = "hostile::crash::worker";
+const DAY: i64 = 86_400;
+const MONTH: i64 = 31 * DAY;
+
+/// A small deterministic generator (splitmix64) for kill points and jitter.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed: u64 = std::env::var("HOSTILE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20_260_301);
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The worker (child process side).
+// ---------------------------------------------------------------------------------------
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("crash worker: {name} not set"))
+}
+
+/// The re-executed "function process". Ignored, and a no-op without `HOSTILE_CRASH_WORKER=1`.
+#[test]
+#[ignore = "run by the crash tests as a child process"]
+fn worker() {
+    if std::env::var("HOSTILE_CRASH_WORKER").as_deref() != Ok("1") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // MOTO_ENDPOINT is set: this is the parent's server, not a new one.
+        let moto = Moto::shared().await;
+        let config = moto.sdk_config().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&config);
+        let table = var("HOSTILE_CRASH_TABLE");
+        let env = TestEnv {
+            moto,
+            table: table.clone(),
+            bus: var("HOSTILE_CRASH_BUS"),
+            queue_url: var("HOSTILE_CRASH_QUEUE"),
+            ses: aws_sdk_sesv2::Client::new(&config),
+            events: aws_sdk_eventbridge::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            store: shared::store::DynamoStore::new(ddb.clone(), &table),
+            ddb,
+            config,
+        };
+        match var("HOSTILE_CRASH_MODE").as_str() {
+            "webhook" => {
+                let billing = StripeBilling::new(StripeConfig {
+                    secret_key: Secret::new(var("HOSTILE_CRASH_SIM_KEY")),
+                    api_base: Some(var("HOSTILE_CRASH_SIM_URL")),
+                    price_premium: stripe_sim::PREMIUM_MONTHLY.to_owned(),
+                    price_enterprise: stripe_sim::ENTERPRISE_MONTHLY.to_owned(),
+                })
+                .expect("stripe client");
+                let events: Vec<Value> =
+                    serde_json::from_slice(&std::fs::read(var("HOSTILE_CRASH_EVENTS")).unwrap())
+                        .unwrap();
+                let webhook = webhook_for(&env, billing);
+                for event in &events {
+                    deliver(&webhook, event).await;
+                }
+            }
+            "job" => {
+                let now: DateTime<Utc> = var("HOSTILE_CRASH_TIME").parse().expect("time");
+                let jobs =
+                    harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
+                let job: JobName = serde_json::from_value(Value::String(var("HOSTILE_CRASH_JOB")))
+                    .expect("job name");
+                let summary = harness::jobs::run(&jobs, job, now).await;
+                assert_eq!(summary.counts.errors, 0, "{summary:?}");
+            }
+            other => panic!("crash worker: unknown mode {other}"),
+        }
+    });
+}
+
+fn webhook_for(env: &TestEnv, billing: StripeBilling) -> Webhook {
+    let clock = Arc::new(Utc::now);
+    Webhook {
+        processor: Processor::new(env.store.clone(), Arc::new(billing), clock.clone()),
+        secrets: vec![Secret::new(SECRET)],
+        tolerance_secs: 300,
+        clock,
+    }
+}
+
+/// One signed delivery through the handler, retried (as Stripe would) on a 5xx.
+async fn deliver(webhook: &Webhook, event: &Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    for attempt in 0.. {
+        let request = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/stripe/webhook")
+            .header(
+                "stripe-signature",
+                sign_header(&body, SECRET, Utc::now().timestamp()),
+            )
+            .body(lambda_http::Body::Binary(body.clone()))
+            .unwrap();
+        let response = webhook.handle(request).await;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return;
+        }
+        assert!(
+            status >= 500 && attempt < 20,
+            "{}: answered {status}: {}",
+            event["id"],
+            String::from_utf8_lossy(response.body().as_ref())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One item at a time, as tests/it/jobs.rs does (moto and concurrent transactions).
+fn job_settings() -> JobSettings {
+    JobSettings {
+        page_size: 25,
+        concurrency: 1,
+        ..JobSettings::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent side.
+// ---------------------------------------------------------------------------------------
+
+struct Spawn {
+    child: ChildGuard,
+    log: PathBuf,
+}
+
+fn spawn_worker(env: &TestEnv, vars: &[(&str, String)], log: PathBuf) -> Spawn {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            WORKER,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HOSTILE_CRASH_WORKER", "1")
+        .env("MOTO_ENDPOINT", env.moto.endpoint())
+        .env("HOSTILE_CRASH_TABLE", &env.table)
+        .env("HOSTILE_CRASH_BUS", &env.bus)
+        .env("HOSTILE_CRASH_QUEUE", &env.queue_url)
+        .env_remove("TORTURE")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("worker log"));
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    Spawn {
+        child: ChildGuard::spawn(command).expect("spawn worker"),
+        log,
+    }
+}
+
+/// Waits for the worker to exit and insists it succeeded.
+async fn finish_worker(mut spawn: Spawn, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = spawn.child.try_wait().expect("wait worker") {
+            let log = std::fs::read_to_string(&spawn.log).unwrap_or_default();
+            assert!(status.success(), "{what}: worker exited {status}:\n{log}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: worker did not finish in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Items in the table whose `pk` starts with `prefix` (strongly consistent scan).
+async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let page = env
+            .ddb
+            .scan()
+            .table_name(&env.table)
+            .select(Select::Count)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan count");
+        total += page.count;
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return total,
+        }
+    }
+}
+
+/// Runs the worker until `k` items with `prefix` exist (then `jitter_ms` more) and SIGKILLs
+/// it. Returns whether the kill landed (false: the worker finished first).
+async fn kill_after(
+    env: &TestEnv,
+    vars: &[(&str, String)],
+    log: PathBuf,
+    prefix: &str,
+    k: i32,
+    jitter_ms: u64,
+) -> bool {
+    let mut spawn = spawn_worker(env, vars, log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if spawn.child.try_wait().expect("wait worker").is_some() {
+            return false;
+        }
+        if count_items(env, prefix).await >= k {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reached {k} writes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(jitter_ms)).await;
+    let finished = spawn.child.try_wait().expect("wait worker").is_some();
+    spawn.child.kill(); // SIGKILL
+    !finished
+}
+
+/// A user mapped to a Stripe customer, with a profile (for e-mails).
+async fn seed_user(env: &TestEnv, user: &UserId, customer: &str) {
+    harness::jobs::put_profile(env, user).await;
+    env.store
+        .commit(Change {
+            user_id: Some(user.clone()),
+            mappings: vec![StripeMapping::Customer(customer.to_owned())],
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// (every outbox item id, each with its state) in the table.
+async fn outbox(env: &TestEnv) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = env
+            .ddb
+            .scan()
+            .table_name(&env.table)
+            .consistent_read(true)
+            .filter_expression("entity = :e")
+            .expression_attribute_values(":e", AttributeValue::S("outbox".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan outbox");
+        for item in page.items() {
+            let id = item
+                .get("id")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            let state = item
+                .get("state")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                out.insert(id.clone(), state).is_none(),
+                "outbox id {id} twice"
+            );
+        }
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return out,
+        }
+    }
+}
+
+/// The user's record with run-dependent fields blanked (as `replay` in webhook.rs does),
+/// and the kinds of its history entries, newest first.
+async fn final_state(env: &TestEnv, user: &UserId) -> (Option<Subscription>, Vec<HistoryChange>) {
+    let mut local = env.store.subscription(user).await.unwrap();
+    if let Some(l) = local.as_mut() {
+        l.updated_at = DateTime::UNIX_EPOCH;
+        l.start_date = DateTime::UNIX_EPOCH;
+        l.version = 0;
+    }
+    let history = env
+        .store
+        .history(user, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.change)
+        .collect();
+    (local, history)
+}
+
+type WebhookState = (
+    Vec<(Option<Subscription>, Vec<HistoryChange>)>,
+    BTreeSet<String>,
+    i32,
+);
+
+async fn webhook_state(env: &TestEnv, users: &[UserId]) -> WebhookState {
+    let mut states = Vec::new();
+    for u in users {
+        states.push(final_state(env, u).await);
+    }
+    (
+        states,
+        outbox(env).await.into_keys().collect(),
+        count_items(env, "STRIPE_EVENT#").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
+    // Stripe's side: three subscriptions on one clock, created and renewed; one of them
+    // fails its renewal (past due).
+    let sim = Sim::start().await;
+    let start = 1_767_225_600;
+    let clock = sim.clock(start).await;
+    let mut people = Vec::new();
+    for (i, card) in ["pm_card_visa", "pm_card_visa", "pm_card_chargeCustomerFail"]
+        .iter()
+        .enumerate()
+    {
+        let user = UserId::parse(&format!("crash-wh-{i}")).unwrap();
+        let customer = sim
+            .post(
+                "/v1/customers",
+                &[
+                    ("email", &format!("{user}@example.com")),
+                    ("test_clock", &clock),
+                ],
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let pm = sim
+            .post(
+                "/v1/payment_methods/pm_card_visa/attach",
+                &[("customer", &customer)],
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let sub = sim
+            .post(
+                "/v1/subscriptions",
+                &[
+                    ("customer", &customer),
+                    ("items[0][price]", stripe_sim::PREMIUM_MONTHLY),
+                    ("default_payment_method", &pm),
+                ],
+            )
+            .await;
+        if *card != "pm_card_visa" {
+            let failing = sim
+                .post(
+                    &format!("/v1/payment_methods/{card}/attach"),
+                    &[("customer", &customer)],
+                )
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            sim.post(
+                &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+                &[("default_payment_method", &failing)],
+            )
+            .await;
+        }
+        people.push((user, customer));
+    }
+    sim.advance(&clock, start + MONTH + DAY).await;
+    let events: Vec<Value> = sim
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            let t = e["type"].as_str().unwrap_or_default();
+            t.starts_with("customer.subscription.") || t.starts_with("invoice.")
+        })
+        .collect();
+    assert!(
+        events.len() >= 12,
+        "the scenario produced {} events",
+        events.len()
+    );
+    let dir = std::env::temp_dir().join(format!("hostile-crash-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events_file = dir.join("events.json");
+    std::fs::write(&events_file, serde_json::to_vec(&events).unwrap()).unwrap();
+    let users: Vec<UserId> = people.iter().map(|(u, _)| u.clone()).collect();
+    let vars = vec![
+        ("HOSTILE_CRASH_MODE", "webhook".to_owned()),
+        ("HOSTILE_CRASH_SIM_URL", sim.handle.base_url().to_owned()),
+        ("HOSTILE_CRASH_SIM_KEY", sim.handle.secret_key().to_owned()),
+        ("HOSTILE_CRASH_EVENTS", events_file.display().to_string()),
+    ];
+
+    // Baseline: the same worker, never killed.
+    let base_env = TestEnv::new().await;
+    for (u, c) in &people {
+        seed_user(&base_env, u, c).await;
+    }
+    finish_worker(
+        spawn_worker(&base_env, &vars, dir.join("baseline.log")),
+        "baseline",
+    )
+    .await;
+    let expected = webhook_state(&base_env, &users).await;
+    assert_eq!(
+        expected.2 as usize,
+        events.len(),
+        "one ledger item per event"
+    );
+    assert!(
+        expected.0.iter().all(|(s, _)| s.is_some()),
+        "{:?}",
+        expected.0
+    );
+    assert!(
+        expected
+            .1
+            .iter()
+            .any(|id| id.starts_with("email:payment_receipt:")),
+        "{:?}",
+        expected.1
+    );
+    assert!(
+        expected
+            .1
+            .iter()
+            .any(|id| id.starts_with("email:payment_failed:")),
+        "{:?}",
+        expected.1
+    );
+
+    // Kill points: after k ledger writes (k from 0 to the end, seeded), plus 0–40 ms.
+    let mut rng = Rng::seeded();
+    let n = events.len() as u64;
+    let points = super::scaled(6, 4);
+    let mut kills = 0;
+    for p in 0..points {
+        // Spread over the sequence: one point in each slice of it.
+        let k = (p * n / points + rng.below(n / points)) as i32;
+        let jitter = rng.below(40);
+        let env = TestEnv::new().await;
+        for (u, c) in &people {
+            seed_user(&env, u, c).await;
+        }
+        let killed = kill_after(
+            &env,
+            &vars,
+            dir.join(format!("kill-{p}.log")),
+            "STRIPE_EVENT#",
+            k,
+            jitter,
+        )
+        .await;
+        let at_kill = count_items(&env, "STRIPE_EVENT#").await;
+        if killed {
+            kills += 1;
+            assert!(
+                (at_kill as usize) < events.len(),
+                "point {p}: killed after every event was recorded"
+            );
+        }
+        // Restart and redeliver everything (the ledger makes that safe).
+        finish_worker(
+            spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))),
+            &format!("rerun after kill {p}"),
+        )
+        .await;
+        let got = webhook_state(&env, &users).await;
+        assert_eq!(
+            got.0, expected.0,
+            "kill point {p} (k={k}, +{jitter} ms, {at_kill} recorded at the kill): final records differ"
+        );
+        assert_eq!(got.1, expected.1, "kill point {p} (k={k}): outbox differs");
+        assert_eq!(got.2, expected.2, "kill point {p} (k={k}): ledger differs");
+        super::report(&format!(
+            "hostile crash webhook: point {p}: killed={killed} after {at_kill}/{} events (k={k}, +{jitter} ms)",
+            events.len()
+        ));
+    }
+    assert!(
+        kills * 2 >= points,
+        "only {kills} of {points} kills landed before the worker finished"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    super::finish("webhook killed mid-sequence", points, 0, kills);
+}
+
+/// A granted premium subscription (no Stripe) that ended at `end`.
+fn granted(user: &UserId, end: DateTime<Utc>) -> Subscription {
+    Subscription {
+        id: format!("sub-{user}"),
+        user_id: user.clone(),
+        tier: Tier::Premium,
+        status: SubscriptionStatus::Trial,
+        source: SubscriptionSource::Granted,
+        start_date: end - chrono::Duration::days(30),
+        end_date: Some(end),
+        auto_renew: false,
+        cancel_at_period_end: false,
+        canceled_at: None,
+        stripe_customer_id: None,
+        stripe_subscription_id: None,
+        last_billing_date: None,
+        next_billing_date: None,
+        comment: None,
+        version: 1,
+        updated_at: end - chrono::Duration::days(30),
+    }
+}
+
+/// Per-run job fixtures: `due` lapsed subscriptions and `ending` ones in the warning window.
+async fn seed_job_run(
+    env: &TestEnv,
+    run: &str,
+    now: DateTime<Utc>,
+    due: usize,
+    ending: usize,
+) -> Vec<UserId> {
+    let mut users = Vec::new();
+    for i in 0..due + ending {
+        let u = UserId::parse(&format!("{run}-{i}")).unwrap();
+        harness::jobs::put_profile(env, &u).await;
+        let end = if i < due {
+            now - chrono::Duration::days(3) - chrono::Duration::hours(i as i64)
+        } else {
+            now + chrono::Duration::days(2) + chrono::Duration::hours(i as i64)
+        };
+        let sub = granted(&u, end);
+        env.store
+            .commit(Change {
+                user_id: Some(u.clone()),
+                subscription: Some(SubscriptionWrite {
+                    record: sub.clone(),
+                    expected_version: None,
+                }),
+                history: vec![HistoryEntry::record(
+                    None,
+                    &sub,
+                    HistoryChange::Created,
+                    "test",
+                    sub.start_date,
+                )],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        users.push(u);
+    }
+    users
+}
+
+/// What a job run left: records (the run prefix replaced), history kinds, outbox ids and states.
+async fn job_state(
+    env: &TestEnv,
+    run: &str,
+    users: &[UserId],
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut records = Vec::new();
+    for u in users {
+        let (record, history) = final_state(env, u).await;
+        let record = record.expect("record");
+        records.push(
+            format!(
+                "{:?}|{:?}|{}|{:?}",
+                record.status, record.tier, record.auto_renew, history
+            )
+            .replace(run, "RUN"),
+        );
+        let version = env.store.subscription(u).await.unwrap().unwrap().version;
+        records.push(format!("version {version}"));
+    }
+    let outbox = outbox(env)
+        .await
+        .into_iter()
+        .map(|(id, state)| (id.replace(run, "RUN"), state))
+        .collect();
+    (records, outbox)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
+    let now: DateTime<Utc> = "2026-03-11T06:00:00Z".parse().unwrap();
+    let due = super::scaled(20, 3) as usize;
+    let ending = 4;
+    // Everything a run writes: history for expiries, outbox items (expired e-mail + event
+    // per expiry, a warning per ending one). Kills are placed by counting outbox items.
+    let writes = (due * 2 + ending) as u64;
+    let dir = std::env::temp_dir().join(format!(
+        "hostile-crash-job-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars = vec![
+        ("HOSTILE_CRASH_MODE", "job".to_owned()),
+        ("HOSTILE_CRASH_JOB", "daily".to_owned()),
+        ("HOSTILE_CRASH_TIME", now.to_rfc3339()),
+    ];
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let later = now + chrono::Duration::hours(1);
+
+    // Baseline: one uninterrupted run, then the later delivery sweep (a no-op here).
+    let base_run = format!("cj{tag}-base");
+    let base_env = TestEnv::new().await;
+    let base_users = seed_job_run(&base_env, &base_run, now, due, ending).await;
+    finish_worker(
+        spawn_worker(&base_env, &vars, dir.join("baseline.log")),
+        "baseline job",
+    )
+    .await;
+    let base_jobs = harness::jobs::jobs(
+        &base_env,
+        harness::jobs::unreachable_billing(),
+        job_settings(),
+    );
+    harness::jobs::run(&base_jobs, JobName::DeliverPending, later).await;
+    let expected = job_state(&base_env, &base_run, &base_users).await;
+    assert_eq!(expected.1.len() as u64, writes, "{:?}", expected.1);
+    assert!(expected.1.values().all(|s| s == "sent"), "{:?}", expected.1);
+
+    let mut rng = Rng::seeded();
+    let points = super::scaled(4, 3);
+    let mut kills = 0;
+    let mut runs = Vec::new();
+    for p in 0..points {
+        let run = format!("cj{tag}-k{p}");
+        let env = TestEnv::new().await;
+        let users = seed_job_run(&env, &run, now, due, ending).await;
+        // Spread over the run: the first points land while expiring (outbox items being
+        // written), the last ones while delivering (no new items: time-based).
+        let (k, jitter) = if p + 1 < points {
+            (
+                (p * writes / points + rng.below(writes / points)) as i32,
+                rng.below(30),
+            )
+        } else {
+            (writes as i32, rng.below(400))
+        };
+        let killed = kill_after(
+            &env,
+            &vars,
+            dir.join(format!("kill-{p}.log")),
+            "OUTBOX#",
+            k,
+            jitter,
+        )
+        .await;
+        if killed {
+            kills += 1;
+        }
+        let at_kill = count_items(&env, "OUTBOX#").await;
+        // Restart: the rerun of the same day (same `time`), then the next sweep, after the
+        // lease of an item the killed run had claimed.
+        finish_worker(
+            spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))),
+            &format!("job rerun after kill {p}"),
+        )
+        .await;
+        let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
+        let sweep = harness::jobs::run(&jobs, JobName::DeliverPending, later).await;
+        let got = job_state(&env, &run, &users).await;
+        assert_eq!(
+            got.0, expected.0,
+            "kill point {p} (k={k}, +{jitter} ms): records differ"
+        );
+        assert_eq!(
+            got.1, expected.1,
+            "kill point {p} (k={k}, +{jitter} ms): outbox differs"
+        );
+        super::report(&format!(
+            "hostile crash job: point {p}: killed={killed} at {at_kill}/{writes} outbox items (k={k}, +{jitter} ms); later sweep delivered {}",
+            sweep.counts.delivered
+        ));
+        runs.push((run, users));
+    }
+    assert!(
+        kills * 2 >= points,
+        "only {kills} of {points} kills landed before the worker finished"
+    );
+
+    // E-mail actually sent (moto's SES), per recipient: the same as the uninterrupted run,
+    // i.e. one expiry notice per lapsed user and one warning per ending user. A kill
+    // between SES accepting a mail and the outbox recording it resends it after the lease
+    // (documented at-least-once); counted and reported, never a lost mail.
+    let data = base_env.moto.data().await;
+    let messages = data["ses"]["Message"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let sent_to = |run: &str| -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for m in &messages {
+            for to in m["destinations"]["ToAddresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(to) = to.as_str().filter(|t| t.starts_with(&format!("{run}-"))) {
+                    *counts.entry(to.replace(run, "RUN")).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    };
+    let expected_mail = sent_to(&base_run);
+    assert_eq!(expected_mail.len(), due + ending, "{expected_mail:?}");
+    assert!(expected_mail.values().all(|&n| n == 1), "{expected_mail:?}");
+    let mut resent = 0;
+    for (run, _) in &runs {
+        let got = sent_to(run);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected_mail.keys().collect::<Vec<_>>(),
+            "{run}: recipients differ (lost mail)"
+        );
+        let extra: usize = got.values().map(|n| n - 1).sum();
+        assert!(
+            extra <= 1,
+            "{run}: {extra} resent mails for one kill: {got:?}"
+        );
+        resent += extra;
+    }
+    super::report(&format!(
+        "hostile crash job: {resent} mail(s) resent after a kill between send and record (at-least-once window)"
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    super::finish("daily job killed mid-run", points, 0, kills);
+}

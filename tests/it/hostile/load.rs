@@ -1,0 +1,490 @@
+//! Load: a bounded burst of signed webhook deliveries (every event of N subscriptions made
+//! in stripe-sim, with duplicates, shuffled) from 8 concurrent senders on loopback against
+//! the webhook served over HTTP. A sender redelivers on any 5xx, as Stripe does (moto
+//! answers concurrent `TransactWriteItems` with an occasional 500). At the end every event
+//! is in the ledger once and the outbox holds exactly the notifications, and every user
+//! exactly the record, of a sequential crash-free delivery of the same events.
+//!
+//! Size: 20 subscriptions (~180 events, ~350 deliveries) normally: what fits ~40 s on moto with two
+//! cores (moto deep-copies the table per transaction); 200 under `TORTURE=1` (`super::scaled`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use harness::{TestEnv, sim::Sim, webhook};
+use serde_json::Value;
+use shared::{
+    config::Secret,
+    domain::{Subscription, UserId},
+    store::{Change, DynamoStore, StripeMapping},
+};
+use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
+
+const SECRET: &str = "whsec_load_tests";
+const SENDERS: usize = 8;
+
+fn webhook_for(store: DynamoStore, sim: &Sim) -> Arc<Webhook> {
+    let clock = Arc::new(Utc::now);
+    Arc::new(Webhook {
+        processor: Processor::new(store, Arc::new(sim.billing()), clock.clone()),
+        secrets: vec![Secret::new(SECRET)],
+        tolerance_secs: 300,
+        clock,
+    })
+}
+
+/// moto server is not isolated: `TransactWriteItems` deep-copies the whole table first and,
+/// when any item's condition fails (a duplicate delivery's ledger put, a version race),
+/// restores that copy — erasing whatever other requests committed meanwhile — and its
+/// items become visible one by one before that. Real DynamoDB never does either. This
+/// loopback proxy forwards the webhook's DynamoDB requests to moto one at a time, so moto
+/// behaves like an isolated store; the handlers themselves still run concurrently and race
+/// on reads, ledger conditions and version guards. `HOSTILE_LOAD_DIRECT=1` bypasses it
+/// (and then moto loses writes).
+struct Serial {
+    upstream: String,
+    http: reqwest::Client,
+    lock: tokio::sync::Mutex<()>,
+}
+
+async fn serial_forward(
+    axum::extract::State(s): axum::extract::State<Arc<Serial>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let mut forward = s
+        .http
+        .request(parts.method.clone(), format!("{}{path}", s.upstream))
+        .body(bytes);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            forward = forward.header(name, value);
+        }
+    }
+    let (status, headers, body) = {
+        let _one_at_a_time = s.lock.lock().await;
+        match forward.send().await {
+            Ok(r) => (
+                r.status(),
+                r.headers().clone(),
+                r.bytes().await.unwrap_or_default(),
+            ),
+            Err(_) => (
+                reqwest::StatusCode::BAD_GATEWAY,
+                Default::default(),
+                Default::default(),
+            ),
+        }
+    };
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+/// A store on `env`'s table whose requests go through a [`Serial`] proxy (or straight to
+/// moto under `HOSTILE_LOAD_DIRECT=1`).
+async fn serialised_store(env: &TestEnv) -> (DynamoStore, Option<tokio::task::JoinHandle<()>>) {
+    if std::env::var("HOSTILE_LOAD_DIRECT").as_deref() == Ok("1") {
+        return (env.store.clone(), None);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = Arc::new(Serial {
+        upstream: env.moto.endpoint().to_owned(),
+        http: reqwest::Client::new(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    let app = axum::Router::new()
+        .fallback(serial_forward)
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let config = harness::moto::sdk_config_for(&url).await;
+    (
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table),
+        Some(task),
+    )
+}
+
+/// splitmix64, seeded by `HOSTILE_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
+    for (user, customer) in people {
+        harness::jobs::put_profile(env, user).await;
+        env.store
+            .commit(Change {
+                user_id: Some(user.clone()),
+                mappings: vec![StripeMapping::Customer(customer.clone())],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let page = env
+            .ddb
+            .scan()
+            .table_name(&env.table)
+            .select(Select::Count)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan count");
+        total += page.count;
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return total,
+        }
+    }
+}
+
+/// Every outbox id (a `Vec`, so a duplicate would show) and the normalised records.
+async fn state(
+    env: &TestEnv,
+    people: &[(UserId, String)],
+) -> (Vec<String>, Vec<Option<Subscription>>) {
+    let mut ids = Vec::new();
+    let mut start = None;
+    loop {
+        let page = env
+            .ddb
+            .scan()
+            .table_name(&env.table)
+            .consistent_read(true)
+            .filter_expression("entity = :e")
+            .expression_attribute_values(":e", AttributeValue::S("outbox".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan outbox");
+        ids.extend(
+            page.items()
+                .iter()
+                .filter_map(|i| i.get("id").and_then(|v| v.as_s().ok()).cloned()),
+        );
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => break,
+        }
+    }
+    ids.sort();
+    let mut records = Vec::new();
+    for (user, _) in people {
+        let mut local = env.store.subscription(user).await.unwrap();
+        if let Some(l) = local.as_mut() {
+            l.updated_at = DateTime::UNIX_EPOCH;
+            l.start_date = DateTime::UNIX_EPOCH;
+            l.version = 0;
+        }
+        records.push(local);
+    }
+    (ids, records)
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    redelivered: AtomicU64,
+    first: AtomicU64,
+    duplicate: AtomicU64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
+    let started = Instant::now();
+    let subscriptions = super::scaled(20, 10) as usize;
+    let sim = Sim::start().await;
+
+    // N paying subscriptions at Stripe (no endpoint registered: events are only recorded).
+    let people: Vec<(UserId, String)> = futures::stream::iter(0..subscriptions)
+        .map(|i| {
+            let sim = &sim;
+            async move {
+                let user = UserId::parse(&format!("load-{i}")).unwrap();
+                let customer = sim
+                    .post(
+                        "/v1/customers",
+                        &[
+                            ("email", &format!("{user}@example.com")),
+                            ("metadata[user_id]", user.as_str()),
+                        ],
+                    )
+                    .await;
+                let customer = customer["id"].as_str().unwrap().to_owned();
+                let pm = sim
+                    .post(
+                        "/v1/payment_methods/pm_card_visa/attach",
+                        &[("customer", &customer)],
+                    )
+                    .await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                sim.post(
+                    "/v1/subscriptions",
+                    &[
+                        ("customer", &customer),
+                        ("items[0][price]", stripe_sim::PREMIUM_MONTHLY),
+                        ("default_payment_method", &pm),
+                    ],
+                )
+                .await;
+                (user, customer)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let events = sim.events().await;
+    let distinct: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(distinct.len(), events.len());
+    assert!(
+        events.len() >= subscriptions * 4,
+        "{} events for {subscriptions} subscriptions",
+        events.len()
+    );
+    let setup = started.elapsed();
+
+    // Baseline: each event once, in order, one at a time, on its own table.
+    let base_env = TestEnv::new().await;
+    seed(&base_env, &people).await;
+    let base = webhook_for(base_env.store.clone(), &sim);
+    for e in &events {
+        let body = serde_json::to_vec(e).unwrap();
+        loop {
+            let request = lambda_http::http::Request::builder()
+                .method("POST")
+                .uri("/stripe/webhook")
+                .header(
+                    "stripe-signature",
+                    sign_header(&body, SECRET, Utc::now().timestamp()),
+                )
+                .body(lambda_http::Body::Binary(body.clone()))
+                .unwrap();
+            let status = base.handle(request).await.status().as_u16();
+            if status == 200 {
+                break;
+            }
+            assert!(status >= 500, "baseline {}: {status}", e["id"]);
+        }
+    }
+    let expected = state(&base_env, &people).await;
+    assert!(
+        expected.1.iter().all(Option::is_some),
+        "baseline left a user without a record"
+    );
+    assert!(
+        expected.0.len() >= subscriptions * 2,
+        "baseline queued {} notifications",
+        expected.0.len()
+    );
+    let baseline_time = started.elapsed() - setup;
+
+    // The burst: every event 1–4 times (about half of them more than once), shuffled.
+    let mut rng = Rng(std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_260_301));
+    let mut plan: Vec<usize> = Vec::new();
+    for i in 0..events.len() {
+        let times = if rng.below(2) == 0 {
+            1
+        } else {
+            2 + rng.below(3) as usize
+        };
+        plan.extend(std::iter::repeat_n(i, times));
+    }
+    for i in (1..plan.len()).rev() {
+        plan.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let deliveries = plan.len();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect(),
+    );
+    let queue = Arc::new(Mutex::new(plan.into_iter().collect::<VecDeque<usize>>()));
+
+    let env = TestEnv::new().await;
+    seed(&env, &people).await;
+    let (store, proxy) = serialised_store(&env).await;
+    let server = webhook::serve(webhook_for(store, &sim)).await;
+    let tally = Arc::new(Tally::default());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(SENDERS)
+        .build()
+        .unwrap();
+    let burst = Instant::now();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (queue, bodies, tally, http, url) = (
+                queue.clone(),
+                bodies.clone(),
+                tally.clone(),
+                http.clone(),
+                server.url.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let Some(i) = queue.lock().unwrap().pop_front() else {
+                        return;
+                    };
+                    let body = &bodies[i];
+                    for attempt in 0.. {
+                        let response = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header(
+                                "Stripe-Signature",
+                                sign_header(body, SECRET, Utc::now().timestamp()),
+                            )
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .expect("loopback delivery");
+                        let status = response.status().as_u16();
+                        tally.sent.fetch_add(1, Ordering::Relaxed);
+                        let reply: Value = response.json().await.unwrap_or(Value::Null);
+                        if status == 200 {
+                            let outcome = reply["outcome"].as_str().unwrap_or_default();
+                            let counter = if outcome == "duplicate" {
+                                &tally.duplicate
+                            } else {
+                                &tally.first
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        assert!(status >= 500, "delivery answered {status}: {reply}");
+                        assert!(
+                            attempt < 30,
+                            "still {status} after 30 redeliveries: {reply}"
+                        );
+                        tally.redelivered.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10 + 10 * attempt.min(10))).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let burst_time = burst.elapsed();
+    if let Some(proxy) = proxy {
+        proxy.abort();
+    }
+
+    let ledger = count_items(&env, "STRIPE_EVENT#").await as usize;
+    let got = state(&env, &people).await;
+    let first = tally.first.load(Ordering::SeqCst) as usize;
+    let duplicate = tally.duplicate.load(Ordering::SeqCst) as usize;
+    let redelivered = tally.redelivered.load(Ordering::SeqCst);
+    assert_eq!(
+        first + duplicate,
+        deliveries,
+        "every delivery was finally acknowledged"
+    );
+    if ledger != events.len() {
+        let mut missing = Vec::new();
+        for e in &events {
+            let id = e["id"].as_str().unwrap();
+            if !env.store.event_seen(id).await.unwrap() {
+                missing.push(format!("{id} ({})", e["type"]));
+            }
+        }
+        panic!(
+            "{ledger} ledger items for {} distinct events; missing: {missing:?}",
+            events.len()
+        );
+    }
+    // Each event is processed (applied/unchanged/ignored) once; every other 200 is a
+    // duplicate. (A 5xx whose transaction moto had committed makes the redelivery a
+    // duplicate, so fewer first-time answers are possible only with redeliveries.)
+    assert!(
+        first <= events.len(),
+        "{first} first-time answers for {} events: an event applied twice",
+        events.len()
+    );
+    assert!(
+        first + redelivered as usize >= events.len(),
+        "{first} first-time answers for {} events",
+        events.len()
+    );
+    let mut seen = BTreeMap::new();
+    for id in &got.0 {
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 1), "duplicated outbox ids");
+    assert_eq!(
+        got.0, expected.0,
+        "the outbox differs from the sequential delivery's"
+    );
+    assert_eq!(
+        got.1, expected.1,
+        "a record differs from the sequential delivery's"
+    );
+
+    super::report(&format!(
+        "hostile load: {subscriptions} subscriptions, {} events, {deliveries} deliveries ({} duplicates) from {SENDERS} senders in {:.1} s \
+         ({:.0}/s); {redelivered} redelivered after 5xx; {} notifications queued once; setup {:.1} s, sequential baseline {:.1} s",
+        events.len(),
+        deliveries - events.len(),
+        burst_time.as_secs_f64(),
+        deliveries as f64 / burst_time.as_secs_f64(),
+        got.0.len(),
+        setup.as_secs_f64(),
+        baseline_time.as_secs_f64(),
+    ));
+    super::finish("webhook load burst", deliveries as u64, redelivered, 0);
+}
