@@ -22,7 +22,7 @@ start_moto "$MOTO_PORT" target/test-logs/moto.log
 export MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
 echo "== cargo test --workspace"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee target/test-logs/cargo-test.log
 
 echo "== e-mail previews rendered and opened in headless Chromium"
 if command -v chromium >/dev/null 2>&1; then
@@ -30,3 +30,7 @@ if command -v chromium >/dev/null 2>&1; then
 else
   echo "SKIPPED: chromium is not installed (apt-get install chromium); CI installs it in .ci/run"
 fi
+
+# One closing line over every test binary (cargo prints one per binary, doc tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-logs/cargo-test.log
