@@ -7,6 +7,9 @@ fn python() -> String {
     if venv.exists() { venv.display().to_string() } else { "python3".into() }
 }
 
+/// An index as compared: name, key schema, projection.
+type IndexShape = (String, Vec<(String, String)>, String);
+
 fn normalised(description: &aws_sdk_dynamodb::types::TableDescription) -> serde_json::Value {
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
         ks.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect()
@@ -14,7 +17,7 @@ fn normalised(description: &aws_sdk_dynamodb::types::TableDescription) -> serde_
     let mut attrs: Vec<(String, String)> =
         description.attribute_definitions().iter().map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned())).collect();
     attrs.sort();
-    let mut gsis: Vec<(String, Vec<(String, String)>, String)> = description
+    let mut gsis: Vec<IndexShape> = description
         .global_secondary_indexes()
         .iter()
         .map(|g| {
