@@ -25,9 +25,7 @@ use harness::{admin::AdminApi, sim::Sim, Moto, TestEnv};
 use serde_json::{json, Value};
 use shared::{
     config::Secret,
-    domain::{
-        HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId, UserProfile,
-    },
+    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId, UserProfile},
     store::{keys, Change, SubscriptionWrite},
 };
 use stripe_webhook::{envelope, http::Webhook, processor::Processor, signature};
@@ -72,14 +70,31 @@ struct Report {
 }
 
 impl Report {
-    fn row(&mut self, measure: impl Into<String>, rust: impl Into<String>, python: impl Into<String>, ratio: impl Into<String>, target: impl Into<String>, ok: Option<bool>) {
+    fn row(
+        &mut self,
+        measure: impl Into<String>,
+        rust: impl Into<String>,
+        python: impl Into<String>,
+        ratio: impl Into<String>,
+        target: impl Into<String>,
+        ok: Option<bool>,
+    ) {
         let row = Row { measure: measure.into(), rust: rust.into(), python: python.into(), ratio: ratio.into(), target: target.into(), ok };
-        println!("  {} {} | rust {} | python/ref {} | ratio {} | target {}", row.mark(), row.measure, row.rust, row.python, row.ratio, row.target);
+        println!(
+            "  {} {} | rust {} | python/ref {} | ratio {} | target {}",
+            row.mark(),
+            row.measure,
+            row.rust,
+            row.python,
+            row.ratio,
+            row.target
+        );
         self.rows.push(row);
     }
 
     fn table(&self) -> String {
-        let mut out = String::from("| measure | Rust | Python / reference | ratio | target | |\n| --- | ---: | ---: | ---: | --- | :---: |\n");
+        let mut out =
+            String::from("| measure | Rust | Python / reference | ratio | target | |\n| --- | ---: | ---: | ---: | --- | :---: |\n");
         for r in &self.rows {
             let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |", r.measure, r.rust, r.python, r.ratio, r.target, r.mark());
         }
@@ -119,8 +134,13 @@ fn machine() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let rustc = Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let python = Command::new(python_bin()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let rustc =
+        Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let python = Command::new(python_bin())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     format!(
         "- nproc: {cpus}\n- CPU: {model}\n- memory: {:.1} GiB\n- kernel: Linux {}\n- {rustc}; {python} (`bench/.venv-python`)\n",
         mem_kb as f64 / 1024.0 / 1024.0,
@@ -191,11 +211,21 @@ async fn launch(spec: &Spec, event: Option<String>) -> Result<Launched, String> 
     let deadline = Instant::now() + Duration::from_secs(90);
     let outcome = loop {
         let seen = api
-            .wait_for(Duration::from_millis(50), |s| if handle { s.nexts >= 2 || s.result.as_ref().is_some_and(|r| r.0 == "init-error") } else { s.first_next.is_some() })
+            .wait_for(Duration::from_millis(50), |s| {
+                if handle {
+                    s.nexts >= 2 || s.result.as_ref().is_some_and(|r| r.0 == "init-error")
+                } else {
+                    s.first_next.is_some()
+                }
+            })
             .await;
         if let Some(seen) = seen {
             let hwm = if handle { vm_hwm_kb(pid) } else { None };
-            break Ok(Launched { init: seen.first_next.map(|t| t - started).unwrap_or_default(), hwm_kb: hwm, result: seen.result.clone() });
+            break Ok(Launched {
+                init: seen.first_next.map(|t| t - started).unwrap_or_default(),
+                hwm_kb: hwm,
+                result: seen.result.clone(),
+            });
         }
         if let Ok(Some(status)) = child.try_wait() {
             break Err(format!("{} exited early ({status}); see target/bench/*.log", spec.label));
@@ -251,7 +281,12 @@ fn rust_spec(stack: &Stack, name: &str) -> Spec {
 fn python_spec(stack: &Stack, name: &str) -> Spec {
     let mut env = function_env(stack, name);
     env.push(("BENCH_MODE".into(), name.into()));
-    Spec { label: format!("python {name}"), program: python_bin(), args: vec![root().join("bench/python/function.py").display().to_string()], env }
+    Spec {
+        label: format!("python {name}"),
+        program: python_bin(),
+        args: vec![root().join("bench/python/function.py").display().to_string()],
+        env,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,7 +307,14 @@ async fn cold_start(report: &mut Report, stack: &Stack) {
     }
     let py_med = median(py.clone());
     let mut detail = String::from("| function | runs | median | min | max |\n| --- | ---: | ---: | ---: | ---: |\n");
-    let _ = writeln!(detail, "| Python (imports {PYTHON_STACK}) | {} | {} | {} | {} |", py.len(), ms(py_med), ms(py.iter().min().copied().unwrap_or_default()), ms(py.iter().max().copied().unwrap_or_default()));
+    let _ = writeln!(
+        detail,
+        "| Python (imports {PYTHON_STACK}) | {} | {} | {} | {} |",
+        py.len(),
+        ms(py_med),
+        ms(py.iter().min().copied().unwrap_or_default()),
+        ms(py.iter().max().copied().unwrap_or_default())
+    );
     for name in FUNCTIONS {
         let spec = rust_spec(stack, name);
         let _ = launch(&spec, None).await;
@@ -289,8 +331,22 @@ async fn cold_start(report: &mut Report, stack: &Stack) {
         }
         let med = median(times.clone());
         let ratio = py_med.as_secs_f64() / med.as_secs_f64().max(1e-9);
-        let _ = writeln!(detail, "| `{name}` (Rust, release) | {} | {} | {} | {} |", times.len(), ms(med), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()));
-        report.row(format!("cold start `{name}` (median of {})", times.len()), ms(med), ms(py_med), format!("{ratio:.0}×"), "≥ 30× faster", Some(ratio >= 30.0));
+        let _ = writeln!(
+            detail,
+            "| `{name}` (Rust, release) | {} | {} | {} | {} |",
+            times.len(),
+            ms(med),
+            ms(*times.iter().min().unwrap()),
+            ms(*times.iter().max().unwrap())
+        );
+        report.row(
+            format!("cold start `{name}` (median of {})", times.len()),
+            ms(med),
+            ms(py_med),
+            format!("{ratio:.0}×"),
+            "≥ 30× faster",
+            Some(ratio >= 30.0),
+        );
     }
     report.sections.push(("1. Cold start (exec → first `invocation/next`)".into(), detail));
 }
@@ -303,12 +359,18 @@ fn rust_webhook_cpu(payload: &[u8], iterations: usize) -> Duration {
     let now = Utc::now().timestamp();
     let header = signature::sign_header(payload, WEBHOOK_SECRET, now);
     // The route table: event type → handler index (what `processor` matches on).
-    let routes: std::collections::HashMap<&str, usize> =
-        ["customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted", "invoice.paid", "invoice.payment_failed", "checkout.session.completed"]
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t, i))
-            .collect();
+    let routes: std::collections::HashMap<&str, usize> = [
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "checkout.session.completed",
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, t)| (t, i))
+    .collect();
     let mut hits = [0u64; 7];
     let mut run = |n: usize| {
         for _ in 0..n {
@@ -378,10 +440,15 @@ fn signed_webhook_event(event: &Value) -> Value {
 
 async fn peak_memory(report: &mut Report, stack: &Stack, user: &str, invoice_paid: &Value) {
     println!("\n[3/6] peak memory (VmHWM) handling one request through the bench's Runtime API");
-    let mut detail = String::from("| function | request | Rust VmHWM | Rust answer | Python VmHWM | Python answer |\n| --- | --- | ---: | --- | ---: | --- |\n");
+    let mut detail = String::from(
+        "| function | request | Rust VmHWM | Rust answer | Python VmHWM | Python answer |\n| --- | --- | ---: | --- | ---: | --- |\n",
+    );
     for (i, name) in FUNCTIONS.iter().enumerate() {
         let (what, event) = match *name {
-            "admin-api" => (format!("GET /users/{user}/subscription"), apigw::event("GET", &format!("/users/{user}/subscription"), None, Some(admin_claims("bench-admin")), None, &[])),
+            "admin-api" => (
+                format!("GET /users/{user}/subscription"),
+                apigw::event("GET", &format!("/users/{user}/subscription"), None, Some(admin_claims("bench-admin")), None, &[]),
+            ),
             "stripe-webhook" => {
                 let mut fresh = invoice_paid.clone();
                 fresh["id"] = json!(format!("evt_bench_rss_{i}_{}", Utc::now().timestamp_millis()));
@@ -415,9 +482,23 @@ async fn peak_memory(report: &mut Report, stack: &Stack, user: &str, invoice_pai
         match (r, p) {
             (Some(r), Some(p)) => {
                 let ratio = r as f64 / p as f64;
-                report.row(format!("peak memory `{name}` (one request)"), mib(r), mib(p), format!("{:.2} (1/{:.0})", ratio, 1.0 / ratio), "≤ ¼ of Python", Some(ratio <= 0.25))
+                report.row(
+                    format!("peak memory `{name}` (one request)"),
+                    mib(r),
+                    mib(p),
+                    format!("{:.2} (1/{:.0})", ratio, 1.0 / ratio),
+                    "≤ ¼ of Python",
+                    Some(ratio <= 0.25),
+                )
             }
-            _ => report.row(format!("peak memory `{name}` (one request)"), r.map(mib).unwrap_or("failed".into()), p.map(mib).unwrap_or("failed".into()), "—", "≤ ¼ of Python", Some(false)),
+            _ => report.row(
+                format!("peak memory `{name}` (one request)"),
+                r.map(mib).unwrap_or("failed".into()),
+                p.map(mib).unwrap_or("failed".into()),
+                "—",
+                "≤ ¼ of Python",
+                Some(false),
+            ),
         }
     }
     report.sections.push(("3. Peak memory (VmHWM after one handled request)".into(), detail));
@@ -530,7 +611,16 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
                     && m.stripe.is_none_or(|s| t.stripe_total() <= s);
                 let stripe = m.stripe.map(|s| format!(", Stripe ≤ {s}")).unwrap_or_default();
                 let bound = |v: u64| if v == u64::MAX { "any".to_owned() } else { v.to_string() };
-                (Some(ok), format!("reads ≤ {}, TransactWriteItems = {}, other writes ≤ {}{stripe} ({})", bound(m.reads), m.transactions, bound(m.other_writes), m.why))
+                (
+                    Some(ok),
+                    format!(
+                        "reads ≤ {}, TransactWriteItems = {}, other writes ≤ {}{stripe} ({})",
+                        bound(m.reads),
+                        m.transactions,
+                        bound(m.other_writes),
+                        m.why
+                    ),
+                )
             }
             None => (None, "—".into()),
         };
@@ -539,7 +629,13 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
             Some(false) => "❌",
             None => "—",
         };
-        let _ = writeln!(detail, "| {name} | {answer} | {} | {} | {} | {min_text} | {mark} |", fmt_map(&t.ddb), fmt_map(&t.other_aws), fmt_map(&t.stripe));
+        let _ = writeln!(
+            detail,
+            "| {name} | {answer} | {} | {} | {} | {min_text} | {mark} |",
+            fmt_map(&t.ddb),
+            fmt_map(&t.other_aws),
+            fmt_map(&t.stripe)
+        );
         report.row(
             format!("round trips: {name}"),
             format!("DDB {}R/{}W (TWI {}), Stripe {}", t.reads(), t.writes(), t.op("TransactWriteItems"), t.stripe_total()),
@@ -562,13 +658,25 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
         (
             "PUT",
             format!("/users/{user}/subscription"),
-            Some(json!({"tier": "premium", "duration_months": 1, "is_paid": true, "auto_renew": true, "payment_method_id": "pm_card_visa", "comment": "bench"})),
+            Some(
+                json!({"tier": "premium", "duration_months": 1, "is_paid": true, "auto_renew": true, "payment_method_id": "pm_card_visa", "comment": "bench"}),
+            ),
             None,
         ),
-        ("GET", format!("/users/{user}/subscription"), None, Some(Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "one GetItem" })),
+        (
+            "GET",
+            format!("/users/{user}/subscription"),
+            None,
+            Some(Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "one GetItem" }),
+        ),
         ("POST", format!("/users/{user}/subscription/cancel"), Some(json!({})), None),
         ("POST", format!("/users/{user}/subscription/reactivate"), Some(json!({})), None),
-        ("GET", format!("/users/{user}/subscription/history"), None, Some(Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "one Query" })),
+        (
+            "GET",
+            format!("/users/{user}/subscription/history"),
+            None,
+            Some(Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "one Query" }),
+        ),
     ];
     for (method, path, body, min) in admin_ops {
         reset(stack);
@@ -590,10 +698,15 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
 
     // The webhook: real handler, events stripe-sim emitted for the subscription created above.
     let events = api.sim.events().await;
-    let sub_id = api.call("GET", &format!("/users/{user}/subscription"), None).await.body["stripe_subscription_id"].as_str().unwrap_or_default().to_owned();
+    let sub_id = api.call("GET", &format!("/users/{user}/subscription"), None).await.body["stripe_subscription_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let about = |e: &Value| {
         let o = &e["data"]["object"];
-        o["id"] == json!(sub_id) || o["subscription"] == json!(sub_id) || o["parent"]["subscription_details"]["subscription"] == json!(sub_id)
+        o["id"] == json!(sub_id)
+            || o["subscription"] == json!(sub_id)
+            || o["parent"]["subscription_details"]["subscription"] == json!(sub_id)
     };
     let invoice_paid = events.iter().rev().find(|e| e["type"] == "invoice.paid" && about(e)).cloned();
     let sub_updated = events.iter().rev().find(|e| e["type"] == "customer.subscription.updated" && about(e)).cloned();
@@ -606,7 +719,8 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
     };
     // The issue's design minimum is DynamoDB's (event_seen, user_for, subscription; one
     // TransactWriteItems); Stripe calls are shown beside it, not judged.
-    let first = Minimum { reads: 3, transactions: 1, other_writes: 0, stripe: None, why: "event_seen + user_for + subscription; one write" };
+    let first =
+        Minimum { reads: 3, transactions: 1, other_writes: 0, stripe: None, why: "event_seen + user_for + subscription; one write" };
     let Some(invoice_paid) = invoice_paid else {
         report.notes.push(format!("stripe-sim emitted no invoice.paid for {sub_id}; webhook round trips not measured"));
         report.sections.push(("4. Round trips".into(), detail));
@@ -742,7 +856,9 @@ async fn job_scaling(report: &mut Report, sim: &Sim) {
                     _ => granted(&user, SubscriptionStatus::Expired, now + ChronoDuration::days(1)),
                 };
                 aws_sdk_dynamodb::types::WriteRequest::builder()
-                    .put_request(aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(subscription_item(&sub))).build().expect("put"))
+                    .put_request(
+                        aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(subscription_item(&sub))).build().expect("put"),
+                    )
                     .build()
             })
             .collect();
@@ -870,18 +986,39 @@ fn package_size(report: &mut Report) {
         match zip_size(&dir.join(format!("{name}.zip")), &path, None) {
             Ok(size) => {
                 let raw = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let _ = writeln!(detail, "- `{name}`: {} zipped, {} unzipped, {arch}, from `{}`", mb(size), mb(raw), path.strip_prefix(root()).unwrap_or(&path).display());
+                let _ = writeln!(
+                    detail,
+                    "- `{name}`: {} zipped, {} unzipped, {arch}, from `{}`",
+                    mb(size),
+                    mb(raw),
+                    path.strip_prefix(root()).unwrap_or(&path).display()
+                );
                 let (py_text, ratio) = match py {
                     Some(p) => (mb(p), format!("1/{:.0}", p as f64 / size as f64)),
                     None => ("—".into(), "—".into()),
                 };
-                report.row(format!("package `{name}` ({arch})"), mb(size), py_text, ratio, "≤ 50 MB zip (Lambda direct upload)", Some(size <= 50_000_000));
+                report.row(
+                    format!("package `{name}` ({arch})"),
+                    mb(size),
+                    py_text,
+                    ratio,
+                    "≤ 50 MB zip (Lambda direct upload)",
+                    Some(size <= 50_000_000),
+                );
             }
-            Err(e) => report.row(format!("package `{name}`"), format!("failed: {}", e.trim().lines().last().unwrap_or_default()), "—", "—", "≤ 50 MB", Some(false)),
+            Err(e) => report.row(
+                format!("package `{name}`"),
+                format!("failed: {}", e.trim().lines().last().unwrap_or_default()),
+                "—",
+                "—",
+                "≤ 50 MB",
+                Some(false),
+            ),
         }
     }
     if let Some(p) = py {
-        let _ = writeln!(detail, "- Python stack (site-packages of `bench/.venv-python`, zipped the same way, no application code): {}", mb(p));
+        let _ =
+            writeln!(detail, "- Python stack (site-packages of `bench/.venv-python`, zipped the same way, no application code): {}", mb(p));
     }
     if !build_note.trim().is_empty() {
         let _ = writeln!(detail, "\narm64 build (`cargo lambda build --release --arm64`): {}", build_note.trim());

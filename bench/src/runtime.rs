@@ -69,10 +69,7 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("lambda-runtime-aws-request-id", REQUEST_ID.parse().expect("header"));
     headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header"));
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        "arn:aws:lambda:us-east-1:123456789012:function:bench".parse().expect("header"),
-    );
+    headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench".parse().expect("header"));
     headers.insert("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0".parse().expect("header"));
     headers.insert("content-type", "application/json".parse().expect("header"));
     (StatusCode::OK, headers, inner.event.clone().unwrap_or_default()).into_response()

@@ -149,9 +149,20 @@ pub trait BillingGateway: Send + Sync {
     /// Stripe's current state of a subscription (the source of truth for webhooks and reconcile).
     async fn subscription(&self, id: &StripeSubscriptionId) -> Result<StripeSnapshot, BillingError>;
     /// Live subscriptions of a customer, for reconciliation.
-    async fn set_cancel_at_period_end(&self, id: &StripeSubscriptionId, cancel: bool, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeSubscriptionId,
+        cancel: bool,
+        key: &IdempotencyKey,
+    ) -> Result<StripeSnapshot, BillingError>;
     async fn cancel_now(&self, id: &StripeSubscriptionId, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
     /// Swaps the subscription's price to `tier`'s.
-    async fn change_tier(&self, id: &StripeSubscriptionId, tier: Tier, proration: Proration, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
+    async fn change_tier(
+        &self,
+        id: &StripeSubscriptionId,
+        tier: Tier,
+        proration: Proration,
+        key: &IdempotencyKey,
+    ) -> Result<StripeSnapshot, BillingError>;
     async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
 }

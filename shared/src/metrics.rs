@@ -83,8 +83,19 @@ impl Metrics {
 /// One call to a dependency (Stripe, DynamoDB): `calls` (Count, 1) and `latency`
 /// (Milliseconds) under `Operation` and `Outcome`, both from small fixed sets the caller
 /// names (an operation label and e.g. `ok`/`error`), never an id.
-pub fn dependency_call(calls: &'static str, latency: &'static str, operation: &'static str, outcome: &'static str, elapsed: std::time::Duration) {
-    Metrics::new().dimension("Operation", operation).dimension("Outcome", outcome).count(calls, 1).millis(latency, elapsed.as_millis()).emit();
+pub fn dependency_call(
+    calls: &'static str,
+    latency: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+    elapsed: std::time::Duration,
+) {
+    Metrics::new()
+        .dimension("Operation", operation)
+        .dimension("Outcome", outcome)
+        .count(calls, 1)
+        .millis(latency, elapsed.as_millis())
+        .emit();
 }
 
 #[cfg(test)]

@@ -29,11 +29,7 @@ pub struct AdminApi {
 }
 
 fn email_config() -> EmailConfig {
-    EmailConfig {
-        mail_from: MAIL_FROM.into(),
-        app_base_url: "https://app.logiscore.test".into(),
-        configuration_set: None,
-    }
+    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
 }
 
 /// The real outbox delivery over the env's SES and bus, one quick SES attempt per item.
@@ -48,17 +44,8 @@ pub fn delivery(env: &TestEnv) -> OutboxDelivery {
     };
     let mailer = SesMailer::from_client(env.ses.clone(), &config).with_retry_policy(retry);
     let publisher = EventBridgePublisher::new(env.events.clone(), &env.bus);
-    let policy = DeliveryPolicy {
-        sends_per_second: None,
-        ..DeliveryPolicy::default()
-    };
-    OutboxDelivery::new(
-        env.store.clone(),
-        renderer,
-        Arc::new(mailer),
-        Arc::new(publisher),
-        policy,
-    )
+    let policy = DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() };
+    OutboxDelivery::new(env.store.clone(), renderer, Arc::new(mailer), Arc::new(publisher), policy)
 }
 
 impl AdminApi {
@@ -77,14 +64,9 @@ impl AdminApi {
 
     /// Sends an event and checks the answer's status is one the route declares.
     pub async fn send(&self, event: Value) -> Answer {
-        let method = event["requestContext"]["http"]["method"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let method = event["requestContext"]["http"]["method"].as_str().unwrap_or_default().to_owned();
         let path = event["rawPath"].as_str().unwrap_or_default().to_owned();
-        let answer = apigw::invoke(&self.router, &event)
-            .await
-            .expect("router answered");
+        let answer = apigw::invoke(&self.router, &event).await.expect("router answered");
         if let Some(route) = route_of(&method, &path) {
             assert!(
                 route.statuses.contains(&answer.status.as_u16()),
@@ -95,81 +77,40 @@ impl AdminApi {
             );
         }
         if !answer.status.is_success() {
-            let content_type = answer
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            assert_eq!(
-                content_type, "application/problem+json",
-                "{method} {path}: {}",
-                answer.body
-            );
+            let content_type = answer.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            assert_eq!(content_type, "application/problem+json", "{method} {path}: {}", answer.body);
         }
         answer
     }
 
     /// An admin request (`body` as JSON).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        self.send(apigw::event(
-            method,
-            path,
-            None,
-            Some(admin_claims(ADMIN_SUB)),
-            body.as_ref(),
-            &[],
-        ))
-        .await
+        self.send(apigw::event(method, path, None, Some(admin_claims(ADMIN_SUB)), body.as_ref(), &[])).await
     }
 
-    pub async fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        query: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        self.send(apigw::event(
-            method,
-            path,
-            query,
-            Some(admin_claims(ADMIN_SUB)),
-            body.as_ref(),
-            headers,
-        ))
-        .await
+    pub async fn call_with(&self, method: &str, path: &str, query: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
+        self.send(apigw::event(method, path, query, Some(admin_claims(ADMIN_SUB)), body.as_ref(), headers)).await
     }
 
-    pub async fn call_as(
-        &self,
-        claims: Option<Value>,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Answer {
-        self.send(apigw::event(method, path, None, claims, body.as_ref(), &[]))
-            .await
+    pub async fn call_as(&self, claims: Option<Value>, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.send(apigw::event(method, path, None, claims, body.as_ref(), &[])).await
     }
 
     /// `PUT /users/{user}` with a valid profile; panics unless it is stored.
     pub async fn create_profile(&self, user: &str) {
-        let answer = self.call("PUT", &format!("/users/{user}"), Some(serde_json::json!({"email": format!("{user}@example.com"), "full_name": "Test User"}))).await;
+        let answer = self
+            .call(
+                "PUT",
+                &format!("/users/{user}"),
+                Some(serde_json::json!({"email": format!("{user}@example.com"), "full_name": "Test User"})),
+            )
+            .await;
         assert!(answer.status.is_success(), "profile: {}", answer.body);
     }
 
     /// Every item in the test's table (small tables only).
-    pub async fn table_items(
-        &self,
-    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        let out = self
-            .env
-            .ddb
-            .scan()
-            .table_name(&self.env.table)
-            .send()
-            .await
-            .expect("scan");
+    pub async fn table_items(&self) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let out = self.env.ddb.scan().table_name(&self.env.table).send().await.expect("scan");
         out.items.unwrap_or_default()
     }
 
@@ -179,13 +120,7 @@ impl AdminApi {
             .table_items()
             .await
             .iter()
-            .filter_map(|item| {
-                Some(format!(
-                    "{}|{}",
-                    item.get("pk")?.as_s().ok()?,
-                    item.get("sk")?.as_s().ok()?
-                ))
-            })
+            .filter_map(|item| Some(format!("{}|{}", item.get("pk")?.as_s().ok()?, item.get("sk")?.as_s().ok()?)))
             .collect();
         keys.sort();
         keys
@@ -204,9 +139,6 @@ pub fn route_of(method: &str, path: &str) -> Option<&'static RouteSpec> {
         let pattern: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
         route.method == method
             && pattern.len() == segments.len()
-            && pattern
-                .iter()
-                .zip(&segments)
-                .all(|(p, s)| p.starts_with('{') || p == s)
+            && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
     })
 }

@@ -62,14 +62,7 @@ impl TestEnv {
     pub async fn bus_events(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .expect("receive");
+            let received = self.sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).send().await.expect("receive");
             let messages = received.messages.unwrap_or_default();
             if messages.is_empty() {
                 return out;

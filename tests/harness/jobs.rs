@@ -27,8 +27,12 @@ pub fn email_config() -> EmailConfig {
 pub fn delivery_via(env: &TestEnv, ses: aws_sdk_sesv2::Client) -> OutboxDelivery {
     let config = email_config();
     let renderer = Arc::new(EmailRenderer::embedded(&config).expect("e-mail templates render"));
-    let retry =
-        RetryPolicy { attempts: 1, attempt_timeout: Duration::from_secs(3), base_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(10) };
+    let retry = RetryPolicy {
+        attempts: 1,
+        attempt_timeout: Duration::from_secs(3),
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+    };
     let mailer = SesMailer::from_client(ses, &config).with_retry_policy(retry);
     let publisher = EventBridgePublisher::new(env.events.clone(), &env.bus);
     let policy = DeliveryPolicy { max_attempts: 3, sends_per_second: None, ..DeliveryPolicy::default() };

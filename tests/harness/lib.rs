@@ -4,16 +4,16 @@
 //! - [`TestEnv`]: a fresh table (created from `template.yaml`), SES identity, event bus
 //!   and an SQS queue that receives every event on the bus, unique to one test.
 
-pub mod moto;
-pub mod process;
-pub mod template;
+pub mod admin;
 pub mod env;
 pub mod jobs;
-pub mod sim;
-pub mod webhook;
-pub mod admin;
+pub mod moto;
+pub mod process;
 pub mod proxy;
 pub mod serve;
+pub mod sim;
+pub mod template;
+pub mod webhook;
 
 pub use env::TestEnv;
 pub use moto::Moto;

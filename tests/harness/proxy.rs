@@ -76,7 +76,8 @@ impl Proxy {
         let upstream: SocketAddr = authority.parse().unwrap_or_else(|e| panic!("proxy upstream {authority}: {e}"));
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let shared = Arc::new(Shared { upstream, fault: Mutex::new(Fault::Pass), requests: AtomicU64::new(0), injected: AtomicU64::new(0) });
+        let shared =
+            Arc::new(Shared { upstream, fault: Mutex::new(Fault::Pass), requests: AtomicU64::new(0), injected: AtomicU64::new(0) });
         let accept = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -215,7 +216,8 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
     let body = read_body(&mut client, &head, rest, false).await?;
     match fault {
         Fault::Status(code) => {
-            let (kind, stripe) = if code == 429 { ("ThrottlingException", "rate_limit_error") } else { ("InternalServerError", "api_error") };
+            let (kind, stripe) =
+                if code == 429 { ("ThrottlingException", "rate_limit_error") } else { ("InternalServerError", "api_error") };
             let payload = serde_json::json!({
                 "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
                 "message": "injected by the test proxy",

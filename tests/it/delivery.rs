@@ -30,7 +30,9 @@ fn policy() -> DeliveryPolicy {
 }
 
 async fn profile(store: &DynamoStore, user: &UserId, email: &str) {
-    let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }.validate(user.clone(), Utc::now()).unwrap();
+    let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }
+        .validate(user.clone(), Utc::now())
+        .unwrap();
     store.put_profile(&p).await.unwrap();
 }
 
@@ -45,10 +47,7 @@ async fn queue_trial_ending(env: &TestEnv, user: &UserId) -> String {
 }
 
 fn sent_to(data: &serde_json::Value, address: &str) -> usize {
-    data["ses"]["Message"]
-        .as_array()
-        .map(|m| m.iter().filter(|msg| msg["destinations"]["ToAddresses"][0] == address).count())
-        .unwrap_or(0)
+    data["ses"]["Message"].as_array().map(|m| m.iter().filter(|msg| msg["destinations"]["ToAddresses"][0] == address).count()).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use harness::{
 use shared::{
     billing::{BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind},
     domain::{
-        HistoryChange, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId,
+        HistoryChange, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource,
+        SubscriptionStatus, Tier, UserId,
     },
     store::{Change, SubscriptionWrite},
 };
@@ -191,7 +192,10 @@ async fn a_lapsed_subscription_expires_after_its_grace_and_a_rerun_changes_nothi
     let items = outbox(&env).await;
     assert_eq!(
         ids_for(&items, "expire-1"),
-        ["email:subscription_expired:sub-expire-1:2026-03-11T00:00:00.000Z", "event:SubscriptionExpired:sub-expire-1:2026-03-11T00:00:00.000Z",]
+        [
+            "email:subscription_expired:sub-expire-1:2026-03-11T00:00:00.000Z",
+            "event:SubscriptionExpired:sub-expire-1:2026-03-11T00:00:00.000Z",
+        ]
     );
     assert_eq!(items.len(), 2);
 
@@ -265,8 +269,12 @@ async fn runs_stopped_after_k_items_and_continued_handle_everything_exactly_once
         assert!(items.values().all(|i| i.state == OutboxState::Sent), "k={k}");
 
         // Each continuation was also put on the bus for the function to pick up.
-        let continuations: Vec<_> =
-            env.bus_events().await.into_iter().filter(|e| e["detail-type"] == CONTINUATION_DETAIL_TYPE && e["source"] == CONTINUATION_SOURCE).collect();
+        let continuations: Vec<_> = env
+            .bus_events()
+            .await
+            .into_iter()
+            .filter(|e| e["detail-type"] == CONTINUATION_DETAIL_TYPE && e["source"] == CONTINUATION_SOURCE)
+            .collect();
         assert_eq!(continuations.len(), runs.len() - 1, "k={k}");
         assert_eq!(continuations[0]["detail"]["job"], "daily");
         assert_eq!(continuations[0]["detail"]["time"], "2026-03-11T06:00:00Z");
@@ -383,7 +391,12 @@ async fn stripe_subscription(sim: &Sim, name: &str) -> StripeSnapshot {
     let details = CustomerDetails { user_id: user(name), email: format!("{name}@example.com"), name: None };
     let customer = billing.ensure_customer(&details, &key("customer")).await.expect("customer");
     let pm = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.expect("card");
-    let new = NewSubscription { customer, user_id: user(name), tier: Tier::Premium, kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None } };
+    let new = NewSubscription {
+        customer,
+        user_id: user(name),
+        tier: Tier::Premium,
+        kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None },
+    };
     let created = billing.create_subscription(&new, &key("subscription")).await.expect("subscription");
     assert_eq!(created.snapshot.status, SubscriptionStatus::Active, "{:?}", created.snapshot);
     created.snapshot
@@ -486,7 +499,10 @@ async fn a_late_renewal_is_applied_instead_of_expiring_a_paying_customer() {
     let summary = run(&jobs, JobName::ExpireLapsed, now).await;
     assert_eq!((summary.counts.expired, summary.counts.synced, summary.counts.errors), (0, 2, 0), "{summary:?}");
     let record = env.store.subscription(&user("late-renewal")).await.unwrap().unwrap();
-    assert_eq!((record.status, record.tier, record.end_date), (SubscriptionStatus::Active, Tier::Premium, Some(renewed.current_period_end)));
+    assert_eq!(
+        (record.status, record.tier, record.end_date),
+        (SubscriptionStatus::Active, Tier::Premium, Some(renewed.current_period_end))
+    );
     let history = env.store.history(&user("late-renewal"), 1).await.unwrap();
     assert_eq!((history[0].change, history[0].actor.as_str()), (HistoryChange::Synced, "job:expire-lapsed"));
     let gone = env.store.subscription(&user("late-cancel")).await.unwrap().unwrap();

@@ -4,7 +4,11 @@ use harness::{template, workspace_root, TestEnv};
 
 fn python() -> String {
     let venv = workspace_root().join(".venv/bin/python");
-    if venv.exists() { venv.display().to_string() } else { "python3".into() }
+    if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "python3".into()
+    }
 }
 
 /// An index as compared: name, key schema, projection.
@@ -14,8 +18,11 @@ fn normalised(description: &aws_sdk_dynamodb::types::TableDescription) -> serde_
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
         ks.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect()
     };
-    let mut attrs: Vec<(String, String)> =
-        description.attribute_definitions().iter().map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned())).collect();
+    let mut attrs: Vec<(String, String)> = description
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+        .collect();
     attrs.sort();
     let mut gsis: Vec<IndexShape> = description
         .global_secondary_indexes()
@@ -51,7 +58,8 @@ async fn dev_bootstrap_creates_the_templates_table() {
 
     // And both equal what the template says, attribute by attribute.
     let props = template::table_properties();
-    let gsi_names: Vec<&str> = props["GlobalSecondaryIndexes"].as_sequence().unwrap().iter().map(|g| g["IndexName"].as_str().unwrap()).collect();
+    let gsi_names: Vec<&str> =
+        props["GlobalSecondaryIndexes"].as_sequence().unwrap().iter().map(|g| g["IndexName"].as_str().unwrap()).collect();
     let described = normalised(&dev);
     let dev_gsis: Vec<&str> = described["gsis"].as_array().unwrap().iter().map(|g| g[0].as_str().unwrap()).collect();
     let mut expected = gsi_names.clone();

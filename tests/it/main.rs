@@ -1,15 +1,15 @@
 //! The one integration-test binary: every module talks to real protocol servers
 //! (moto server, stripe-sim) over 127.0.0.1, never to in-code fakes.
 
+mod admin_api;
 mod delivery;
 mod email;
 mod fixtures;
+mod hostile;
 mod jobs;
 mod local_stack;
-mod store;
-mod webhook;
-mod stripe_client;
-mod admin_api;
-mod hostile;
-mod template;
 mod observability;
+mod store;
+mod stripe_client;
+mod template;
+mod webhook;

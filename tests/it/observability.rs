@@ -116,10 +116,7 @@ async fn init_error(State(state): State<Shared>, body: String) {
 /// Serves the Runtime API on a loopback port with `events` queued, returning its address.
 async fn runtime_api(events: Vec<Value>) -> (SocketAddr, Shared, Vec<String>) {
     let ids: Vec<String> = events.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
-    let state: Shared = Arc::new(Mutex::new(RuntimeState {
-        queue: ids.iter().cloned().zip(events).collect(),
-        ..RuntimeState::default()
-    }));
+    let state: Shared = Arc::new(Mutex::new(RuntimeState { queue: ids.iter().cloned().zip(events).collect(), ..RuntimeState::default() }));
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -377,7 +374,10 @@ async fn every_emf_document_is_well_formed_and_bounded() {
             for set in directives[0]["Dimensions"].as_array().expect("Dimensions") {
                 for dim in set.as_array().expect("a dimension set") {
                     let dim = dim.as_str().expect("dimension name");
-                    assert!(["Tier", "Source", "Kind", "EventType", "Outcome", "Job", "Operation"].contains(&dim), "unbounded dimension {dim}: {doc}");
+                    assert!(
+                        ["Tier", "Source", "Kind", "EventType", "Outcome", "Job", "Operation"].contains(&dim),
+                        "unbounded dimension {dim}: {doc}"
+                    );
                     let v = doc[dim].as_str().unwrap_or_else(|| panic!("dimension {dim} has no string value: {doc}"));
                     assert!(!v.is_empty() && v.len() <= 64, "{doc}");
                     for id_prefix in ["user-", "cus_", "sub_", "in_", "evt_", "pm_", "pi_"] {
@@ -462,13 +462,18 @@ async fn logs_are_json_with_the_fields_on_call_searches_by() {
             assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{}: timestamp not RFC 3339: {log}", run.name);
         }
     }
-    let find = |run: &Run, message: &str| -> Vec<Value> { log_lines(&run.stdout).into_iter().filter(|l| l["message"] == message).collect() };
+    let find =
+        |run: &Run, message: &str| -> Vec<Value> { log_lines(&run.stdout).into_iter().filter(|l| l["message"] == message).collect() };
 
     let served = find(&runs.admin, "request served");
     assert!(served.iter().any(|l| l["span"]["request_id"] == "sample-put-subscription" && l["status"] == 201), "{served:#?}");
     let calls = find(&runs.admin, "stripe call");
     let create = calls.iter().find(|l| l["stripe.op"] == "create_subscription").expect("create_subscription logged");
-    assert_eq!((create["http.method"].as_str(), create["http.path"].as_str(), create["http.status"].as_u64()), (Some("POST"), Some("/v1/subscriptions"), Some(200)), "{create}");
+    assert_eq!(
+        (create["http.method"].as_str(), create["http.path"].as_str(), create["http.status"].as_u64()),
+        (Some("POST"), Some("/v1/subscriptions"), Some(200)),
+        "{create}"
+    );
     assert!(create["latency_ms"].is_u64(), "{create}");
     let sent = find(&runs.admin, "e-mail sent");
     assert!(sent.iter().any(|l| l["message_id"].as_str().is_some_and(|m| !m.is_empty()) && l["outcome"] == "sent"), "{sent:#?}");
@@ -481,8 +486,12 @@ async fn logs_are_json_with_the_fields_on_call_searches_by() {
     assert_eq!(line["outcome"], "applied", "{line}");
     assert!(spans(line).iter().any(|s| s["requestId"].is_string()), "{line}");
     // Every line of the event's processing carries the Stripe ids and the user it is about.
-    let inside: Vec<Value> = log_lines(&runs.webhook.stdout).into_iter().filter(|l| spans(l).iter().any(|s| s["name"] == "process")).collect();
-    let call = inside.iter().find(|l| l["message"] == "stripe call" && l["stripe.op"] == "retrieve_subscription").expect("stripe call inside the event's span");
+    let inside: Vec<Value> =
+        log_lines(&runs.webhook.stdout).into_iter().filter(|l| spans(l).iter().any(|s| s["name"] == "process")).collect();
+    let call = inside
+        .iter()
+        .find(|l| l["message"] == "stripe call" && l["stripe.op"] == "retrieve_subscription")
+        .expect("stripe call inside the event's span");
     let process = spans(call).into_iter().find(|s| s["name"] == "process").unwrap();
     assert!(process["event_id"].as_str().is_some_and(|e| e.starts_with("evt_")), "{call}");
     assert!(process["stripe_invoice_id"].as_str().is_some_and(|e| e.starts_with("in_")), "{call}");

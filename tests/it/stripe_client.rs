@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
-use shared::billing::{
-    BillingError, BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration,
-};
+use shared::billing::{BillingError, BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration};
 use shared::config::Secret;
 use shared::domain::{StripeCustomerId, SubscriptionStatus, Tier, UserId};
 use shared::stripe::{RetryPolicy, StripeBilling, StripeConfig};
@@ -56,11 +54,7 @@ impl Ctx {
     /// A customer with `card` attached as default; returns the customer and the pm id.
     async fn customer_with_card(&self, name: &str, card: &str) -> (StripeCustomerId, String) {
         let customer = self.customer(name).await;
-        let pm = self
-            .billing
-            .attach_default_payment_method(&customer, card, &key(&format!("attach-{name}")))
-            .await
-            .expect("card attaches");
+        let pm = self.billing.attach_default_payment_method(&customer, card, &key(&format!("attach-{name}"))).await.expect("card attaches");
         (customer, pm)
     }
 
@@ -122,11 +116,8 @@ async fn attaching_a_card_makes_it_the_default() {
 async fn a_declined_card_is_card_declined_with_its_decline_code() {
     let ctx = Ctx::new().await;
     let customer = ctx.customer("attach-declined").await;
-    let err = ctx
-        .billing
-        .attach_default_payment_method(&customer, "pm_card_visa_chargeDeclined", &key("attach-declined"))
-        .await
-        .unwrap_err();
+    let err =
+        ctx.billing.attach_default_payment_method(&customer, "pm_card_visa_chargeDeclined", &key("attach-declined")).await.unwrap_err();
     match err {
         BillingError::CardDeclined { code, decline_code, message } => {
             assert_eq!(code.as_deref(), Some("card_declined"));
@@ -185,12 +176,8 @@ async fn a_granted_trial_has_no_card_and_charges_nothing() {
     let ctx = Ctx::new().await;
     let customer = ctx.customer("granted").await;
     let trial_end = Utc::now() + ChronoDuration::days(30);
-    let new = NewSubscription {
-        customer,
-        user_id: user("granted"),
-        tier: Tier::Enterprise,
-        kind: NewSubscriptionKind::Granted { trial_end },
-    };
+    let new =
+        NewSubscription { customer, user_id: user("granted"), tier: Tier::Enterprise, kind: NewSubscriptionKind::Granted { trial_end } };
     let created = ctx.billing.create_subscription(&new, &key("granted")).await.unwrap();
     let snap = created.snapshot;
     assert_eq!(snap.status, SubscriptionStatus::Trial);

@@ -115,7 +115,8 @@ fn template_matches_the_code() {
         assert_eq!(resource["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
         let binary = resource["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap_or_else(|| panic!("{name}: no Binary"));
         let crate_dir = workspace_root().join("functions").join(binary);
-        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_else(|_| panic!("{name}: no crate for binary {binary}"));
+        let manifest =
+            std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_else(|_| panic!("{name}: no crate for binary {binary}"));
         assert!(manifest.contains(&format!("name = \"{binary}\"")), "{name}: {binary} is not a binary of its crate");
         assert!(crate_dir.join("src/main.rs").exists(), "{name}: no main.rs");
 

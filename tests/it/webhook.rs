@@ -53,13 +53,21 @@ impl Rig {
     /// A LogiScore user with a profile and a Stripe customer (on a test clock) mapped to it.
     async fn customer(&self, name: &str, clock: &str) -> (UserId, String) {
         let user = UserId::parse(name).unwrap();
-        let profile = ProfileUpdate { email: Some(format!("{name}@example.com")), full_name: Some("Ada Lovelace".into()), ..Default::default() }
-            .validate(user.clone(), Utc::now())
-            .unwrap();
+        let profile =
+            ProfileUpdate { email: Some(format!("{name}@example.com")), full_name: Some("Ada Lovelace".into()), ..Default::default() }
+                .validate(user.clone(), Utc::now())
+                .unwrap();
         self.env.store.put_profile(&profile).await.unwrap();
-        let customer = self.sim.post("/v1/customers", &[("email", &format!("{name}@example.com")), ("test_clock", clock), ("metadata[user_id]", name)]).await;
+        let customer = self
+            .sim
+            .post("/v1/customers", &[("email", &format!("{name}@example.com")), ("test_clock", clock), ("metadata[user_id]", name)])
+            .await;
         let id = customer["id"].as_str().unwrap().to_owned();
-        self.env.store.commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(id.clone())], ..Change::default() }).await.unwrap();
+        self.env
+            .store
+            .commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(id.clone())], ..Change::default() })
+            .await
+            .unwrap();
         (user, id)
     }
 
@@ -294,7 +302,8 @@ async fn hand_signed_event_types_are_handled() {
     let invoice = rig.sim.get(&format!("/v1/subscriptions/{sub_id}")).await["latest_invoice"].clone();
     let invoice_id = invoice.as_str().map(str::to_owned).unwrap_or_else(|| invoice["id"].as_str().unwrap().to_owned());
 
-    let new_shape = json!({"id": invoice_id, "object": "invoice", "customer": customer, "parent": {"subscription_details": {"subscription": sub_id}}});
+    let new_shape =
+        json!({"id": invoice_id, "object": "invoice", "customer": customer, "parent": {"subscription_details": {"subscription": sub_id}}});
     let old_shape = json!({"id": invoice_id, "object": "invoice", "customer": customer, "subscription": sub_id});
     let cases = [
         event("evt_h_upcoming", "invoice.upcoming", old_shape.clone()),
@@ -317,7 +326,10 @@ async fn checkout_completion_links_a_subscription_to_its_user() {
     let rig = Rig::new().await;
     let clock = rig.sim.clock(start_time()).await;
     // A customer made by Checkout: no mapping in our table yet.
-    let customer = rig.sim.post("/v1/customers", &[("email", "checkout@example.com"), ("test_clock", &clock)]).await["id"].as_str().unwrap().to_owned();
+    let customer = rig.sim.post("/v1/customers", &[("email", "checkout@example.com"), ("test_clock", &clock)]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let user = UserId::parse("checkout-user").unwrap();
     let pm = rig.attach(&customer, "pm_card_visa").await;
     let sub_id = rig.subscribe(&customer, &[("default_payment_method", &pm)]).await;
@@ -359,9 +371,13 @@ async fn duplicates_and_chaos_end_in_the_same_state_with_one_notification_each()
 /// (indexes into `events`, repeats allowed) to a fresh table.
 async fn replay(sim: &Sim, events: &[Value], order: &[usize], user: &UserId, customer: &str) -> (Option<Subscription>, BTreeSet<String>) {
     let env = TestEnv::new().await;
-    let profile = ProfileUpdate { email: Some("prop@example.com".into()), ..Default::default() }.validate(user.clone(), Utc::now()).unwrap();
+    let profile =
+        ProfileUpdate { email: Some("prop@example.com".into()), ..Default::default() }.validate(user.clone(), Utc::now()).unwrap();
     env.store.put_profile(&profile).await.unwrap();
-    env.store.commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(customer.to_owned())], ..Change::default() }).await.unwrap();
+    env.store
+        .commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(customer.to_owned())], ..Change::default() })
+        .await
+        .unwrap();
     let webhook = build_webhook(&env, sim, &[SECRET]);
     for &i in order {
         let body = serde_json::to_vec(&events[i]).unwrap();
@@ -391,9 +407,15 @@ fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
         // One subscription's life at Stripe: created, renewed twice, a card failure, recovery.
         let sim = Sim::start().await;
         let clock = sim.clock(start_time()).await;
-        let customer = sim.post("/v1/customers", &[("email", "prop@example.com"), ("test_clock", &clock)]).await["id"].as_str().unwrap().to_owned();
+        let customer =
+            sim.post("/v1/customers", &[("email", "prop@example.com"), ("test_clock", &clock)]).await["id"].as_str().unwrap().to_owned();
         let pm = sim.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await["id"].as_str().unwrap().to_owned();
-        let sub = sim.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)]).await;
+        let sub = sim
+            .post(
+                "/v1/subscriptions",
+                &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)],
+            )
+            .await;
         let sub_id = sub["id"].as_str().unwrap().to_owned();
         sim.advance(&clock, start_time() + MONTH + DAY).await;
         sim.post(&format!("/v1/subscriptions/{sub_id}"), &[("cancel_at_period_end", "true")]).await;

@@ -70,24 +70,13 @@ pub struct Answer {
 
 /// Converts `event` with `lambda_http` (as the runtime does) and serves it.
 pub async fn invoke(router: &Router, event: &Value) -> Result<Answer, String> {
-    let request = lambda_http::request::from_str(&event.to_string())
-        .map_err(|e| format!("not an API Gateway event: {e}"))?;
+    let request = lambda_http::request::from_str(&event.to_string()).map_err(|e| format!("not an API Gateway event: {e}"))?;
     let response = match router.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 1024 * 1024)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| format!("non-JSON body: {e}"))?
-    };
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    let bytes = axum::body::to_bytes(body, 1024 * 1024).await.map_err(|e| e.to_string())?;
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| format!("non-JSON body: {e}"))? };
+    Ok(Answer { status: parts.status, headers: parts.headers, body })
 }

@@ -40,14 +40,8 @@ impl Config {
 /// are the claim's own separators.
 pub fn admin_group(raw: Option<String>) -> Result<String, ConfigError> {
     let group = raw.unwrap_or_else(|| DEFAULT_ADMIN_GROUP.to_owned());
-    if group
-        .chars()
-        .any(|c| c.is_whitespace() || c == '[' || c == ']')
-    {
-        return Err(ConfigError::Invalid {
-            name: "ADMIN_GROUP",
-            why: "must be one group name without spaces or brackets".into(),
-        });
+    if group.chars().any(|c| c.is_whitespace() || c == '[' || c == ']') {
+        return Err(ConfigError::Invalid { name: "ADMIN_GROUP", why: "must be one group name without spaces or brackets".into() });
     }
     Ok(group)
 }
@@ -59,10 +53,7 @@ mod tests {
     #[test]
     fn admin_group_defaults_and_rejects_separators() {
         assert_eq!(admin_group(None).unwrap(), "admin");
-        assert_eq!(
-            admin_group(Some("billing-admins".into())).unwrap(),
-            "billing-admins"
-        );
+        assert_eq!(admin_group(Some("billing-admins".into())).unwrap(), "billing-admins");
         assert!(admin_group(Some("admin billing".into())).is_err());
         assert!(admin_group(Some("[admin]".into())).is_err());
     }

@@ -4,10 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     billing::PaymentAction,
-    domain::{
-        AccessPolicy, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
-        UserProfile,
-    },
+    domain::{AccessPolicy, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserProfile},
 };
 
 /// `GET /users/{user_id}/subscription`, and the `subscription` of every change response.

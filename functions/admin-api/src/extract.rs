@@ -28,9 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (headers, bytes) = read_body(request, state).await?;
         if bytes.is_empty() {
-            return Err(ApiError::MalformedBody(
-                "the body is empty; this route needs a JSON object".into(),
-            ));
+            return Err(ApiError::MalformedBody("the body is empty; this route needs a JSON object".into()));
         }
         ensure_json(&headers)?;
         parse_json(&bytes).map(JsonBody)
@@ -50,39 +48,21 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-async fn read_body<S: Send + Sync>(
-    request: Request,
-    _state: &S,
-) -> Result<(HeaderMap, Bytes), ApiError> {
+async fn read_body<S: Send + Sync>(request: Request, _state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge(MAX_BODY_BYTES))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::BodyTooLarge(MAX_BODY_BYTES))?;
     Ok((parts.headers, bytes))
 }
 
 /// `application/json` or any `application/*+json`, parameters allowed.
 fn ensure_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let is_json = essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let is_json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
     if is_json {
         Ok(())
     } else {
@@ -99,9 +79,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = err.into_inner();
         shape_or_syntax(&path, &inner)
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedBody(without_position(&e)))?;
+    deserializer.end().map_err(|e| ApiError::MalformedBody(without_position(&e)))?;
     Ok(value)
 }
 
@@ -120,26 +98,16 @@ fn shape_or_syntax(path: &str, err: &serde_json::Error) -> ApiError {
                     format!("{path}.{name}")
                 }
             });
-            let field = field.unwrap_or_else(|| {
-                if path == "." {
-                    "body".to_owned()
-                } else {
-                    path.to_owned()
-                }
-            });
+            let field = field.unwrap_or_else(|| if path == "." { "body".to_owned() } else { path.to_owned() });
             ApiError::Validation(ValidationErrors::single(&field, message))
         }
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::MalformedBody(without_position(err))
-        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedBody(without_position(err)),
     }
 }
 
 /// `missing field `x``/`unknown field `x``: the field the message is about.
 fn named_field(message: &str) -> Option<&str> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
+    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
     rest.split('`').next()
 }
 
@@ -161,15 +129,8 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| {
-                ApiError::Validation(ValidationErrors::single(
-                    "user_id",
-                    "is not a valid path segment",
-                ))
-            })?;
-        UserId::parse(&raw)
-            .map(UserPath)
-            .map_err(ApiError::Validation)
+            .map_err(|_| ApiError::Validation(ValidationErrors::single("user_id", "is not a valid path segment")))?;
+        UserId::parse(&raw).map(UserPath).map_err(ApiError::Validation)
     }
 }
 
@@ -185,12 +146,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
         let Some(value) = parts.headers.get(IDEMPOTENCY_HEADER) else {
             return Ok(IdempotencyHeader(None));
         };
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::InvalidIdempotencyKey)?
-            .trim();
-        let ok =
-            !text.is_empty() && text.len() <= 255 && text.chars().all(|c| c.is_ascii_graphic());
+        let text = value.to_str().map_err(|_| ApiError::InvalidIdempotencyKey)?.trim();
+        let ok = !text.is_empty() && text.len() <= 255 && text.chars().all(|c| c.is_ascii_graphic());
         if ok {
             Ok(IdempotencyHeader(Some(text.to_owned())))
         } else {
@@ -222,30 +179,18 @@ mod tests {
     fn syntax_errors_are_400() {
         assert!(matches!(err_of("{\"tier\": "), ApiError::MalformedBody(_)));
         assert!(matches!(err_of("not json"), ApiError::MalformedBody(_)));
-        assert!(
-            matches!(err_of("{} {}"), ApiError::MalformedBody(_))
-                || matches!(err_of("{} {}"), ApiError::Validation(_))
-        );
+        assert!(matches!(err_of("{} {}"), ApiError::MalformedBody(_)) || matches!(err_of("{} {}"), ApiError::Validation(_)));
     }
 
     #[test]
     fn shape_errors_name_the_field() {
+        assert_eq!(fields(err_of(r#"{"duration_months": 1, "is_paid": false, "auto_renew": true}"#)), ["tier"]);
         assert_eq!(
-            fields(err_of(
-                r#"{"duration_months": 1, "is_paid": false, "auto_renew": true}"#
-            )),
-            ["tier"]
-        );
-        assert_eq!(
-            fields(err_of(
-                r#"{"tier": "premium", "duration_months": "x", "is_paid": false, "auto_renew": true}"#
-            )),
+            fields(err_of(r#"{"tier": "premium", "duration_months": "x", "is_paid": false, "auto_renew": true}"#)),
             ["duration_months"]
         );
         assert_eq!(
-            fields(err_of(
-                r#"{"tier": "premium", "duration_months": 1, "is_paid": false, "auto_renew": true, "colour": 1}"#
-            )),
+            fields(err_of(r#"{"tier": "premium", "duration_months": 1, "is_paid": false, "auto_renew": true, "colour": 1}"#)),
             ["colour"]
         );
         assert_eq!(fields(err_of("[]")), ["body"]);
@@ -257,15 +202,9 @@ mod tests {
         assert!(ensure_json(&headers).is_err());
         headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert!(ensure_json(&headers).is_err());
-        headers.insert(
-            header::CONTENT_TYPE,
-            "Application/JSON; charset=utf-8".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
         assert!(ensure_json(&headers).is_ok());
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/merge-patch+json".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
         assert!(ensure_json(&headers).is_ok());
     }
 }

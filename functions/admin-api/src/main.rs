@@ -24,18 +24,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         store.clone(),
         Arc::new(renderer),
         Arc::new(SesMailer::new(&sdk, &config.email)),
-        Arc::new(EventBridgePublisher::new(
-            aws_sdk_eventbridge::Client::new(&sdk),
-            &config.aws.event_bus_name,
-        )),
+        Arc::new(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), &config.aws.event_bus_name)),
         DeliveryPolicy::default(),
     );
-    let service = AdminService::new(
-        Arc::new(store),
-        Arc::new(billing),
-        Arc::new(deliver),
-        Arc::new(SystemClock),
-    );
+    let service = AdminService::new(Arc::new(store), Arc::new(billing), Arc::new(deliver), Arc::new(SystemClock));
     tracing::info!(admin_group = %config.admin_group, "admin-api ready");
     lambda_http::run(router(AppState::new(service, config.admin_group))).await
 }

@@ -5,9 +5,5 @@ use shared::metrics::Metrics;
 
 /// One count of `metric` under `dimensions`.
 pub fn count(metric: &'static str, dimensions: &[(&'static str, &str)]) {
-    dimensions
-        .iter()
-        .fold(Metrics::new(), |m, (name, value)| m.dimension(name, *value))
-        .count(metric, 1)
-        .emit();
+    dimensions.iter().fold(Metrics::new(), |m, (name, value)| m.dimension(name, *value)).count(metric, 1).emit();
 }

@@ -61,11 +61,7 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     /// Stripe declined the card.
     #[error("card declined: {message}")]
-    CardDeclined {
-        code: Option<String>,
-        decline_code: Option<String>,
-        message: String,
-    },
+    CardDeclined { code: Option<String>, decline_code: Option<String>, message: String },
     #[error(transparent)]
     Validation(#[from] ValidationErrors),
     /// Stripe did not answer (or answered 429/5xx) after the client's retries.
@@ -84,30 +80,22 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            detail: detail.into(),
-        }
+        Self::Conflict { code, detail: detail.into() }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedBody(_)
-            | Self::UnsupportedMediaType
-            | Self::BodyTooLarge(_)
-            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::MalformedBody(_) | Self::UnsupportedMediaType | Self::BodyTooLarge(_) | Self::InvalidIdempotencyKey => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::UserNotFound(_) | Self::SubscriptionNotFound(_) | Self::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Self::UserNotFound(_) | Self::SubscriptionNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::CardDeclined { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BillingUnavailable(_) | Self::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::BillingUnavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -139,22 +127,17 @@ impl ApiError {
     /// `(type slug, title)`: one problem type per kind of failure.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
-            Self::MalformedBody(_)
-            | Self::UnsupportedMediaType
-            | Self::BodyTooLarge(_)
-            | Self::InvalidIdempotencyKey => ("malformed-request", "Malformed request"),
+            Self::MalformedBody(_) | Self::UnsupportedMediaType | Self::BodyTooLarge(_) | Self::InvalidIdempotencyKey => {
+                ("malformed-request", "Malformed request")
+            }
             Self::Unauthenticated(_) => ("unauthenticated", "Authentication required"),
             Self::Forbidden => ("forbidden", "Not allowed"),
-            Self::UserNotFound(_) | Self::SubscriptionNotFound(_) | Self::RouteNotFound => {
-                ("not-found", "Not found")
-            }
+            Self::UserNotFound(_) | Self::SubscriptionNotFound(_) | Self::RouteNotFound => ("not-found", "Not found"),
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::Conflict { .. } => ("conflict", "Conflicts with the current state"),
             Self::CardDeclined { .. } => ("card-declined", "Card declined"),
             Self::Validation(_) => ("validation-error", "The request is invalid"),
-            Self::BillingUnavailable(_) | Self::StoreUnavailable(_) => {
-                ("service-unavailable", "Temporarily unavailable")
-            }
+            Self::BillingUnavailable(_) | Self::StoreUnavailable(_) => ("service-unavailable", "Temporarily unavailable"),
             Self::BadGateway(_) => ("bad-gateway", "Billing provider error"),
             Self::Internal(_) => ("internal-error", "Internal error"),
         }
@@ -164,22 +147,16 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::MalformedBody(why) => format!("The request body is not valid JSON: {why}."),
-            Self::UnsupportedMediaType => {
-                "Send the body as JSON with `Content-Type: application/json`.".into()
-            }
+            Self::UnsupportedMediaType => "Send the body as JSON with `Content-Type: application/json`.".into(),
             Self::BodyTooLarge(limit) => format!("The request body exceeds {limit} bytes."),
-            Self::InvalidIdempotencyKey => {
-                "The Idempotency-Key header must be 1 to 255 visible ASCII characters.".into()
-            }
+            Self::InvalidIdempotencyKey => "The Idempotency-Key header must be 1 to 255 visible ASCII characters.".into(),
             Self::Unauthenticated(why) => format!("This API needs a valid admin token: {why}."),
             Self::Forbidden => "The caller is not a member of the admin group.".into(),
             Self::UserNotFound(user) => {
                 format!("User `{user}` has no profile. Create it first with PUT /users/{user} (an e-mail address is required).")
             }
             Self::SubscriptionNotFound(user) => format!("User `{user}` has no subscription."),
-            Self::RouteNotFound => {
-                "No such route. See openapi.yaml for the routes this API serves.".into()
-            }
+            Self::RouteNotFound => "No such route. See openapi.yaml for the routes this API serves.".into(),
             Self::MethodNotAllowed(_) => "This route does not support that method.".into(),
             Self::Conflict { detail, .. } => detail.clone(),
             Self::CardDeclined { message, .. } => message.clone(),
@@ -187,18 +164,10 @@ impl ApiError {
                 let fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
                 format!("Invalid field(s): {}.", fields.join(", "))
             }
-            Self::BillingUnavailable(_) => {
-                "The billing provider did not answer. Nothing was changed; retry later.".into()
-            }
-            Self::StoreUnavailable(_) => {
-                "Storage did not answer. Retry later with the same Idempotency-Key.".into()
-            }
-            Self::BadGateway(_) => {
-                "The billing provider refused the request. Nothing was changed locally.".into()
-            }
-            Self::Internal(_) => {
-                "An unexpected error occurred. Quote the request id when reporting it.".into()
-            }
+            Self::BillingUnavailable(_) => "The billing provider did not answer. Nothing was changed; retry later.".into(),
+            Self::StoreUnavailable(_) => "Storage did not answer. Retry later with the same Idempotency-Key.".into(),
+            Self::BadGateway(_) => "The billing provider refused the request. Nothing was changed locally.".into(),
+            Self::Internal(_) => "An unexpected error occurred. Quote the request id when reporting it.".into(),
         }
     }
 
@@ -207,9 +176,7 @@ impl ApiError {
         let status = self.status();
         let (errors, decline_code, stripe_code) = match self {
             Self::Validation(v) => (Some(v.errors.clone()), None, None),
-            Self::CardDeclined {
-                code, decline_code, ..
-            } => (None, decline_code.clone(), code.clone()),
+            Self::CardDeclined { code, decline_code, .. } => (None, decline_code.clone(), code.clone()),
             _ => (None, None, None),
         };
         Problem {
@@ -255,21 +222,13 @@ impl IntoResponse for ApiError {
             // The full cause goes to the log only.
             tracing::error!(status = status.as_u16(), code = self.code(), error = %self, "request failed");
         } else {
-            tracing::info!(
-                status = status.as_u16(),
-                code = self.code(),
-                "request rejected"
-            );
+            tracing::info!(status = status.as_u16(), code = self.code(), "request rejected");
         }
         let problem = self.to_problem();
-        let body = serde_json::to_vec(&problem)
-            .unwrap_or_else(|_| br#"{"title":"Internal error","status":500}"#.to_vec());
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| br#"{"title":"Internal error","status":500}"#.to_vec());
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
@@ -290,10 +249,7 @@ impl From<StoreError> for ApiError {
             // here is a concurrent change the caller should re-read and retry.
             StoreError::Conflict(why) => {
                 tracing::warn!(reason = %why, "store conflict");
-                Self::conflict(
-                    "concurrent_change",
-                    "The subscription changed while this request ran. Read it again and retry.",
-                )
+                Self::conflict("concurrent_change", "The subscription changed while this request ran. Read it again and retry.")
             }
             other => Self::Internal(other.to_string()),
         }
@@ -317,7 +273,9 @@ impl ApiError {
                 "idempotency_key_reused",
                 "This Idempotency-Key was already used for a different request. Use a new key for a new request.",
             ),
-            BillingError::InvalidRequest { param, message } if step == BillingStep::PaymentMethod || param.as_deref().is_some_and(|p| p.contains("payment_method")) => {
+            BillingError::InvalidRequest { param, message }
+                if step == BillingStep::PaymentMethod || param.as_deref().is_some_and(|p| p.contains("payment_method")) =>
+            {
                 Self::Validation(ValidationErrors::single("payment_method_id", format!("was refused by Stripe: {message}")))
             }
             BillingError::NotFound(what) if step == BillingStep::PaymentMethod => {
@@ -341,10 +299,7 @@ mod tests {
         errors.push("duration_months", "too small");
         let problem = ApiError::Validation(errors).to_problem();
         assert_eq!(problem.status, 422);
-        assert_eq!(
-            problem.type_,
-            "https://logiscore.dev/problems/validation-error"
-        );
+        assert_eq!(problem.type_, "https://logiscore.dev/problems/validation-error");
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(json["errors"][1]["field"], "duration_months");
         assert!(json.get("decline_code").is_none());
@@ -354,8 +309,7 @@ mod tests {
     fn server_errors_hide_internals() {
         let problem = ApiError::Internal("dynamodb said secret things".into()).to_problem();
         assert!(!problem.detail.contains("secret"));
-        let problem =
-            ApiError::StoreUnavailable("connection refused to 10.0.0.1".into()).to_problem();
+        let problem = ApiError::StoreUnavailable("connection refused to 10.0.0.1".into()).to_problem();
         assert!(!problem.detail.contains("10.0.0.1"));
         assert_eq!(problem.status, 503);
     }
@@ -371,42 +325,22 @@ mod tests {
             BillingStep::PaymentMethod,
         );
         let problem = err.to_problem();
-        assert_eq!(
-            (problem.status, problem.decline_code.as_deref()),
-            (402, Some("generic_decline"))
-        );
+        assert_eq!((problem.status, problem.decline_code.as_deref()), (402, Some("generic_decline")));
     }
 
     #[test]
     fn billing_errors_map_by_step() {
-        let invalid = || BillingError::InvalidRequest {
-            param: None,
-            message: "No such PaymentMethod".into(),
-        };
+        let invalid = || BillingError::InvalidRequest { param: None, message: "No such PaymentMethod".into() };
+        assert_eq!(ApiError::from_billing(invalid(), BillingStep::PaymentMethod).status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(ApiError::from_billing(invalid(), BillingStep::Subscription).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(
-            ApiError::from_billing(invalid(), BillingStep::PaymentMethod).status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-        assert_eq!(
-            ApiError::from_billing(invalid(), BillingStep::Subscription).status(),
-            StatusCode::BAD_GATEWAY
-        );
-        assert_eq!(
-            ApiError::from_billing(
-                BillingError::Unavailable("503".into()),
-                BillingStep::Customer
-            )
-            .status(),
+            ApiError::from_billing(BillingError::Unavailable("503".into()), BillingStep::Customer).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         let reused = BillingError::InvalidRequest {
             param: None,
-            message: "Keys for idempotent requests can only be used with the same parameters"
-                .into(),
+            message: "Keys for idempotent requests can only be used with the same parameters".into(),
         };
-        assert_eq!(
-            ApiError::from_billing(reused, BillingStep::Subscription).code(),
-            "idempotency_key_reused"
-        );
+        assert_eq!(ApiError::from_billing(reused, BillingStep::Subscription).code(), "idempotency_key_reused");
     }
 }

@@ -33,10 +33,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: AdminService, admin_group: impl Into<Arc<str>>) -> Self {
-        Self {
-            service: Arc::new(service),
-            admin_group: admin_group.into(),
-        }
+        Self { service: Arc::new(service), admin_group: admin_group.into() }
     }
 }
 
@@ -51,23 +48,13 @@ pub struct RouteSpec {
 
 /// Every route this API serves.
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec {
-        method: "PUT",
-        path: "/users/{user_id}",
-        statuses: &[200, 201, 400, 401, 403, 422, 500, 502, 503],
-    },
+    RouteSpec { method: "PUT", path: "/users/{user_id}", statuses: &[200, 201, 400, 401, 403, 422, 500, 502, 503] },
     RouteSpec {
         method: "PUT",
         path: "/users/{user_id}/subscription",
-        statuses: &[
-            200, 201, 202, 400, 401, 402, 403, 404, 409, 422, 500, 502, 503,
-        ],
+        statuses: &[200, 201, 202, 400, 401, 402, 403, 404, 409, 422, 500, 502, 503],
     },
-    RouteSpec {
-        method: "GET",
-        path: "/users/{user_id}/subscription",
-        statuses: &[200, 401, 403, 404, 422, 500, 503],
-    },
+    RouteSpec { method: "GET", path: "/users/{user_id}/subscription", statuses: &[200, 401, 403, 404, 422, 500, 503] },
     RouteSpec {
         method: "POST",
         path: "/users/{user_id}/subscription/cancel",
@@ -78,11 +65,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/users/{user_id}/subscription/reactivate",
         statuses: &[200, 400, 401, 403, 404, 409, 422, 500, 502, 503],
     },
-    RouteSpec {
-        method: "GET",
-        path: "/users/{user_id}/subscription/history",
-        statuses: &[200, 401, 403, 404, 422, 500, 503],
-    },
+    RouteSpec { method: "GET", path: "/users/{user_id}/subscription/history", statuses: &[200, 401, 403, 404, 422, 500, 503] },
 ];
 
 /// Answers to requests no route serves (any path, method).
@@ -91,17 +74,12 @@ pub const FALLBACK_STATUSES: &[u16] = &[401, 403, 404, 405];
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/users/{user_id}", put(put_profile))
-        .route(
-            "/users/{user_id}/subscription",
-            put(put_subscription).get(get_subscription),
-        )
+        .route("/users/{user_id}/subscription", put(put_subscription).get(get_subscription))
         .route("/users/{user_id}/subscription/cancel", post(cancel))
         .route("/users/{user_id}/subscription/reactivate", post(reactivate))
         .route("/users/{user_id}/subscription/history", get(history))
         .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|uri: Uri| async move {
-            ApiError::MethodNotAllowed(allowed_methods(uri.path()))
-        })
+        .method_not_allowed_fallback(|uri: Uri| async move { ApiError::MethodNotAllowed(allowed_methods(uri.path())) })
         .layer(from_fn_with_state(state.clone(), auth::require_admin))
         .layer(from_fn(request_scope))
         .with_state(state)
@@ -118,12 +96,7 @@ async fn request_scope(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
         admin = tracing::field::Empty,
     );
-    let mut response = REQUEST_ID
-        .scope(
-            request_id.clone(),
-            next.run(request).instrument(span.clone()),
-        )
-        .await;
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request served"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -138,21 +111,13 @@ fn request_id(request: &Request) -> String {
         _ => None,
     };
     from_gateway
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<lambda_http::Context>()
-                .map(|c| c.request_id.clone())
-        })
+        .or_else(|| request.extensions().get::<lambda_http::Context>().map(|c| c.request_id.clone()))
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 fn caller(admin: Admin, key: IdempotencyHeader) -> Caller {
-    Caller {
-        admin,
-        idempotency_key: key.0,
-    }
+    Caller { admin, idempotency_key: key.0 }
 }
 
 async fn put_profile(
@@ -161,11 +126,7 @@ async fn put_profile(
     JsonBody(body): JsonBody<ProfileUpdate>,
 ) -> Result<Response, ApiError> {
     let (profile, created) = state.service.put_profile(user, body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(profile)).into_response())
 }
 
@@ -177,17 +138,11 @@ async fn put_subscription(
     JsonBody(body): JsonBody<SubscriptionUpdate>,
 ) -> Result<Response, ApiError> {
     let location = format!("/users/{user}/subscription");
-    let change = state
-        .service
-        .put_subscription(user, body, &caller(admin, key))
-        .await?;
+    let change = state.service.put_subscription(user, body, &caller(admin, key)).await?;
     Ok(change_response(change, Some(&location)))
 }
 
-async fn get_subscription(
-    State(state): State<AppState>,
-    UserPath(user): UserPath,
-) -> Result<Response, ApiError> {
+async fn get_subscription(State(state): State<AppState>, UserPath(user): UserPath) -> Result<Response, ApiError> {
     Ok(Json(state.service.subscription(user).await?).into_response())
 }
 
@@ -198,10 +153,7 @@ async fn cancel(
     UserPath(user): UserPath,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
-    let change = state
-        .service
-        .cancel(user, body.immediately, &caller(admin, key))
-        .await?;
+    let change = state.service.cancel(user, body.immediately, &caller(admin, key)).await?;
     Ok(change_response(change, None))
 }
 
@@ -231,11 +183,7 @@ pub fn allowed_methods(path: &str) -> String {
         .iter()
         .filter(|route| {
             let pattern: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
-            pattern.len() == segments.len()
-                && pattern
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| p.starts_with('{') || p == s)
+            pattern.len() == segments.len() && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
         })
         .map(|route| route.method)
         .collect();
@@ -246,20 +194,14 @@ pub fn allowed_methods(path: &str) -> String {
 fn history_limit(query: &HashMap<String, String>) -> Result<i32, ApiError> {
     let mut errors = ValidationErrors::default();
     for name in query.keys().filter(|k| k.as_str() != "limit") {
-        errors.push(
-            name,
-            "is not a query parameter of this route (only `limit`)",
-        );
+        errors.push(name, "is not a query parameter of this route (only `limit`)");
     }
     let limit = match query.get("limit") {
         None => HISTORY_DEFAULT_LIMIT,
         Some(raw) => match raw.trim().parse::<i32>() {
             Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
             _ => {
-                errors.push(
-                    "limit",
-                    format!("must be a whole number from 1 to {HISTORY_MAX_LIMIT}"),
-                );
+                errors.push("limit", format!("must be a whole number from 1 to {HISTORY_MAX_LIMIT}"));
                 HISTORY_DEFAULT_LIMIT
             }
         },
@@ -289,10 +231,7 @@ mod tests {
     use super::*;
 
     fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -317,12 +256,7 @@ mod tests {
     fn every_route_lists_the_common_statuses() {
         for route in ROUTES {
             for status in [200, 401, 403, 422, 500, 503] {
-                assert!(
-                    route.statuses.contains(&status),
-                    "{} {} lacks {status}",
-                    route.method,
-                    route.path
-                );
+                assert!(route.statuses.contains(&status), "{} {} lacks {status}", route.method, route.path);
             }
         }
     }

@@ -27,30 +27,20 @@ use std::sync::Arc;
 use chrono::{DateTime, Months, Utc};
 use sha2::{Digest, Sha256};
 use shared::{
-    billing::{
-        BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription,
-        NewSubscriptionKind, Proration,
-    },
+    billing::{BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration},
     delivery::Deliver,
     domain::{
-        AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate,
-        StripeSnapshot, Subscription, SubscriptionRequest, SubscriptionSource, SubscriptionStatus,
-        SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
+        AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate, StripeSnapshot, Subscription, SubscriptionRequest,
+        SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
     },
-    email::{
-        CancellationConfirmedContext, EmailContext, PlanChangedContext,
-        SubscriptionConfirmationContext,
-    },
+    email::{CancellationConfirmedContext, EmailContext, PlanChangedContext, SubscriptionConfirmationContext},
     store::{Change, StoreError, StripeMapping},
 };
 use tracing::instrument;
 
 use crate::{
     auth::Admin,
-    dto::{
-        HistoryResponse, Outcome, PaymentActionResponse, ProfileResponse, SubscriptionChange,
-        SubscriptionResponse,
-    },
+    dto::{HistoryResponse, Outcome, PaymentActionResponse, ProfileResponse, SubscriptionChange, SubscriptionResponse},
     metrics,
     ports::{AdminStore, Clock},
     problem::{ApiError, BillingStep},
@@ -84,19 +74,8 @@ enum Committed {
 }
 
 impl AdminService {
-    pub fn new(
-        store: Arc<dyn AdminStore>,
-        billing: Arc<dyn BillingGateway>,
-        deliver: Arc<dyn Deliver>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            store,
-            billing,
-            deliver,
-            clock,
-            access: AccessPolicy::default(),
-        }
+    pub fn new(store: Arc<dyn AdminStore>, billing: Arc<dyn BillingGateway>, deliver: Arc<dyn Deliver>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, billing, deliver, clock, access: AccessPolicy::default() }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -111,11 +90,7 @@ impl AdminService {
     /// the user already has a Stripe customer and the address or name changed, Stripe
     /// is updated first (its receipts and invoices go to that address).
     #[instrument(skip_all, fields(user_id = %user))]
-    pub async fn put_profile(
-        &self,
-        user: UserId,
-        update: ProfileUpdate,
-    ) -> Result<(ProfileResponse, bool), ApiError> {
+    pub async fn put_profile(&self, user: UserId, update: ProfileUpdate) -> Result<(ProfileResponse, bool), ApiError> {
         let profile = update.validate(user.clone(), self.clock.now())?;
         let previous = self.store.profile(&user).await?;
         if let Some(previous) = &previous {
@@ -128,36 +103,17 @@ impl AdminService {
         Ok((ProfileResponse::from(&profile), previous.is_none()))
     }
 
-    async fn sync_customer(
-        &self,
-        previous: &UserProfile,
-        profile: &UserProfile,
-    ) -> Result<(), ApiError> {
-        let Some(customer) = self
-            .store
-            .subscription(&profile.user_id)
-            .await?
-            .and_then(|s| s.stripe_customer_id)
-        else {
+    async fn sync_customer(&self, previous: &UserProfile, profile: &UserProfile) -> Result<(), ApiError> {
+        let Some(customer) = self.store.subscription(&profile.user_id).await?.and_then(|s| s.stripe_customer_id) else {
             return Ok(());
         };
         // Keyed by the profile version it replaces, so A→B, B→A, A→B are three updates.
-        let request = format!(
-            "{}|{}|{}",
-            previous.updated_at.timestamp_micros(),
-            profile.email,
-            profile.full_name.as_deref().unwrap_or_default()
-        );
+        let request =
+            format!("{}|{}|{}", previous.updated_at.timestamp_micros(), profile.email, profile.full_name.as_deref().unwrap_or_default());
         let key = idempotency_key("profile.put", &profile.user_id, None, &request, None);
-        let details = CustomerDetails {
-            user_id: profile.user_id.clone(),
-            email: profile.email.to_string(),
-            name: profile.full_name.clone(),
-        };
-        self.billing
-            .update_customer(&customer, &details, &key)
-            .await
-            .map_err(|e| ApiError::from_billing(e, BillingStep::Customer))
+        let details =
+            CustomerDetails { user_id: profile.user_id.clone(), email: profile.email.to_string(), name: profile.full_name.clone() };
+        self.billing.update_customer(&customer, &details, &key).await.map_err(|e| ApiError::from_billing(e, BillingStep::Customer))
     }
 
     /// `GET /users/{user_id}/subscription`.
@@ -176,10 +132,7 @@ impl AdminService {
         if entries.is_empty() && self.store.profile(&user).await?.is_none() {
             return Err(ApiError::UserNotFound(user.to_string()));
         }
-        Ok(HistoryResponse {
-            user_id: user.to_string(),
-            entries,
-        })
+        Ok(HistoryResponse { user_id: user.to_string(), entries })
     }
 
     /// `PUT /users/{user_id}/subscription`: create, replace an ended one, or change tier.
@@ -191,21 +144,15 @@ impl AdminService {
         caller: &Caller,
     ) -> Result<SubscriptionChange, ApiError> {
         let request = update.validate()?;
-        let profile = self
-            .store
-            .profile(&user)
-            .await?
-            .ok_or_else(|| ApiError::UserNotFound(user.to_string()))?;
+        let profile = self.store.profile(&user).await?.ok_or_else(|| ApiError::UserNotFound(user.to_string()))?;
         let current = self.store.subscription(&user).await?;
         match current {
             Some(cur) if !cur.status.is_terminal() && cur.source != SubscriptionSource::Free => {
                 self.change_existing(cur, request, caller).await
             }
-            Some(cur) if !cur.status.is_terminal() && request.tier == Tier::Free => Ok(self
-                .unchanged(
-                    &cur,
-                    "The user is already on the free tier; nothing was changed.",
-                )),
+            Some(cur) if !cur.status.is_terminal() && request.tier == Tier::Free => {
+                Ok(self.unchanged(&cur, "The user is already on the free tier; nothing was changed."))
+            }
             previous => self.create(&profile, previous, request, caller).await,
         }
     }
@@ -246,57 +193,23 @@ impl AdminService {
 
         if seed.source == SubscriptionSource::Free {
             // The free tier is local only: no Stripe customer, no subscription, no e-mail.
-            let next = Subscription {
-                status: SubscriptionStatus::Active,
-                version: seed.version + 1,
-                ..seed
-            };
-            let history = HistoryEntry::record(
-                previous.as_ref(),
-                &next,
-                HistoryChange::Created,
-                caller.admin.actor(),
-                now,
-            );
+            let next = Subscription { status: SubscriptionStatus::Active, version: seed.version + 1, ..seed };
+            let history = HistoryEntry::record(previous.as_ref(), &next, HistoryChange::Created, caller.admin.actor(), now);
             let change = Change::subscription(next.clone(), expected_version, history);
-            let applied =
-                |s: &Subscription| s.source == SubscriptionSource::Free && !s.status.is_terminal();
+            let applied = |s: &Subscription| s.source == SubscriptionSource::Free && !s.status.is_terminal();
             if let Committed::AlreadyApplied(current) = self.commit(change, user, applied).await? {
                 return Ok(self.already_applied(&current));
             }
             metrics::count("SubscriptionsCreated", &[("Tier", next.tier.as_str())]);
-            return Ok(self.changed(
-                Outcome::Created,
-                &next,
-                "The user is on the free tier.".into(),
-                None,
-            ));
+            return Ok(self.changed(Outcome::Created, &next, "The user is on the free tier.".into(), None));
         }
 
         // The term is anchored to the hour (see `term_end`), and so is the key: a retry
         // within the hour replays the same Stripe calls with identical parameters.
-        let fingerprint = format!(
-            "{}|anchor={}",
-            request_fingerprint(&request),
-            term_anchor(now).timestamp()
-        );
-        let key = self.key(
-            "subscription.put",
-            user,
-            caller,
-            &fingerprint,
-            previous.as_ref(),
-        );
-        let details = CustomerDetails {
-            user_id: user.clone(),
-            email: profile.email.to_string(),
-            name: profile.full_name.clone(),
-        };
-        let customer = self
-            .billing
-            .ensure_customer(&details, &key)
-            .await
-            .map_err(|e| ApiError::from_billing(e, BillingStep::Customer))?;
+        let fingerprint = format!("{}|anchor={}", request_fingerprint(&request), term_anchor(now).timestamp());
+        let key = self.key("subscription.put", user, caller, &fingerprint, previous.as_ref());
+        let details = CustomerDetails { user_id: user.clone(), email: profile.email.to_string(), name: profile.full_name.clone() };
+        let customer = self.billing.ensure_customer(&details, &key).await.map_err(|e| ApiError::from_billing(e, BillingStep::Customer))?;
         let kind = match &request.billing {
             Billing::Paid { payment_method_id } => {
                 let payment_method = self
@@ -304,66 +217,32 @@ impl AdminService {
                     .attach_default_payment_method(&customer, payment_method_id, &key)
                     .await
                     .map_err(|e| self.declined(e, request.tier))?;
-                let cancel_at = if request.auto_renew {
-                    None
-                } else {
-                    Some(term_end(now, request.duration_months)?)
-                };
-                NewSubscriptionKind::Paid {
-                    payment_method,
-                    cancel_at,
-                }
+                let cancel_at = if request.auto_renew { None } else { Some(term_end(now, request.duration_months)?) };
+                NewSubscriptionKind::Paid { payment_method, cancel_at }
             }
-            Billing::Granted => NewSubscriptionKind::Granted {
-                trial_end: trial_end(now, request.duration_months)?,
-            },
+            Billing::Granted => NewSubscriptionKind::Granted { trial_end: trial_end(now, request.duration_months)? },
         };
-        let new = NewSubscription {
-            customer: customer.clone(),
-            user_id: user.clone(),
-            tier: request.tier,
-            kind,
-        };
-        let CreatedSubscription {
-            snapshot,
-            payment_action,
-        } = self
-            .billing
-            .create_subscription(&new, &key)
-            .await
-            .map_err(|e| self.declined(e, request.tier))?;
+        let new = NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: request.tier, kind };
+        let CreatedSubscription { snapshot, payment_action } =
+            self.billing.create_subscription(&new, &key).await.map_err(|e| self.declined(e, request.tier))?;
 
         let next = apply(&seed, &snapshot, request.tier, now);
         if next.status.is_terminal() {
-            return Err(ApiError::BadGateway(format!(
-                "stripe created subscription {} already {}",
-                snapshot.subscription_id, next.status
-            )));
+            return Err(ApiError::BadGateway(format!("stripe created subscription {} already {}", snapshot.subscription_id, next.status)));
         }
         let stripe_id = snapshot.subscription_id.to_string();
-        let history = HistoryEntry::record(
-            previous.as_ref(),
-            &next,
-            HistoryChange::Created,
-            caller.admin.actor(),
-            now,
-        );
-        let active = matches!(
-            next.status,
-            SubscriptionStatus::Active | SubscriptionStatus::Trial
-        );
+        let history = HistoryEntry::record(previous.as_ref(), &next, HistoryChange::Created, caller.admin.actor(), now);
+        let active = matches!(next.status, SubscriptionStatus::Active | SubscriptionStatus::Trial);
         let outbox = if active {
             let confirmation = EmailContext::from(SubscriptionConfirmationContext {
                 plan: next.tier,
                 period_end: next.end_date,
                 auto_renew: next.auto_renew,
             });
-            vec![
-                confirmation.outbox_item(user, &stripe_id, now),
-            ]
-            .into_iter()
-            .chain(Transition::Activated.domain_event(&next, now).map(|e| OutboxItem::event(e, now)))
-            .collect()
+            vec![confirmation.outbox_item(user, &stripe_id, now)]
+                .into_iter()
+                .chain(Transition::Activated.domain_event(&next, now).map(|e| OutboxItem::event(e, now)))
+                .collect()
         } else {
             // Not active yet: the confirmation and the activation event follow when the
             // payment completes (the webhook sees the subscription become active).
@@ -371,15 +250,8 @@ impl AdminService {
         };
         let change = Change::subscription(next.clone(), expected_version, history)
             .with_outbox(outbox.clone())
-            .with_mappings([
-                StripeMapping::Customer(customer.to_string()),
-                StripeMapping::Subscription(stripe_id.clone()),
-            ]);
-        let same = |s: &Subscription| {
-            s.stripe_subscription_id
-                .as_ref()
-                .is_some_and(|id| id.as_str() == stripe_id)
-        };
+            .with_mappings([StripeMapping::Customer(customer.to_string()), StripeMapping::Subscription(stripe_id.clone())]);
+        let same = |s: &Subscription| s.stripe_subscription_id.as_ref().is_some_and(|id| id.as_str() == stripe_id);
         if let Committed::AlreadyApplied(current) = self.commit(change, user, same).await? {
             return Ok(self.already_applied(&current));
         }
@@ -387,15 +259,9 @@ impl AdminService {
 
         let tier = next.tier.as_str();
         if active {
-            metrics::count(
-                "SubscriptionsCreated",
-                &[("Tier", tier), ("Source", source_label(next.source))],
-            );
+            metrics::count("SubscriptionsCreated", &[("Tier", tier), ("Source", source_label(next.source))]);
             let message = match next.source {
-                SubscriptionSource::Granted => format!(
-                    "Granted {} until the trial ends; no card is charged.",
-                    next.tier.display_name()
-                ),
+                SubscriptionSource::Granted => format!("Granted {} until the trial ends; no card is charged.", next.tier.display_name()),
                 _ => format!("Subscribed to {}.", next.tier.display_name()),
             };
             Ok(self.changed(Outcome::Created, &next, message, None))
@@ -425,7 +291,9 @@ impl AdminService {
         }
         if cur.status == SubscriptionStatus::Incomplete {
             if cur.tier == request.tier {
-                return Ok(self.unchanged(&cur, "The subscription already exists and is waiting for its first payment; nothing was changed."));
+                return Ok(
+                    self.unchanged(&cur, "The subscription already exists and is waiting for its first payment; nothing was changed.")
+                );
             }
             return Err(ApiError::conflict(
                 "payment_pending",
@@ -442,32 +310,17 @@ impl AdminService {
             ));
         }
         if cur.tier == request.tier {
-            return Ok(self.unchanged(
-                &cur,
-                &format!(
-                    "The user is already on {}; nothing was changed.",
-                    cur.tier.display_name()
-                ),
-            ));
+            return Ok(self.unchanged(&cur, &format!("The user is already on {}; nothing was changed.", cur.tier.display_name())));
         }
         if !cur.status.is_live() {
             return Err(ApiError::conflict(
                 "not_changeable",
-                format!(
-                    "A subscription that is {} cannot change tier; cancel it and create a new one.",
-                    cur.status
-                ),
+                format!("A subscription that is {} cannot change tier; cancel it and create a new one.", cur.status),
             ));
         }
         let stripe_id = stripe_subscription(&cur)?;
         let now = self.clock.now();
-        let key = self.key(
-            "subscription.put",
-            &cur.user_id,
-            caller,
-            &request_fingerprint(&request),
-            Some(&cur),
-        );
+        let key = self.key("subscription.put", &cur.user_id, caller, &request_fingerprint(&request), Some(&cur));
         let snapshot = self
             .billing
             .change_tier(&stripe_id, request.tier, Proration::CreateProrations, &key)
@@ -477,32 +330,15 @@ impl AdminService {
         if request.comment.is_some() {
             next.comment = request.comment.clone();
         }
-        let history = HistoryEntry::record(
-            Some(&cur),
-            &next,
-            HistoryChange::TierChanged,
-            caller.admin.actor(),
-            now,
-        );
+        let history = HistoryEntry::record(Some(&cur), &next, HistoryChange::TierChanged, caller.admin.actor(), now);
         let discriminator = format!("{stripe_id}:v{}", next.version);
-        let email = EmailContext::from(PlanChangedContext {
-            previous_plan: cur.tier,
-            new_plan: next.tier,
-            effective_date: now,
-        });
+        let email = EmailContext::from(PlanChangedContext { previous_plan: cur.tier, new_plan: next.tier, effective_date: now });
         let outbox = std::iter::once(email.outbox_item(&cur.user_id, &discriminator, now))
-        .chain(
-            Transition::TierChanged { from: cur.tier, to: next.tier }
-                .domain_event(&next, now)
-                .map(|e| OutboxItem::event(e, now)),
-        )
-        .collect::<Vec<_>>();
-        let change =
-            Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
+            .chain(Transition::TierChanged { from: cur.tier, to: next.tier }.domain_event(&next, now).map(|e| OutboxItem::event(e, now)))
+            .collect::<Vec<_>>();
+        let change = Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
         let tier = request.tier;
-        let same = move |s: &Subscription| {
-            s.stripe_subscription_id.as_ref() == Some(&stripe_id) && s.tier == tier
-        };
+        let same = move |s: &Subscription| s.stripe_subscription_id.as_ref() == Some(&stripe_id) && s.tier == tier;
         if let Committed::AlreadyApplied(current) = self.commit(change, &cur.user_id, same).await? {
             return Ok(self.already_applied(&current));
         }
@@ -518,12 +354,7 @@ impl AdminService {
 
     /// `POST /users/{user_id}/subscription/cancel`.
     #[instrument(skip_all, fields(user_id = %user, admin = %caller.admin.subject, immediately))]
-    pub async fn cancel(
-        &self,
-        user: UserId,
-        immediately: bool,
-        caller: &Caller,
-    ) -> Result<SubscriptionChange, ApiError> {
+    pub async fn cancel(&self, user: UserId, immediately: bool, caller: &Caller) -> Result<SubscriptionChange, ApiError> {
         let cur = self.cancellable(&user).await?;
         let stripe_id = stripe_subscription(&cur)?;
         if !immediately {
@@ -538,35 +369,18 @@ impl AdminService {
             }
         }
         let now = self.clock.now();
-        let fingerprint = if immediately {
-            "immediately"
-        } else {
-            "at_period_end"
-        };
-        let key = self.key(
-            "subscription.cancel",
-            &user,
-            caller,
-            fingerprint,
-            Some(&cur),
-        );
+        let fingerprint = if immediately { "immediately" } else { "at_period_end" };
+        let key = self.key("subscription.cancel", &user, caller, fingerprint, Some(&cur));
         let snapshot = if immediately {
             self.billing.cancel_now(&stripe_id, &key).await
         } else {
-            self.billing
-                .set_cancel_at_period_end(&stripe_id, true, &key)
-                .await
+            self.billing.set_cancel_at_period_end(&stripe_id, true, &key).await
         }
         .map_err(|e| ApiError::from_billing(e, BillingStep::Subscription))?;
         let next = apply(&cur, &snapshot, cur.tier, now);
 
         let (change_kind, outcome, access_until, dedupe) = if immediately {
-            (
-                HistoryChange::Canceled,
-                Outcome::Canceled,
-                now,
-                format!("{stripe_id}:immediate"),
-            )
+            (HistoryChange::Canceled, Outcome::Canceled, now, format!("{stripe_id}:immediate"))
         } else {
             (
                 HistoryChange::CancelScheduled,
@@ -575,43 +389,27 @@ impl AdminService {
                 format!("{stripe_id}:period_end:v{}", next.version),
             )
         };
-        let history =
-            HistoryEntry::record(Some(&cur), &next, change_kind, caller.admin.actor(), now);
-        let email = EmailContext::from(CancellationConfirmedContext {
-            plan: cur.tier,
-            access_until,
-            immediate: immediately,
-        });
+        let history = HistoryEntry::record(Some(&cur), &next, change_kind, caller.admin.actor(), now);
+        let email = EmailContext::from(CancellationConfirmedContext { plan: cur.tier, access_until, immediate: immediately });
         let mut outbox = vec![email.outbox_item(&user, &dedupe, now)];
         if immediately {
             outbox.extend(Transition::Canceled.domain_event(&next, now).map(|e| OutboxItem::event(e, now)));
         }
-        let change =
-            Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
+        let change = Change::subscription(next.clone(), Some(cur.version), history).with_outbox(outbox.clone());
         let same = move |s: &Subscription| {
             s.stripe_subscription_id.as_ref() == Some(&stripe_id)
-                && if immediately {
-                    s.status == SubscriptionStatus::Canceled
-                } else {
-                    s.cancel_at_period_end
-                }
+                && if immediately { s.status == SubscriptionStatus::Canceled } else { s.cancel_at_period_end }
         };
         if let Committed::AlreadyApplied(current) = self.commit(change, &user, same).await? {
             return Ok(self.already_applied(&current));
         }
         self.deliver(&outbox).await;
         let (metric, message) = if immediately {
-            (
-                "SubscriptionsCanceled",
-                "Canceled now; access has ended.".to_owned(),
-            )
+            ("SubscriptionsCanceled", "Canceled now; access has ended.".to_owned())
         } else {
             (
                 "CancellationsScheduled",
-                format!(
-                    "Cancels at the end of the period ({}); access continues until then.",
-                    access_until.format("%Y-%m-%d")
-                ),
+                format!("Cancels at the end of the period ({}); access continues until then.", access_until.format("%Y-%m-%d")),
             )
         };
         metrics::count(metric, &[("Tier", next.tier.as_str())]);
@@ -620,27 +418,14 @@ impl AdminService {
 
     /// `POST /users/{user_id}/subscription/reactivate`: withdraws a scheduled cancellation.
     #[instrument(skip_all, fields(user_id = %user, admin = %caller.admin.subject))]
-    pub async fn reactivate(
-        &self,
-        user: UserId,
-        caller: &Caller,
-    ) -> Result<SubscriptionChange, ApiError> {
+    pub async fn reactivate(&self, user: UserId, caller: &Caller) -> Result<SubscriptionChange, ApiError> {
         let cur = self.cancellable(&user).await?;
         if !cur.cancel_at_period_end {
-            return Err(ApiError::conflict(
-                "no_pending_cancellation",
-                "The subscription has no scheduled cancellation to undo.",
-            ));
+            return Err(ApiError::conflict("no_pending_cancellation", "The subscription has no scheduled cancellation to undo."));
         }
         let stripe_id = stripe_subscription(&cur)?;
         let now = self.clock.now();
-        let key = self.key(
-            "subscription.reactivate",
-            &user,
-            caller,
-            "reactivate",
-            Some(&cur),
-        );
+        let key = self.key("subscription.reactivate", &user, caller, "reactivate", Some(&cur));
         let snapshot = self
             .billing
             .set_cancel_at_period_end(&stripe_id, false, &key)
@@ -655,29 +440,16 @@ impl AdminService {
                 "The subscription ends on the fixed date chosen when it was created (auto_renew false); there is no cancellation to withdraw. Create a renewing subscription after it ends instead.",
             ));
         }
-        let history = HistoryEntry::record(
-            Some(&cur),
-            &next,
-            HistoryChange::Reactivated,
-            caller.admin.actor(),
-            now,
-        );
+        let history = HistoryEntry::record(Some(&cur), &next, HistoryChange::Reactivated, caller.admin.actor(), now);
         let change = Change::subscription(next.clone(), Some(cur.version), history);
         let same = move |s: &Subscription| {
-            s.stripe_subscription_id.as_ref() == Some(&stripe_id)
-                && !s.cancel_at_period_end
-                && !s.status.is_terminal()
+            s.stripe_subscription_id.as_ref() == Some(&stripe_id) && !s.cancel_at_period_end && !s.status.is_terminal()
         };
         if let Committed::AlreadyApplied(current) = self.commit(change, &user, same).await? {
             return Ok(self.already_applied(&current));
         }
         metrics::count("Reactivations", &[("Tier", next.tier.as_str())]);
-        Ok(self.changed(
-            Outcome::Reactivated,
-            &next,
-            "The scheduled cancellation was withdrawn.".into(),
-            None,
-        ))
+        Ok(self.changed(Outcome::Reactivated, &next, "The scheduled cancellation was withdrawn.".into(), None))
     }
 
     /// The user's subscription, when it can still be cancelled or reactivated.
@@ -686,16 +458,10 @@ impl AdminService {
             return Err(self.not_found(user).await);
         };
         if cur.status.is_terminal() {
-            return Err(ApiError::conflict(
-                "already_ended",
-                format!("The subscription has already ended ({}).", cur.status),
-            ));
+            return Err(ApiError::conflict("already_ended", format!("The subscription has already ended ({}).", cur.status)));
         }
         if cur.source == SubscriptionSource::Free {
-            return Err(ApiError::conflict(
-                "nothing_to_cancel",
-                "The user is on the free tier; there is no subscription to cancel.",
-            ));
+            return Err(ApiError::conflict("nothing_to_cancel", "The user is on the free tier; there is no subscription to cancel."));
         }
         Ok(cur)
     }
@@ -709,20 +475,13 @@ impl AdminService {
         }
     }
 
-    async fn commit(
-        &self,
-        change: Change,
-        user: &UserId,
-        applied: impl Fn(&Subscription) -> bool,
-    ) -> Result<Committed, ApiError> {
+    async fn commit(&self, change: Change, user: &UserId, applied: impl Fn(&Subscription) -> bool) -> Result<Committed, ApiError> {
         match self.store.commit(change).await {
             Ok(()) => Ok(Committed::Written),
             Err(StoreError::Conflict(reason)) => {
                 tracing::warn!(%reason, "commit conflicted; re-reading the subscription");
                 match self.store.subscription(user).await? {
-                    Some(current) if applied(&current) => {
-                        Ok(Committed::AlreadyApplied(Box::new(current)))
-                    }
+                    Some(current) if applied(&current) => Ok(Committed::AlreadyApplied(Box::new(current))),
                     _ => Err(ApiError::conflict(
                         "concurrent_change",
                         "The subscription changed while this request ran. Read it again and retry.",
@@ -738,12 +497,7 @@ impl AdminService {
             return;
         }
         let report = self.deliver.deliver(outbox).await;
-        tracing::info!(
-            sent = report.sent,
-            retry_later = report.retry_later,
-            failed = report.failed,
-            "outbox delivery attempted"
-        );
+        tracing::info!(sent = report.sent, retry_later = report.retry_later, failed = report.failed, "outbox delivery attempted");
     }
 
     /// A declined card is worth a metric; every billing error maps as usual.
@@ -755,21 +509,8 @@ impl AdminService {
         mapped
     }
 
-    fn key(
-        &self,
-        operation: &str,
-        user: &UserId,
-        caller: &Caller,
-        request: &str,
-        state: Option<&Subscription>,
-    ) -> IdempotencyKey {
-        idempotency_key(
-            operation,
-            user,
-            caller.idempotency_key.as_deref(),
-            request,
-            state,
-        )
+    fn key(&self, operation: &str, user: &UserId, caller: &Caller, request: &str, state: Option<&Subscription>) -> IdempotencyKey {
+        idempotency_key(operation, user, caller.idempotency_key.as_deref(), request, state)
     }
 
     fn changed(
@@ -779,12 +520,7 @@ impl AdminService {
         message: String,
         payment_action: Option<PaymentActionResponse>,
     ) -> SubscriptionChange {
-        SubscriptionChange {
-            outcome,
-            message,
-            subscription: self.view(sub),
-            payment_action,
-        }
+        SubscriptionChange { outcome, message, subscription: self.view(sub), payment_action }
     }
 
     fn unchanged(&self, sub: &Subscription, message: &str) -> SubscriptionChange {
@@ -807,8 +543,7 @@ pub fn idempotency_key(
     match header {
         Some(header) => IdempotencyKey::new(format!("admin:{operation}:{user}:key:{header}")),
         None => {
-            let state =
-                state.map_or_else(|| "none".to_owned(), |s| format!("{}@{}", s.id, s.version));
+            let state = state.map_or_else(|| "none".to_owned(), |s| format!("{}@{}", s.id, s.version));
             let digest = hex::encode(Sha256::digest(format!("{request}|{state}").as_bytes()));
             IdempotencyKey::new(format!("admin:{operation}:{user}:{}", &digest[..32]))
         }
@@ -832,19 +567,10 @@ fn request_fingerprint(request: &SubscriptionRequest) -> String {
 
 /// The record after Stripe's answer. When the snapshot names no tier of ours, the
 /// requested tier stands; when nothing differs, the version still moves (it is a write).
-fn apply(
-    before: &Subscription,
-    snapshot: &StripeSnapshot,
-    tier: Tier,
-    now: DateTime<Utc>,
-) -> Subscription {
+fn apply(before: &Subscription, snapshot: &StripeSnapshot, tier: Tier, now: DateTime<Utc>) -> Subscription {
     let mut next = match before.apply_stripe(snapshot, now) {
         Some((next, _)) => next,
-        None => Subscription {
-            version: before.version + 1,
-            updated_at: now,
-            ..before.clone()
-        },
+        None => Subscription { version: before.version + 1, updated_at: now, ..before.clone() },
     };
     if snapshot.tier.is_none() {
         next.tier = tier;
@@ -852,16 +578,9 @@ fn apply(
     next
 }
 
-fn stripe_subscription(
-    sub: &Subscription,
-) -> Result<shared::domain::StripeSubscriptionId, ApiError> {
+fn stripe_subscription(sub: &Subscription) -> Result<shared::domain::StripeSubscriptionId, ApiError> {
     sub.stripe_subscription_id.clone().ok_or_else(|| {
-        ApiError::Internal(format!(
-            "subscription {} of {} is {} without a Stripe id",
-            sub.id,
-            sub.user_id,
-            source_label(sub.source)
-        ))
+        ApiError::Internal(format!("subscription {} of {} is {} without a Stripe id", sub.id, sub.user_id, source_label(sub.source)))
     })
 }
 
@@ -872,21 +591,14 @@ fn stripe_subscription(
 /// `trial_end`/`cancel_at`, and the customer gets up to an hour more, never less.
 fn term_anchor(now: DateTime<Utc>) -> DateTime<Utc> {
     let secs = now.timestamp();
-    let rounded = secs.div_euclid(3600) * 3600
-        + if secs.rem_euclid(3600) == 0 && now.timestamp_subsec_nanos() == 0 {
-            0
-        } else {
-            3600
-        };
+    let rounded = secs.div_euclid(3600) * 3600 + if secs.rem_euclid(3600) == 0 && now.timestamp_subsec_nanos() == 0 { 0 } else { 3600 };
     DateTime::from_timestamp(rounded, 0).unwrap_or(now)
 }
 
 /// When a fixed term of `months` starting now ends.
 fn term_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, ApiError> {
     let anchor = term_anchor(now);
-    anchor
-        .checked_add_months(Months::new(months))
-        .ok_or_else(|| ApiError::Internal(format!("{anchor} + {months} months overflows")))
+    anchor.checked_add_months(Months::new(months)).ok_or_else(|| ApiError::Internal(format!("{anchor} + {months} months overflows")))
 }
 
 /// Stripe refuses a `trial_end` more than 730 days ahead.
@@ -930,91 +642,28 @@ mod tests {
 
     #[test]
     fn header_keys_ignore_body_and_state() {
-        let a = idempotency_key(
-            "subscription.put",
-            &user(),
-            Some("abc"),
-            "tier=premium",
-            None,
-        );
-        let b = idempotency_key(
-            "subscription.put",
-            &user(),
-            Some("abc"),
-            "tier=enterprise",
-            None,
-        );
+        let a = idempotency_key("subscription.put", &user(), Some("abc"), "tier=premium", None);
+        let b = idempotency_key("subscription.put", &user(), Some("abc"), "tier=enterprise", None);
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "admin:subscription.put:u-1:key:abc");
-        assert_ne!(
-            a,
-            idempotency_key("subscription.cancel", &user(), Some("abc"), "", None)
-        );
-        assert_ne!(
-            a,
-            idempotency_key(
-                "subscription.put",
-                &UserId::parse("u-2").unwrap(),
-                Some("abc"),
-                "",
-                None
-            )
-        );
+        assert_ne!(a, idempotency_key("subscription.cancel", &user(), Some("abc"), "", None));
+        assert_ne!(a, idempotency_key("subscription.put", &UserId::parse("u-2").unwrap(), Some("abc"), "", None));
     }
 
     #[test]
     fn body_keys_follow_body_and_local_version() {
         let mut sub = crate::service::tests::sample();
-        let first = idempotency_key(
-            "subscription.cancel",
-            &user(),
-            None,
-            "at_period_end",
-            Some(&sub),
-        );
-        assert_eq!(
-            first,
-            idempotency_key(
-                "subscription.cancel",
-                &user(),
-                None,
-                "at_period_end",
-                Some(&sub)
-            )
-        );
-        assert_ne!(
-            first,
-            idempotency_key(
-                "subscription.cancel",
-                &user(),
-                None,
-                "immediately",
-                Some(&sub)
-            )
-        );
+        let first = idempotency_key("subscription.cancel", &user(), None, "at_period_end", Some(&sub));
+        assert_eq!(first, idempotency_key("subscription.cancel", &user(), None, "at_period_end", Some(&sub)));
+        assert_ne!(first, idempotency_key("subscription.cancel", &user(), None, "immediately", Some(&sub)));
         sub.version += 1;
-        assert_ne!(
-            first,
-            idempotency_key(
-                "subscription.cancel",
-                &user(),
-                None,
-                "at_period_end",
-                Some(&sub)
-            )
-        );
+        assert_ne!(first, idempotency_key("subscription.cancel", &user(), None, "at_period_end", Some(&sub)));
         assert!(first.as_str().len() <= 200);
     }
 
     #[test]
     fn long_headers_are_hashed_to_fit_stripe() {
-        let key = idempotency_key(
-            "subscription.put",
-            &user(),
-            Some(&"k".repeat(255)),
-            "",
-            None,
-        );
+        let key = idempotency_key("subscription.put", &user(), Some(&"k".repeat(255)), "", None);
         assert!(key.as_str().len() <= 255);
     }
 
@@ -1025,15 +674,9 @@ mod tests {
         assert_eq!(term_anchor(at(10, 0, 0)), at(10, 0, 0));
         assert_eq!(term_anchor(at(10, 0, 1)), at(11, 0, 0));
         assert_eq!(term_anchor(at(10, 59, 59)), at(11, 0, 0));
-        assert_eq!(
-            term_anchor(at(23, 30, 0)),
-            Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
-        );
+        assert_eq!(term_anchor(at(23, 30, 0)), Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap());
         // Month arithmetic clamps to the month's end (Jan 31 + 1 month = Feb 28).
-        assert_eq!(
-            term_end(at(9, 15, 0), 1).unwrap(),
-            Utc.with_ymd_and_hms(2026, 2, 28, 10, 0, 0).unwrap()
-        );
+        assert_eq!(term_end(at(9, 15, 0), 1).unwrap(), Utc.with_ymd_and_hms(2026, 2, 28, 10, 0, 0).unwrap());
     }
 
     pub(crate) fn sample() -> Subscription {

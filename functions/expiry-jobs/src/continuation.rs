@@ -50,13 +50,18 @@ impl ContinuationPublisher {
             .resources(format!("logiscore:job:{}", request.job.as_str()))
             .detail(detail)
             .build();
-        let out = self.client.put_events().entries(entry).send().await.map_err(|e| JobError::Continuation(shared::store::error_chain(&e)))?;
+        let out =
+            self.client.put_events().entries(entry).send().await.map_err(|e| JobError::Continuation(shared::store::error_chain(&e)))?;
         // PutEvents answers 200 even when the entry failed: the entry's result says.
         match out.entries().first() {
             Some(entry) if entry.error_code().is_none() => {
                 entry.event_id().map(str::to_owned).ok_or_else(|| JobError::Continuation("no event id in the PutEvents answer".into()))
             }
-            Some(entry) => Err(JobError::Continuation(format!("{}: {}", entry.error_code().unwrap_or_default(), entry.error_message().unwrap_or_default()))),
+            Some(entry) => Err(JobError::Continuation(format!(
+                "{}: {}",
+                entry.error_code().unwrap_or_default(),
+                entry.error_message().unwrap_or_default()
+            ))),
             None => Err(JobError::Continuation("empty PutEvents answer".into())),
         }
     }

@@ -26,14 +26,21 @@ async fn main() -> Result<(), Error> {
     let resources = AwsResources::from_env()?;
     let settings = JobSettings::from_env()?;
     let stripe = StripeConfig::from_env()?;
-    let email =
-        EmailConfig { mail_from: required("MAIL_FROM")?, app_base_url: required("APP_BASE_URL")?, configuration_set: optional("SES_CONFIGURATION_SET") };
+    let email = EmailConfig {
+        mail_from: required("MAIL_FROM")?,
+        app_base_url: required("APP_BASE_URL")?,
+        configuration_set: optional("SES_CONFIGURATION_SET"),
+    };
 
     let sdk = aws_sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &resources.table_name);
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let renderer = Arc::new(EmailRenderer::embedded(&email)?);
-    let policy = DeliveryPolicy { max_attempts: settings.max_delivery_attempts, sends_per_second: Some(settings.send_rate), ..DeliveryPolicy::default() };
+    let policy = DeliveryPolicy {
+        max_attempts: settings.max_delivery_attempts,
+        sends_per_second: Some(settings.send_rate),
+        ..DeliveryPolicy::default()
+    };
     let delivery = OutboxDelivery::new(
         store.clone(),
         renderer,
@@ -41,8 +48,16 @@ async fn main() -> Result<(), Error> {
         Arc::new(EventBridgePublisher::new(events.clone(), &resources.event_bus_name)),
         policy,
     );
-    let jobs =
-        Jobs::new(store, Arc::new(StripeBilling::new(stripe)?), Arc::new(delivery), ContinuationPublisher::new(events, &resources.event_bus_name), settings);
+    let jobs = Jobs::new(
+        store,
+        Arc::new(StripeBilling::new(stripe)?),
+        Arc::new(delivery),
+        ContinuationPublisher::new(events, &resources.event_bus_name),
+        settings,
+    );
     let jobs = &jobs;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move { jobs.handle(&event.payload, event.context.deadline()).await })).await
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Value>| async move { jobs.handle(&event.payload, event.context.deadline()).await },
+    ))
+    .await
 }

@@ -25,7 +25,10 @@ impl Config {
 pub fn parse_secrets(raw: &str) -> Result<Vec<Secret>, ConfigError> {
     let secrets: Vec<Secret> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Secret::new).collect();
     if secrets.is_empty() || secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
-        return Err(ConfigError::Invalid { name: "STRIPE_WEBHOOK_SECRET", why: "expected one or more comma-separated whsec_… values".into() });
+        return Err(ConfigError::Invalid {
+            name: "STRIPE_WEBHOOK_SECRET",
+            why: "expected one or more comma-separated whsec_… values".into(),
+        });
     }
     Ok(secrets)
 }

@@ -66,7 +66,10 @@ pub fn decode(body: &[u8]) -> Result<StripeEvent, DecodeError> {
     let object = &raw.data.object;
     let missing = |what| DecodeError::MissingField { event_id: raw.id.clone(), event_type: raw.event_type.clone(), what };
     let subject = if raw.event_type.starts_with("customer.subscription.") {
-        Subject::Subscription { id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?, customer: id_of(object.get("customer")) }
+        Subject::Subscription {
+            id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?,
+            customer: id_of(object.get("customer")),
+        }
     } else if raw.event_type.starts_with("invoice.") {
         Subject::Invoice {
             id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?,
@@ -100,7 +103,10 @@ mod tests {
 
     #[test]
     fn finds_the_subscription_of_both_invoice_shapes() {
-        let new_shape = event("invoice.paid", json!({"id": "in_1", "customer": "cus_1", "parent": {"subscription_details": {"subscription": "sub_new"}}}));
+        let new_shape = event(
+            "invoice.paid",
+            json!({"id": "in_1", "customer": "cus_1", "parent": {"subscription_details": {"subscription": "sub_new"}}}),
+        );
         let old_shape = event("invoice.paid", json!({"id": "in_1", "customer": "cus_1", "subscription": "sub_old"}));
         let expanded = event("invoice.paid", json!({"id": "in_1", "subscription": {"id": "sub_exp", "object": "subscription"}}));
         let sub = |b: &[u8]| match decode(b).unwrap().subject {

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use lambda_http::{run, service_fn, Error};
-use shared::{config::aws_sdk_config, store::DynamoStore, stripe::{StripeBilling, StripeConfig}};
+use shared::{
+    config::aws_sdk_config,
+    store::DynamoStore,
+    stripe::{StripeBilling, StripeConfig},
+};
 use stripe_webhook::{config::Config, http::Webhook, processor::Processor};
 
 #[tokio::main]

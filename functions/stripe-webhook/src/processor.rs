@@ -18,8 +18,8 @@ use tracing::instrument;
 use shared::{
     billing::{BillingError, BillingGateway, InvoiceSnapshot},
     domain::{
-        HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, StripeSubscriptionId, Subscription,
-        SubscriptionSource, SubscriptionStatus, Tier, Transition, UserId,
+        HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, StripeSubscriptionId, Subscription, SubscriptionSource,
+        SubscriptionStatus, Tier, Transition, UserId,
     },
     email::{
         EmailContext, PaymentFailedContext, PaymentReceiptContext, PlanChangedContext, SubscriptionConfirmationContext,
@@ -201,7 +201,10 @@ impl Processor {
                 history: plan.history,
                 outbox,
                 stripe_event: Some(self.ledger(event)),
-                mappings: vec![StripeMapping::Subscription(subscription_id.to_owned()), StripeMapping::Customer(snapshot.customer_id.to_string())],
+                mappings: vec![
+                    StripeMapping::Subscription(subscription_id.to_owned()),
+                    StripeMapping::Customer(snapshot.customer_id.to_string()),
+                ],
             };
             match self.store.commit(change).await {
                 Ok(()) => {
@@ -231,7 +234,9 @@ impl Processor {
 fn emit_metrics(event: &StripeEvent, invoice: Option<&InvoiceSnapshot>, next: Option<&Subscription>, change: Option<HistoryChange>) {
     use shared::metrics::Metrics;
     match (event.event_type.as_str(), invoice) {
-        ("invoice.paid", Some(inv)) if inv.status == "paid" && inv.amount_paid.amount > 0 => Metrics::new().count("PaymentsSucceeded", 1).emit(),
+        ("invoice.paid", Some(inv)) if inv.status == "paid" && inv.amount_paid.amount > 0 => {
+            Metrics::new().count("PaymentsSucceeded", 1).emit()
+        }
         ("invoice.payment_failed", Some(inv)) if inv.status == "open" => Metrics::new().count("PaymentsFailed", 1).emit(),
         _ => {}
     }
@@ -278,11 +283,7 @@ fn plan(user: &UserId, local: Option<&Subscription>, snapshot: &StripeSnapshot, 
         transitions.retain(|t| !matches!(t, Transition::TierChanged { .. }));
         next.start_date = snapshot.current_period_start.min(now);
     }
-    let change = if created {
-        HistoryChange::Created
-    } else {
-        transitions.first().map(history_change).unwrap_or(HistoryChange::Synced)
-    };
+    let change = if created { HistoryChange::Created } else { transitions.first().map(history_change).unwrap_or(HistoryChange::Synced) };
     let actor = "stripe";
     let history = vec![HistoryEntry::record(if created { None } else { Some(&base) }, &next, change, actor, now)];
     let mut outbox = Vec::new();
@@ -345,7 +346,11 @@ fn transition_notifications(
     let mut items: Vec<OutboxItem> = transition.domain_event(after, now).map(|e| OutboxItem::event(e, now)).into_iter().collect();
     match transition {
         Transition::Activated if created => {
-            let confirmation = EmailContext::from(SubscriptionConfirmationContext { plan: after.tier, period_end: after.end_date, auto_renew: after.auto_renew });
+            let confirmation = EmailContext::from(SubscriptionConfirmationContext {
+                plan: after.tier,
+                period_end: after.end_date,
+                auto_renew: after.auto_renew,
+            });
             items.push(confirmation.outbox_item(&after.user_id, stripe_id, now));
         }
         Transition::Canceled => {

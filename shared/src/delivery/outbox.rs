@@ -77,15 +77,7 @@ impl OutboxDelivery {
         publisher: Arc<dyn EventPublisher>,
         policy: DeliveryPolicy,
     ) -> Self {
-        Self {
-            store,
-            renderer,
-            mailer,
-            publisher,
-            policy,
-            clock: Arc::new(Utc::now),
-            next_send: Mutex::new(tokio::time::Instant::now()),
-        }
+        Self { store, renderer, mailer, publisher, policy, clock: Arc::new(Utc::now), next_send: Mutex::new(tokio::time::Instant::now()) }
     }
 
     /// Uses `clock` for "now" (tests replay days; jobs pass the event's time).

@@ -39,7 +39,13 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    pub fn record(before: Option<&Subscription>, after: &Subscription, change: HistoryChange, actor: impl Into<String>, at: DateTime<Utc>) -> Self {
+    pub fn record(
+        before: Option<&Subscription>,
+        after: &Subscription,
+        change: HistoryChange,
+        actor: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
         Self {
             user_id: after.user_id.clone(),
             subscription_id: after.id.clone(),

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct Currency(String);
 
 /// Stripe's zero-decimal currencies: amounts are whole units.
-const ZERO_DECIMAL: &[&str] = &[
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
-];
+const ZERO_DECIMAL: &[&str] =
+    &["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"];
 /// Three-decimal currencies.
 const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
 

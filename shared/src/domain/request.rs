@@ -48,10 +48,7 @@ impl SubscriptionUpdate {
         let mut errors = ValidationErrors::default();
         let tier = self.tier.parse::<Tier>().map_err(|e| errors.push("tier", e.to_string())).ok();
         if !(MIN_DURATION_MONTHS..=MAX_DURATION_MONTHS).contains(&self.duration_months) {
-            errors.push(
-                "duration_months",
-                format!("must be between {MIN_DURATION_MONTHS} and {MAX_DURATION_MONTHS}"),
-            );
+            errors.push("duration_months", format!("must be between {MIN_DURATION_MONTHS} and {MAX_DURATION_MONTHS}"));
         }
         let payment_method = self.payment_method_id.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
         let billing = match (self.is_paid, payment_method) {
@@ -91,7 +88,8 @@ impl SubscriptionUpdate {
 }
 
 fn valid_payment_method(pm: &str) -> bool {
-    pm.len() <= 255 && pm.strip_prefix("pm_").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    pm.len() <= 255
+        && pm.strip_prefix("pm_").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 #[cfg(test)]

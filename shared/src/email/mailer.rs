@@ -16,7 +16,13 @@ pub trait Mailer: Send + Sync {
     /// `idempotency_tag` names the logical notification (the outbox item id); it
     /// is attached to the message so duplicates can be traced. The provider has
     /// no idempotency key, so callers must not send twice once this returns `Ok`.
-    async fn send(&self, to: &EmailAddress, email: &RenderedEmail, kind: NotificationKind, idempotency_tag: &str) -> Result<String, SendError>;
+    async fn send(
+        &self,
+        to: &EmailAddress,
+        email: &RenderedEmail,
+        kind: NotificationKind,
+        idempotency_tag: &str,
+    ) -> Result<String, SendError>;
 }
 
 /// Why a send failed, split by what the caller should do next.
@@ -100,11 +106,7 @@ pub fn redact_address(address: &str) -> String {
 /// Masks every address-like word in a provider message (SES names the failing
 /// recipients in some errors), so the error can be logged and stored.
 pub(crate) fn redact_addresses_in(message: &str) -> String {
-    message
-        .split(' ')
-        .map(|word| if word.contains('@') { redact_address(word) } else { word.to_owned() })
-        .collect::<Vec<_>>()
-        .join(" ")
+    message.split(' ').map(|word| if word.contains('@') { redact_address(word) } else { word.to_owned() }).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -28,9 +28,8 @@ mod tests;
 
 pub use config::EmailConfig;
 pub use context::{
-    CancellationConfirmedContext, EmailContext, ExpiryWarningContext, PaymentFailedContext, PaymentReceiptContext,
-    PlanChangedContext, RenewalReminderContext, SubscriptionConfirmationContext, SubscriptionExpiredContext,
-    TrialEndingContext,
+    CancellationConfirmedContext, EmailContext, ExpiryWarningContext, PaymentFailedContext, PaymentReceiptContext, PlanChangedContext,
+    RenewalReminderContext, SubscriptionConfirmationContext, SubscriptionExpiredContext, TrialEndingContext,
 };
 pub use mailer::{redact_address, Mailer, RetryPolicy, SendError};
 pub use render::{EmailRenderer, RenderError, RenderedEmail, TemplateError};

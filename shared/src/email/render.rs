@@ -88,7 +88,8 @@ impl EmailRenderer {
 
     /// Renders `kind` for `profile` from the context stored in the outbox.
     pub fn render(&self, kind: NotificationKind, profile: &UserProfile, context: &Value) -> Result<RenderedEmail, RenderError> {
-        let typed = EmailContext::from_value(kind, context).map_err(|source| RenderError::InvalidContext { kind: kind.as_str(), source })?;
+        let typed =
+            EmailContext::from_value(kind, context).map_err(|source| RenderError::InvalidContext { kind: kind.as_str(), source })?;
         self.render_context(&typed, profile)
     }
 

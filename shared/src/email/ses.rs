@@ -47,7 +47,13 @@ impl SesMailer {
         self
     }
 
-    fn request(&self, to: &EmailAddress, email: &RenderedEmail, kind: NotificationKind, tag: &str) -> Result<SendEmailFluentBuilder, SendError> {
+    fn request(
+        &self,
+        to: &EmailAddress,
+        email: &RenderedEmail,
+        kind: NotificationKind,
+        tag: &str,
+    ) -> Result<SendEmailFluentBuilder, SendError> {
         let message = Message::builder()
             .subject(utf8(&email.subject)?)
             .body(Body::builder().html(utf8(&email.html)?).text(utf8(&email.text)?).build())
@@ -67,7 +73,13 @@ impl SesMailer {
 
 #[async_trait]
 impl Mailer for SesMailer {
-    async fn send(&self, to: &EmailAddress, email: &RenderedEmail, kind: NotificationKind, idempotency_tag: &str) -> Result<String, SendError> {
+    async fn send(
+        &self,
+        to: &EmailAddress,
+        email: &RenderedEmail,
+        kind: NotificationKind,
+        idempotency_tag: &str,
+    ) -> Result<String, SendError> {
         let request = self.request(to, email, kind, idempotency_tag)?;
         let attempts = self.retry.attempts.max(1);
         let mut attempt = 1;
@@ -84,7 +96,14 @@ impl Mailer for SesMailer {
             };
             match outcome {
                 Ok(message_id) => {
-                    tracing::info!(kind = kind.as_str(), notification_id = idempotency_tag, message_id, attempt, outcome = "sent", "e-mail sent");
+                    tracing::info!(
+                        kind = kind.as_str(),
+                        notification_id = idempotency_tag,
+                        message_id,
+                        attempt,
+                        outcome = "sent",
+                        "e-mail sent"
+                    );
                     return Ok(message_id);
                 }
                 Err(error) if error.is_permanent() || attempt >= attempts => {
@@ -124,7 +143,8 @@ fn utf8(data: &str) -> Result<Content, SendError> {
 /// SES tag values allow only `[A-Za-z0-9_-]` (max 256): anything else becomes
 /// `_`, e.g. the outbox id `email:payment_receipt:in_1` → `email_payment_receipt_in_1`.
 fn message_tag(name: &str, value: &str) -> Result<MessageTag, SendError> {
-    let mut clean: String = value.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(256).collect();
+    let mut clean: String =
+        value.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(256).collect();
     if clean.is_empty() {
         clean.push('_');
     }
@@ -173,7 +193,9 @@ fn classify(error: SdkError<SendEmailError, aws_sdk_sesv2::config::http::HttpRes
         }
         SdkError::ResponseError(_) => transient("ResponseError", "SES sent an unreadable response".into()),
         // The request could not even be built: retrying builds it the same way.
-        SdkError::ConstructionFailure(_) => SendError::Permanent { code: "ConstructionFailure".into(), message: "the SES request could not be built".into() },
+        SdkError::ConstructionFailure(_) => {
+            SendError::Permanent { code: "ConstructionFailure".into(), message: "the SES request could not be built".into() }
+        }
         other => transient("Unknown", aws_sdk_sesv2::error::DisplayErrorContext(&other).to_string()),
     }
 }

@@ -127,7 +127,9 @@ fn jpy_receipt_has_no_decimals() {
         period_start: None,
         period_end: Some(Utc.with_ymd_and_hms(2026, 3, 12, 23, 0, 0).unwrap()),
     };
-    let email = renderer().render(NotificationKind::PaymentReceipt, &EmailRenderer::sample_profile(), &EmailContext::from(context).to_value()).unwrap();
+    let email = renderer()
+        .render(NotificationKind::PaymentReceipt, &EmailRenderer::sample_profile(), &EmailContext::from(context).to_value())
+        .unwrap();
     assert!(email.subject.contains("¥1,200"), "{}", email.subject);
     for body in [&email.html, &email.text] {
         assert!(body.contains("¥1,200") && !body.contains("¥1,200.") && !body.contains("¥12.00"));

@@ -45,17 +45,14 @@ impl EventPublisher for EventBridgePublisher {
             .detail(detail)
             .resources(format!("logiscore:subscription:{}", event.subscription_id))
             .build();
-        let out = self
-            .client
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|e| PublishError::Transient(crate::store::error_chain(&e)))?;
+        let out =
+            self.client.put_events().entries(entry).send().await.map_err(|e| PublishError::Transient(crate::store::error_chain(&e)))?;
         // PutEvents answers 200 even when an entry failed: the per-entry result says.
         let result = out.entries().first().cloned();
         match result {
-            Some(entry) if entry.error_code().is_none() => entry.event_id().map(str::to_owned).ok_or_else(|| PublishError::Transient("no event id".into())),
+            Some(entry) if entry.error_code().is_none() => {
+                entry.event_id().map(str::to_owned).ok_or_else(|| PublishError::Transient("no event id".into()))
+            }
             Some(entry) => Err(PublishError::Transient(format!(
                 "{}: {}",
                 entry.error_code().unwrap_or_default(),

@@ -144,13 +144,7 @@ impl DynamoStore {
 
     #[instrument(skip_all, fields(user_id = %profile.user_id))]
     pub async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(items::profile(profile)?))
-            .send()
-            .await
-            .map_err(unavailable)?;
+        self.client.put_item().table_name(&self.table).set_item(Some(items::profile(profile)?)).send().await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -253,7 +247,11 @@ impl DynamoStore {
         let mut roles = Vec::new();
         let user = change.user_id.as_ref().map(UserId::as_str).unwrap_or_default();
         if let Some(event) = &change.stripe_event {
-            writes.push(self.put(items::ledger(&event.event_id, &event.event_type, event.received_at), Some("attribute_not_exists(pk)"), &[])?);
+            writes.push(self.put(
+                items::ledger(&event.event_id, &event.event_type, event.received_at),
+                Some("attribute_not_exists(pk)"),
+                &[],
+            )?);
             roles.push(Role::Ledger);
         }
         if let Some(write) = &change.subscription {

@@ -95,7 +95,10 @@ pub fn outbox(item: &OutboxItem) -> Result<Item, StoreError> {
 
 pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
     let text = |name: &str| -> Result<&str, StoreError> {
-        item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| StoreError::Corrupt(format!("outbox item without {name}")))
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox item without {name}")))
     };
     let time = |name: &str| -> Result<DateTime<Utc>, StoreError> {
         DateTime::parse_from_rfc3339(text(name)?).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -103,7 +106,8 @@ pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
     Ok(OutboxItem {
         id: text("id")?.to_owned(),
         payload: serde_json::from_str(text("payload")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        state: serde_json::from_value(serde_json::Value::String(text("state")?.to_owned())).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        state: serde_json::from_value(serde_json::Value::String(text("state")?.to_owned()))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         attempts: item.get("attempts").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0),
         created_at: time("created_at")?,
         next_attempt_at: time("next_attempt_at")?,

@@ -73,7 +73,11 @@ mod tests {
     fn timestamps_sort_in_time_order() {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut stamps: Vec<_> = [90, 0, 5, 3600, 86_400 * 400].iter().map(|s| timestamp(t + Duration::seconds(*s))).collect();
-        let sorted = { let mut s = stamps.clone(); s.sort(); s };
+        let sorted = {
+            let mut s = stamps.clone();
+            s.sort();
+            s
+        };
         stamps.sort_by_key(|s| DateTime::parse_from_rfc3339(s).unwrap());
         assert_eq!(stamps, sorted);
     }

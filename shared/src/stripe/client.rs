@@ -9,14 +9,12 @@ use rand::Rng;
 use stripe::{Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::invoice::{PayInvoice, RetrieveInvoice};
 use stripe_billing::subscription::{
-    CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems,
-    CreateSubscriptionPaymentBehavior, CreateSubscriptionTrialEnd, CreateSubscriptionTrialSettings,
-    CreateSubscriptionTrialSettingsEndBehavior, CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod,
-    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
+    CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
+    CreateSubscriptionTrialEnd, CreateSubscriptionTrialSettings, CreateSubscriptionTrialSettingsEndBehavior,
+    CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionProrationBehavior,
 };
-use stripe_core::customer::{
-    CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings,
-};
+use stripe_core::customer::{CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings};
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_payment::payment_method::AttachPaymentMethod;
 use stripe_shared::{Invoice, InvoiceStatus, Subscription};
@@ -100,9 +98,8 @@ impl StripeBilling {
             builder = builder.url(base);
         }
         // The builder's errors name the offending setting, never its value.
-        let client = builder
-            .build()
-            .map_err(|e| BillingError::Unexpected(format!("stripe client configuration: {}", config_error_text(&e))))?;
+        let client =
+            builder.build().map_err(|e| BillingError::Unexpected(format!("stripe client configuration: {}", config_error_text(&e))))?;
         Ok(Self { client, config, policy })
     }
 
@@ -204,8 +201,7 @@ impl StripeBilling {
             .iter()
             .min_by_key(|c| (c.created, c.id.as_str().to_owned()))
             .map(|c| {
-                StripeCustomerId::parse(c.id.as_str())
-                    .map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", c.id)))
+                StripeCustomerId::parse(c.id.as_str()).map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", c.id)))
             })
             .transpose()
     }
@@ -284,8 +280,7 @@ impl BillingGateway for StripeBilling {
             })
             .await?;
         tracing::Span::current().record("stripe.customer_id", created.id.as_str());
-        StripeCustomerId::parse(created.id.as_str())
-            .map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", created.id)))
+        StripeCustomerId::parse(created.id.as_str()).map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", created.id)))
     }
 
     #[tracing::instrument(skip_all, fields(stripe.customer_id = %id))]
@@ -397,8 +392,7 @@ impl BillingGateway for StripeBilling {
             }
             NewSubscriptionKind::Granted { trial_end } => {
                 let mut end_behavior = CreateSubscriptionTrialSettingsEndBehavior::new();
-                end_behavior.missing_payment_method =
-                    Some(CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod::Cancel);
+                end_behavior.missing_payment_method = Some(CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod::Cancel);
                 req = req
                     .trial_end(CreateSubscriptionTrialEnd::Timestamp(trial_end.timestamp()))
                     .trial_settings(CreateSubscriptionTrialSettings::new(end_behavior));
@@ -426,12 +420,8 @@ impl BillingGateway for StripeBilling {
         let snapshot = self.snapshot(&sub)?;
         span.record("status", snapshot.status.as_str());
         let payment_action = if snapshot.status == SubscriptionStatus::Incomplete {
-            let mut facts = sub
-                .latest_invoice
-                .as_ref()
-                .and_then(Expandable::as_object)
-                .map(PaymentFacts::of)
-                .unwrap_or_else(|| PaymentFacts {
+            let mut facts =
+                sub.latest_invoice.as_ref().and_then(Expandable::as_object).map(PaymentFacts::of).unwrap_or_else(|| PaymentFacts {
                     invoice_id: sub.latest_invoice.as_ref().and_then(|i| i.id().as_ref()).map(|id| id.as_str().to_owned()),
                     ..PaymentFacts::default()
                 });
@@ -453,10 +443,13 @@ impl BillingGateway for StripeBilling {
     }
 
     #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, cancel))]
-    async fn set_cancel_at_period_end(&self, id: &StripeSubscriptionId, cancel: bool, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError> {
-        let req = UpdateSubscription::new(id.as_str())
-            .cancel_at_period_end(cancel)
-            .expand(vec![EXPAND_LATEST_INVOICE.to_owned()]);
+    async fn set_cancel_at_period_end(
+        &self,
+        id: &StripeSubscriptionId,
+        cancel: bool,
+        key: &IdempotencyKey,
+    ) -> Result<StripeSnapshot, BillingError> {
+        let req = UpdateSubscription::new(id.as_str()).cancel_at_period_end(cancel).expand(vec![EXPAND_LATEST_INVOICE.to_owned()]);
         // The value is part of the step: cancel and reactivate under one caller key must
         // not collide (Stripe rejects a key reused with different parameters).
         let step = key.step(if cancel { "cancel-at-period-end" } else { "keep-at-period-end" });
@@ -494,7 +487,13 @@ impl BillingGateway for StripeBilling {
     }
 
     #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, tier = %tier, proration = ?proration))]
-    async fn change_tier(&self, id: &StripeSubscriptionId, tier: Tier, proration: Proration, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError> {
+    async fn change_tier(
+        &self,
+        id: &StripeSubscriptionId,
+        tier: Tier,
+        proration: Proration,
+        key: &IdempotencyKey,
+    ) -> Result<StripeSnapshot, BillingError> {
         let price = self.config.price_for(tier).ok_or_else(|| BillingError::InvalidRequest {
             param: Some("tier".into()),
             message: format!("tier `{tier}` has no Stripe price; cancel the subscription instead"),
@@ -559,10 +558,8 @@ fn stripe_key(raw: &str) -> Result<stripe::IdempotencyKey, BillingError> {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(raw.as_bytes()))
     };
-    stripe::IdempotencyKey::new(bounded).map_err(|e| BillingError::InvalidRequest {
-        param: Some("idempotency_key".into()),
-        message: e.to_string(),
-    })
+    stripe::IdempotencyKey::new(bounded)
+        .map_err(|e| BillingError::InvalidRequest { param: Some("idempotency_key".into()), message: e.to_string() })
 }
 
 fn proration_behavior(proration: Proration) -> UpdateSubscriptionProrationBehavior {

@@ -36,10 +36,7 @@ impl StripeConfig {
     /// fail on the first request.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.price_premium == self.price_enterprise {
-            return Err(ConfigError::Invalid {
-                name: "STRIPE_PRICE_ENTERPRISE",
-                why: "must differ from STRIPE_PRICE_PREMIUM".into(),
-            });
+            return Err(ConfigError::Invalid { name: "STRIPE_PRICE_ENTERPRISE", why: "must differ from STRIPE_PRICE_PREMIUM".into() });
         }
         if let Some(base) = &self.api_base {
             if !(base.starts_with("http://") || base.starts_with("https://")) {

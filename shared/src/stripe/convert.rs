@@ -62,13 +62,9 @@ impl<'a> SubscriptionFacts<'a> {
 }
 
 pub(crate) fn snapshot(facts: &SubscriptionFacts<'_>, prices: &StripeConfig) -> Result<StripeSnapshot, BillingError> {
-    let status = SubscriptionStatus::from_stripe(facts.status).ok_or_else(|| {
-        BillingError::Unexpected(format!("subscription {} has unknown status `{}`", facts.id, facts.status))
-    })?;
-    let item = facts
-        .first_item
-        .as_ref()
-        .ok_or_else(|| BillingError::Unexpected(format!("subscription {} has no items", facts.id)))?;
+    let status = SubscriptionStatus::from_stripe(facts.status)
+        .ok_or_else(|| BillingError::Unexpected(format!("subscription {} has unknown status `{}`", facts.id, facts.status)))?;
+    let item = facts.first_item.as_ref().ok_or_else(|| BillingError::Unexpected(format!("subscription {} has no items", facts.id)))?;
     Ok(StripeSnapshot {
         subscription_id: subscription_id(facts.id)?,
         customer_id: customer_id(facts.customer)?,
@@ -89,15 +85,9 @@ pub(crate) fn subscription_snapshot(sub: &Subscription, prices: &StripeConfig) -
 }
 
 pub(crate) fn invoice_snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot, BillingError> {
-    let id = invoice
-        .id
-        .as_ref()
-        .map(|id| id.as_str().to_owned())
-        .ok_or_else(|| BillingError::Unexpected("invoice without an id".into()))?;
-    let customer = invoice
-        .customer
-        .as_ref()
-        .ok_or_else(|| BillingError::Unexpected(format!("invoice {id} has no customer")))?;
+    let id =
+        invoice.id.as_ref().map(|id| id.as_str().to_owned()).ok_or_else(|| BillingError::Unexpected("invoice without an id".into()))?;
+    let customer = invoice.customer.as_ref().ok_or_else(|| BillingError::Unexpected(format!("invoice {id} has no customer")))?;
     let currency = currency(&invoice.currency.to_string())?;
     // Since API 2025-03-31 the subscription hangs off `parent.subscription_details`;
     // the top-level field is only read as a fallback for older payloads.
@@ -198,9 +188,7 @@ pub(crate) fn payment_action(facts: &PaymentFacts) -> Option<PaymentAction> {
 }
 
 pub(crate) fn timestamp(ts: Timestamp) -> Result<DateTime<Utc>, BillingError> {
-    Utc.timestamp_opt(ts, 0)
-        .single()
-        .ok_or_else(|| BillingError::Unexpected(format!("timestamp {ts} is out of range")))
+    Utc.timestamp_opt(ts, 0).single().ok_or_else(|| BillingError::Unexpected(format!("timestamp {ts} is out of range")))
 }
 
 fn currency(code: &str) -> Result<Currency, BillingError> {
@@ -235,11 +223,7 @@ mod tests {
             id: "sub_1",
             customer: "cus_1",
             status: "active",
-            first_item: Some(ItemFacts {
-                price: "price_enterprise_monthly",
-                period_start: 1_767_225_600,
-                period_end: 1_769_904_000,
-            }),
+            first_item: Some(ItemFacts { price: "price_enterprise_monthly", period_start: 1_767_225_600, period_end: 1_769_904_000 }),
             cancel_at_period_end: true,
             cancel_at: None,
             canceled_at: Some(1_767_312_000),
@@ -313,8 +297,7 @@ mod tests {
         assert_eq!(action.invoice_id, "in_1");
         assert_eq!(action.hosted_invoice_url.as_deref(), Some("https://invoice.stripe.com/i/1"));
 
-        let action =
-            payment_action(&payment(Some(Decline { needs_authentication: true, message: "3DS".into() }), None, true)).unwrap();
+        let action = payment_action(&payment(Some(Decline { needs_authentication: true, message: "3DS".into() }), None, true)).unwrap();
         assert_eq!(action.status, "requires_action");
     }
 

@@ -81,11 +81,7 @@ fn classify_api(api: &ApiErrors, status: u16) -> Failure {
     let code = api.code.as_ref().map(|c| c.as_str().to_owned());
     let request_id = api.request_log_url.as_deref().and_then(request_id_from_log_url);
     let (error, retryable, outcome) = if matches!(api.type_, ApiErrorsType::CardError) || status == 402 {
-        (
-            BillingError::CardDeclined { code, decline_code: api.decline_code.clone(), message },
-            false,
-            "card_error",
-        )
+        (BillingError::CardDeclined { code, decline_code: api.decline_code.clone(), message }, false, "card_error")
     } else if status == 404 || code.as_deref() == Some("resource_missing") {
         (BillingError::NotFound(message), false, "not_found")
     } else if status == 429 || (500..=599).contains(&status) {

@@ -88,7 +88,8 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation_as_admin() {
     }
     let served = serve::serve(api.router.clone(), Caller::Admin).await;
     let max = super::scaled(200, 5);
-    let run = run_schemathesis(&served.url, max, &["--checks", "all", "-H", &format!("Authorization: Bearer {}", serve::TOKEN)], "admin").await;
+    let run =
+        run_schemathesis(&served.url, max, &["--checks", "all", "-H", &format!("Authorization: Bearer {}", serve::TOKEN)], "admin").await;
     assert!(run.cases >= 1_000, "only {} cases generated (need ≥ 1,000):\n{}", run.cases, run.output);
     super::finish("admin API fuzz (schemathesis, admin)", run.cases, 0, 0);
 }

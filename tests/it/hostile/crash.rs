@@ -22,14 +22,11 @@ use std::{
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use chrono::{DateTime, Utc};
 use expiry_jobs::{JobName, JobSettings};
-use harness::{Moto, TestEnv, process::ChildGuard, sim::Sim};
+use harness::{process::ChildGuard, sim::Sim, Moto, TestEnv};
 use serde_json::Value;
 use shared::{
     config::Secret,
-    domain::{
-        HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
-        UserId,
-    },
+    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId},
     store::{Change, StripeMapping, SubscriptionWrite},
     stripe::{StripeBilling, StripeConfig},
 };
@@ -45,10 +42,7 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Rng {
-        let seed: u64 = std::env::var("HOSTILE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20_260_301);
+        let seed: u64 = std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_301);
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
     fn next(&mut self) -> u64 {
@@ -78,11 +72,7 @@ fn worker() {
     if std::env::var("HOSTILE_CRASH_WORKER").as_deref() != Ok("1") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         // MOTO_ENDPOINT is set: this is the parent's server, not a new one.
         let moto = Moto::shared().await;
@@ -110,9 +100,7 @@ fn worker() {
                     price_enterprise: stripe_sim::ENTERPRISE_MONTHLY.to_owned(),
                 })
                 .expect("stripe client");
-                let events: Vec<Value> =
-                    serde_json::from_slice(&std::fs::read(var("HOSTILE_CRASH_EVENTS")).unwrap())
-                        .unwrap();
+                let events: Vec<Value> = serde_json::from_slice(&std::fs::read(var("HOSTILE_CRASH_EVENTS")).unwrap()).unwrap();
                 let webhook = webhook_for(&env, billing);
                 for event in &events {
                     deliver(&webhook, event).await;
@@ -120,10 +108,8 @@ fn worker() {
             }
             "job" => {
                 let now: DateTime<Utc> = var("HOSTILE_CRASH_TIME").parse().expect("time");
-                let jobs =
-                    harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
-                let job: JobName = serde_json::from_value(Value::String(var("HOSTILE_CRASH_JOB")))
-                    .expect("job name");
+                let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
+                let job: JobName = serde_json::from_value(Value::String(var("HOSTILE_CRASH_JOB"))).expect("job name");
                 let summary = harness::jobs::run(&jobs, job, now).await;
                 assert_eq!(summary.counts.errors, 0, "{summary:?}");
             }
@@ -149,10 +135,7 @@ async fn deliver(webhook: &Webhook, event: &Value) {
         let request = lambda_http::http::Request::builder()
             .method("POST")
             .uri("/stripe/webhook")
-            .header(
-                "stripe-signature",
-                sign_header(&body, SECRET, Utc::now().timestamp()),
-            )
+            .header("stripe-signature", sign_header(&body, SECRET, Utc::now().timestamp()))
             .body(lambda_http::Body::Binary(body.clone()))
             .unwrap();
         let response = webhook.handle(request).await;
@@ -160,23 +143,14 @@ async fn deliver(webhook: &Webhook, event: &Value) {
         if status == 200 {
             return;
         }
-        assert!(
-            status >= 500 && attempt < 20,
-            "{}: answered {status}: {}",
-            event["id"],
-            String::from_utf8_lossy(response.body().as_ref())
-        );
+        assert!(status >= 500 && attempt < 20, "{}: answered {status}: {}", event["id"], String::from_utf8_lossy(response.body().as_ref()));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// One item at a time, as tests/it/jobs.rs does (moto and concurrent transactions).
 fn job_settings() -> JobSettings {
-    JobSettings {
-        page_size: 25,
-        concurrency: 1,
-        ..JobSettings::default()
-    }
+    JobSettings { page_size: 25, concurrency: 1, ..JobSettings::default() }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -191,13 +165,7 @@ struct Spawn {
 fn spawn_worker(env: &TestEnv, vars: &[(&str, String)], log: PathBuf) -> Spawn {
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
-        .args([
-            "--ignored",
-            "--exact",
-            WORKER,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--ignored", "--exact", WORKER, "--nocapture", "--test-threads=1"])
         .env("HOSTILE_CRASH_WORKER", "1")
         .env("MOTO_ENDPOINT", env.moto.endpoint())
         .env("HOSTILE_CRASH_TABLE", &env.table)
@@ -210,10 +178,7 @@ fn spawn_worker(env: &TestEnv, vars: &[(&str, String)], log: PathBuf) -> Spawn {
     for (k, v) in vars {
         command.env(k, v);
     }
-    Spawn {
-        child: ChildGuard::spawn(command).expect("spawn worker"),
-        log,
-    }
+    Spawn { child: ChildGuard::spawn(command).expect("spawn worker"), log }
 }
 
 /// Waits for the worker to exit and insists it succeeded.
@@ -225,10 +190,7 @@ async fn finish_worker(mut spawn: Spawn, what: &str) {
             assert!(status.success(), "{what}: worker exited {status}:\n{log}");
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: worker did not finish in 60 s"
-        );
+        assert!(Instant::now() < deadline, "{what}: worker did not finish in 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -259,14 +221,7 @@ async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
 
 /// Runs the worker until `k` items with `prefix` exist (then `jitter_ms` more) and SIGKILLs
 /// it. Returns whether the kill landed (false: the worker finished first).
-async fn kill_after(
-    env: &TestEnv,
-    vars: &[(&str, String)],
-    log: PathBuf,
-    prefix: &str,
-    k: i32,
-    jitter_ms: u64,
-) -> bool {
+async fn kill_after(env: &TestEnv, vars: &[(&str, String)], log: PathBuf, prefix: &str, k: i32, jitter_ms: u64) -> bool {
     let mut spawn = spawn_worker(env, vars, log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -276,10 +231,7 @@ async fn kill_after(
         if count_items(env, prefix).await >= k {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the worker never reached {k} writes"
-        );
+        assert!(Instant::now() < deadline, "the worker never reached {k} writes");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(jitter_ms)).await;
@@ -292,11 +244,7 @@ async fn kill_after(
 async fn seed_user(env: &TestEnv, user: &UserId, customer: &str) {
     harness::jobs::put_profile(env, user).await;
     env.store
-        .commit(Change {
-            user_id: Some(user.clone()),
-            mappings: vec![StripeMapping::Customer(customer.to_owned())],
-            ..Change::default()
-        })
+        .commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(customer.to_owned())], ..Change::default() })
         .await
         .unwrap();
 }
@@ -318,20 +266,9 @@ async fn outbox(env: &TestEnv) -> BTreeMap<String, String> {
             .await
             .expect("scan outbox");
         for item in page.items() {
-            let id = item
-                .get("id")
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default();
-            let state = item
-                .get("state")
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default();
-            assert!(
-                out.insert(id.clone(), state).is_none(),
-                "outbox id {id} twice"
-            );
+            let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let state = item.get("state").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            assert!(out.insert(id.clone(), state).is_none(), "outbox id {id} twice");
         }
         match page.last_evaluated_key {
             Some(key) => start = Some(key),
@@ -349,33 +286,18 @@ async fn final_state(env: &TestEnv, user: &UserId) -> (Option<Subscription>, Vec
         l.start_date = DateTime::UNIX_EPOCH;
         l.version = 0;
     }
-    let history = env
-        .store
-        .history(user, 50)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.change)
-        .collect();
+    let history = env.store.history(user, 50).await.unwrap().into_iter().map(|h| h.change).collect();
     (local, history)
 }
 
-type WebhookState = (
-    Vec<(Option<Subscription>, Vec<HistoryChange>)>,
-    BTreeSet<String>,
-    i32,
-);
+type WebhookState = (Vec<(Option<Subscription>, Vec<HistoryChange>)>, BTreeSet<String>, i32);
 
 async fn webhook_state(env: &TestEnv, users: &[UserId]) -> WebhookState {
     let mut states = Vec::new();
     for u in users {
         states.push(final_state(env, u).await);
     }
-    (
-        states,
-        outbox(env).await.into_keys().collect(),
-        count_items(env, "STRIPE_EVENT#").await,
-    )
+    (states, outbox(env).await.into_keys().collect(), count_items(env, "STRIPE_EVENT#").await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,57 +308,25 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
     let start = 1_767_225_600;
     let clock = sim.clock(start).await;
     let mut people = Vec::new();
-    for (i, card) in ["pm_card_visa", "pm_card_visa", "pm_card_chargeCustomerFail"]
-        .iter()
-        .enumerate()
-    {
+    for (i, card) in ["pm_card_visa", "pm_card_visa", "pm_card_chargeCustomerFail"].iter().enumerate() {
         let user = UserId::parse(&format!("crash-wh-{i}")).unwrap();
-        let customer = sim
-            .post(
-                "/v1/customers",
-                &[
-                    ("email", &format!("{user}@example.com")),
-                    ("test_clock", &clock),
-                ],
-            )
-            .await["id"]
+        let customer = sim.post("/v1/customers", &[("email", &format!("{user}@example.com")), ("test_clock", &clock)]).await["id"]
             .as_str()
             .unwrap()
             .to_owned();
-        let pm = sim
-            .post(
-                "/v1/payment_methods/pm_card_visa/attach",
-                &[("customer", &customer)],
-            )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let pm = sim.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await["id"].as_str().unwrap().to_owned();
         let sub = sim
             .post(
                 "/v1/subscriptions",
-                &[
-                    ("customer", &customer),
-                    ("items[0][price]", stripe_sim::PREMIUM_MONTHLY),
-                    ("default_payment_method", &pm),
-                ],
+                &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)],
             )
             .await;
         if *card != "pm_card_visa" {
-            let failing = sim
-                .post(
-                    &format!("/v1/payment_methods/{card}/attach"),
-                    &[("customer", &customer)],
-                )
-                .await["id"]
+            let failing = sim.post(&format!("/v1/payment_methods/{card}/attach"), &[("customer", &customer)]).await["id"]
                 .as_str()
                 .unwrap()
                 .to_owned();
-            sim.post(
-                &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
-                &[("default_payment_method", &failing)],
-            )
-            .await;
+            sim.post(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &[("default_payment_method", &failing)]).await;
         }
         people.push((user, customer));
     }
@@ -450,11 +340,7 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
             t.starts_with("customer.subscription.") || t.starts_with("invoice.")
         })
         .collect();
-    assert!(
-        events.len() >= 12,
-        "the scenario produced {} events",
-        events.len()
-    );
+    assert!(events.len() >= 12, "the scenario produced {} events", events.len());
     let dir = std::env::temp_dir().join(format!("hostile-crash-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let events_file = dir.join("events.json");
@@ -472,38 +358,12 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
     for (u, c) in &people {
         seed_user(&base_env, u, c).await;
     }
-    finish_worker(
-        spawn_worker(&base_env, &vars, dir.join("baseline.log")),
-        "baseline",
-    )
-    .await;
+    finish_worker(spawn_worker(&base_env, &vars, dir.join("baseline.log")), "baseline").await;
     let expected = webhook_state(&base_env, &users).await;
-    assert_eq!(
-        expected.2 as usize,
-        events.len(),
-        "one ledger item per event"
-    );
-    assert!(
-        expected.0.iter().all(|(s, _)| s.is_some()),
-        "{:?}",
-        expected.0
-    );
-    assert!(
-        expected
-            .1
-            .iter()
-            .any(|id| id.starts_with("email:payment_receipt:")),
-        "{:?}",
-        expected.1
-    );
-    assert!(
-        expected
-            .1
-            .iter()
-            .any(|id| id.starts_with("email:payment_failed:")),
-        "{:?}",
-        expected.1
-    );
+    assert_eq!(expected.2 as usize, events.len(), "one ledger item per event");
+    assert!(expected.0.iter().all(|(s, _)| s.is_some()), "{:?}", expected.0);
+    assert!(expected.1.iter().any(|id| id.starts_with("email:payment_receipt:")), "{:?}", expected.1);
+    assert!(expected.1.iter().any(|id| id.starts_with("email:payment_failed:")), "{:?}", expected.1);
 
     // Kill points: after k ledger writes (k from 0 to the end, seeded), plus 0–40 ms.
     let mut rng = Rng::seeded();
@@ -518,34 +378,16 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
         for (u, c) in &people {
             seed_user(&env, u, c).await;
         }
-        let killed = kill_after(
-            &env,
-            &vars,
-            dir.join(format!("kill-{p}.log")),
-            "STRIPE_EVENT#",
-            k,
-            jitter,
-        )
-        .await;
+        let killed = kill_after(&env, &vars, dir.join(format!("kill-{p}.log")), "STRIPE_EVENT#", k, jitter).await;
         let at_kill = count_items(&env, "STRIPE_EVENT#").await;
         if killed {
             kills += 1;
-            assert!(
-                (at_kill as usize) < events.len(),
-                "point {p}: killed after every event was recorded"
-            );
+            assert!((at_kill as usize) < events.len(), "point {p}: killed after every event was recorded");
         }
         // Restart and redeliver everything (the ledger makes that safe).
-        finish_worker(
-            spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))),
-            &format!("rerun after kill {p}"),
-        )
-        .await;
+        finish_worker(spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))), &format!("rerun after kill {p}")).await;
         let got = webhook_state(&env, &users).await;
-        assert_eq!(
-            got.0, expected.0,
-            "kill point {p} (k={k}, +{jitter} ms, {at_kill} recorded at the kill): final records differ"
-        );
+        assert_eq!(got.0, expected.0, "kill point {p} (k={k}, +{jitter} ms, {at_kill} recorded at the kill): final records differ");
         assert_eq!(got.1, expected.1, "kill point {p} (k={k}): outbox differs");
         assert_eq!(got.2, expected.2, "kill point {p} (k={k}): ledger differs");
         super::report(&format!(
@@ -553,10 +395,7 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
             events.len()
         ));
     }
-    assert!(
-        kills * 2 >= points,
-        "only {kills} of {points} kills landed before the worker finished"
-    );
+    assert!(kills * 2 >= points, "only {kills} of {points} kills landed before the worker finished");
     let _ = std::fs::remove_dir_all(&dir);
     super::finish("webhook killed mid-sequence", points, 0, kills);
 }
@@ -585,13 +424,7 @@ fn granted(user: &UserId, end: DateTime<Utc>) -> Subscription {
 }
 
 /// Per-run job fixtures: `due` lapsed subscriptions and `ending` ones in the warning window.
-async fn seed_job_run(
-    env: &TestEnv,
-    run: &str,
-    now: DateTime<Utc>,
-    due: usize,
-    ending: usize,
-) -> Vec<UserId> {
+async fn seed_job_run(env: &TestEnv, run: &str, now: DateTime<Utc>, due: usize, ending: usize) -> Vec<UserId> {
     let mut users = Vec::new();
     for i in 0..due + ending {
         let u = UserId::parse(&format!("{run}-{i}")).unwrap();
@@ -605,17 +438,8 @@ async fn seed_job_run(
         env.store
             .commit(Change {
                 user_id: Some(u.clone()),
-                subscription: Some(SubscriptionWrite {
-                    record: sub.clone(),
-                    expected_version: None,
-                }),
-                history: vec![HistoryEntry::record(
-                    None,
-                    &sub,
-                    HistoryChange::Created,
-                    "test",
-                    sub.start_date,
-                )],
+                subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
+                history: vec![HistoryEntry::record(None, &sub, HistoryChange::Created, "test", sub.start_date)],
                 ..Change::default()
             })
             .await
@@ -626,30 +450,16 @@ async fn seed_job_run(
 }
 
 /// What a job run left: records (the run prefix replaced), history kinds, outbox ids and states.
-async fn job_state(
-    env: &TestEnv,
-    run: &str,
-    users: &[UserId],
-) -> (Vec<String>, BTreeMap<String, String>) {
+async fn job_state(env: &TestEnv, run: &str, users: &[UserId]) -> (Vec<String>, BTreeMap<String, String>) {
     let mut records = Vec::new();
     for u in users {
         let (record, history) = final_state(env, u).await;
         let record = record.expect("record");
-        records.push(
-            format!(
-                "{:?}|{:?}|{}|{:?}",
-                record.status, record.tier, record.auto_renew, history
-            )
-            .replace(run, "RUN"),
-        );
+        records.push(format!("{:?}|{:?}|{}|{:?}", record.status, record.tier, record.auto_renew, history).replace(run, "RUN"));
         let version = env.store.subscription(u).await.unwrap().unwrap().version;
         records.push(format!("version {version}"));
     }
-    let outbox = outbox(env)
-        .await
-        .into_iter()
-        .map(|(id, state)| (id.replace(run, "RUN"), state))
-        .collect();
+    let outbox = outbox(env).await.into_iter().map(|(id, state)| (id.replace(run, "RUN"), state)).collect();
     (records, outbox)
 }
 
@@ -661,16 +471,10 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
     // Everything a run writes: history for expiries, outbox items (expired e-mail + event
     // per expiry, a warning per ending one). Kills are placed by counting outbox items.
     let writes = (due * 2 + ending) as u64;
-    let dir = std::env::temp_dir().join(format!(
-        "hostile-crash-job-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = std::env::temp_dir().join(format!("hostile-crash-job-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let vars = vec![
-        ("HOSTILE_CRASH_MODE", "job".to_owned()),
-        ("HOSTILE_CRASH_JOB", "daily".to_owned()),
-        ("HOSTILE_CRASH_TIME", now.to_rfc3339()),
-    ];
+    let vars =
+        vec![("HOSTILE_CRASH_MODE", "job".to_owned()), ("HOSTILE_CRASH_JOB", "daily".to_owned()), ("HOSTILE_CRASH_TIME", now.to_rfc3339())];
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let later = now + chrono::Duration::hours(1);
 
@@ -678,16 +482,8 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
     let base_run = format!("cj{tag}-base");
     let base_env = TestEnv::new().await;
     let base_users = seed_job_run(&base_env, &base_run, now, due, ending).await;
-    finish_worker(
-        spawn_worker(&base_env, &vars, dir.join("baseline.log")),
-        "baseline job",
-    )
-    .await;
-    let base_jobs = harness::jobs::jobs(
-        &base_env,
-        harness::jobs::unreachable_billing(),
-        job_settings(),
-    );
+    finish_worker(spawn_worker(&base_env, &vars, dir.join("baseline.log")), "baseline job").await;
+    let base_jobs = harness::jobs::jobs(&base_env, harness::jobs::unreachable_billing(), job_settings());
     harness::jobs::run(&base_jobs, JobName::DeliverPending, later).await;
     let expected = job_state(&base_env, &base_run, &base_users).await;
     assert_eq!(expected.1.len() as u64, writes, "{:?}", expected.1);
@@ -704,72 +500,41 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
         // Spread over the run: the first points land while expiring (outbox items being
         // written), the last ones while delivering (no new items: time-based).
         let (k, jitter) = if p + 1 < points {
-            (
-                (p * writes / points + rng.below(writes / points)) as i32,
-                rng.below(30),
-            )
+            ((p * writes / points + rng.below(writes / points)) as i32, rng.below(30))
         } else {
             (writes as i32, rng.below(400))
         };
-        let killed = kill_after(
-            &env,
-            &vars,
-            dir.join(format!("kill-{p}.log")),
-            "OUTBOX#",
-            k,
-            jitter,
-        )
-        .await;
+        let killed = kill_after(&env, &vars, dir.join(format!("kill-{p}.log")), "OUTBOX#", k, jitter).await;
         if killed {
             kills += 1;
         }
         let at_kill = count_items(&env, "OUTBOX#").await;
         // Restart: the rerun of the same day (same `time`), then the next sweep, after the
         // lease of an item the killed run had claimed.
-        finish_worker(
-            spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))),
-            &format!("job rerun after kill {p}"),
-        )
-        .await;
+        finish_worker(spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))), &format!("job rerun after kill {p}")).await;
         let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
         let sweep = harness::jobs::run(&jobs, JobName::DeliverPending, later).await;
         let got = job_state(&env, &run, &users).await;
-        assert_eq!(
-            got.0, expected.0,
-            "kill point {p} (k={k}, +{jitter} ms): records differ"
-        );
-        assert_eq!(
-            got.1, expected.1,
-            "kill point {p} (k={k}, +{jitter} ms): outbox differs"
-        );
+        assert_eq!(got.0, expected.0, "kill point {p} (k={k}, +{jitter} ms): records differ");
+        assert_eq!(got.1, expected.1, "kill point {p} (k={k}, +{jitter} ms): outbox differs");
         super::report(&format!(
             "hostile crash job: point {p}: killed={killed} at {at_kill}/{writes} outbox items (k={k}, +{jitter} ms); later sweep delivered {}",
             sweep.counts.delivered
         ));
         runs.push((run, users));
     }
-    assert!(
-        kills * 2 >= points,
-        "only {kills} of {points} kills landed before the worker finished"
-    );
+    assert!(kills * 2 >= points, "only {kills} of {points} kills landed before the worker finished");
 
     // E-mail actually sent (moto's SES), per recipient: the same as the uninterrupted run,
     // i.e. one expiry notice per lapsed user and one warning per ending user. A kill
     // between SES accepting a mail and the outbox recording it resends it after the lease
     // (documented at-least-once); counted and reported, never a lost mail.
     let data = base_env.moto.data().await;
-    let messages = data["ses"]["Message"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let messages = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
     let sent_to = |run: &str| -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for m in &messages {
-            for to in m["destinations"]["ToAddresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
+            for to in m["destinations"]["ToAddresses"].as_array().into_iter().flatten() {
                 if let Some(to) = to.as_str().filter(|t| t.starts_with(&format!("{run}-"))) {
                     *counts.entry(to.replace(run, "RUN")).or_insert(0) += 1;
                 }
@@ -783,21 +548,12 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
     let mut resent = 0;
     for (run, _) in &runs {
         let got = sent_to(run);
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            expected_mail.keys().collect::<Vec<_>>(),
-            "{run}: recipients differ (lost mail)"
-        );
+        assert_eq!(got.keys().collect::<Vec<_>>(), expected_mail.keys().collect::<Vec<_>>(), "{run}: recipients differ (lost mail)");
         let extra: usize = got.values().map(|n| n - 1).sum();
-        assert!(
-            extra <= 1,
-            "{run}: {extra} resent mails for one kill: {got:?}"
-        );
+        assert!(extra <= 1, "{run}: {extra} resent mails for one kill: {got:?}");
         resent += extra;
     }
-    super::report(&format!(
-        "hostile crash job: {resent} mail(s) resent after a kill between send and record (at-least-once window)"
-    ));
+    super::report(&format!("hostile crash job: {resent} mail(s) resent after a kill between send and record (at-least-once window)"));
     let _ = std::fs::remove_dir_all(&dir);
     super::finish("daily job killed mid-run", points, 0, kills);
 }

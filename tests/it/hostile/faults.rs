@@ -131,7 +131,8 @@ async fn admin_answers_502_or_503_writes_nothing_half_and_the_retry_completes_on
         let router = router.clone();
         async move {
             let headers: Vec<(&str, &str)> = key.as_deref().map(|k| vec![("idempotency-key", k)]).unwrap_or_default();
-            let event = admin_api::apigw::event(method, &path, None, Some(admin_api::apigw::admin_claims("fault-admin")), body.as_ref(), &headers);
+            let event =
+                admin_api::apigw::event(method, &path, None, Some(admin_api::apigw::admin_claims("fault-admin")), body.as_ref(), &headers);
             admin_api::apigw::invoke(&router, &event).await.expect("router answered")
         }
     };
@@ -141,14 +142,21 @@ async fn admin_answers_502_or_503_writes_nothing_half_and_the_retry_completes_on
             let user = format!("fault-{dep:?}-{i}").to_lowercase();
             let profile = call("PUT", format!("/users/{user}"), Some(json!({"email": format!("{user}@example.com")})), None).await;
             assert!(profile.status.is_success(), "{user} profile: {}", profile.body);
-            let body = json!({"tier": "premium", "duration_months": 12, "is_paid": true, "auto_renew": true, "payment_method_id": "pm_card_visa"});
+            let body =
+                json!({"tier": "premium", "duration_months": 12, "is_paid": true, "auto_renew": true, "payment_method_id": "pm_card_visa"});
             let key = format!("key-{user}");
             let (keys_before, outbox_before) = rig.state_of(&user).await;
 
             rig.proxy(dep).set(fault);
             let answer = call("PUT", format!("/users/{user}/subscription"), Some(body.clone()), Some(key.clone())).await;
             rig.proxy(dep).set(Fault::Pass);
-            assert!(is_problem_5xx(&answer, &[502, 503]), "{dep:?} {fault}: answered {} {:?}: {}", answer.status, answer.headers.get("content-type"), answer.body);
+            assert!(
+                is_problem_5xx(&answer, &[502, 503]),
+                "{dep:?} {fault}: answered {} {:?}: {}",
+                answer.status,
+                answer.headers.get("content-type"),
+                answer.body
+            );
 
             // Never half-written: the record, its history entry and its notifications are one
             // transaction (a cut response may hide that it committed — then all of it is there).
@@ -198,7 +206,11 @@ async fn webhook_answers_5xx_under_faults_and_the_redelivery_applies_once() {
     let rig = Rig::new().await;
     let clock = Arc::new(Utc::now);
     let webhook = stripe_webhook::http::Webhook {
-        processor: stripe_webhook::processor::Processor::new(rig.store.clone(), Arc::new(billing_through(&rig.sim, &rig.stripe)), clock.clone()),
+        processor: stripe_webhook::processor::Processor::new(
+            rig.store.clone(),
+            Arc::new(billing_through(&rig.sim, &rig.stripe)),
+            clock.clone(),
+        ),
         secrets: vec![Secret::new(SECRET)],
         tolerance_secs: 300,
         clock,
@@ -214,10 +226,25 @@ async fn webhook_answers_5xx_under_faults_and_the_redelivery_applies_once() {
         let user_id = UserId::parse(&user).unwrap();
         harness::jobs::put_profile(&rig.env, &user_id).await;
         let customer = rig.sim.post("/v1/customers", &[("email", &format!("{user}@example.com"))]).await["id"].as_str().unwrap().to_owned();
-        let pm = rig.sim.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await["id"].as_str().unwrap().to_owned();
-        let sub = rig.sim.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)]).await;
+        let pm =
+            rig.sim.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await["id"].as_str().unwrap().to_owned();
+        let sub = rig
+            .sim
+            .post(
+                "/v1/subscriptions",
+                &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)],
+            )
+            .await;
         let sub_id = sub["id"].as_str().unwrap().to_owned();
-        rig.env.store.commit(Change { user_id: Some(user_id.clone()), mappings: vec![StripeMapping::Customer(customer.clone())], ..Change::default() }).await.unwrap();
+        rig.env
+            .store
+            .commit(Change {
+                user_id: Some(user_id.clone()),
+                mappings: vec![StripeMapping::Customer(customer.clone())],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
         let event = json!({"id": format!("evt_fault_{i}"), "object": "event", "type": "customer.subscription.created", "created": Utc::now().timestamp(), "livemode": false,
                            "data": {"object": {"id": sub_id, "object": "subscription", "customer": customer}}});
 
@@ -309,11 +336,15 @@ async fn a_job_run_failed_by_a_fault_is_completed_by_the_rerun() {
         let failed = jobs.run(request.clone(), now, &expiry_jobs::Budget::unlimited()).await;
         rig.ddb.set(Fault::Pass);
         let done_already = matches!(&failed, Ok(s) if s.counts.expired >= 1);
-        assert!(!done_already || fault == Fault::Cut || matches!(fault, Fault::Delay(_)), "{fault}: the run succeeded through the fault: {failed:?}");
+        assert!(
+            !done_already || fault == Fault::Cut || matches!(fault, Fault::Delay(_)),
+            "{fault}: the run succeeded through the fault: {failed:?}"
+        );
 
         let mut expired = 0;
         for _ in 0..3 {
-            let rerun = jobs.run(request.clone(), now, &expiry_jobs::Budget::unlimited()).await.unwrap_or_else(|e| panic!("{fault}: rerun: {e}"));
+            let rerun =
+                jobs.run(request.clone(), now, &expiry_jobs::Budget::unlimited()).await.unwrap_or_else(|e| panic!("{fault}: rerun: {e}"));
             expired += rerun.counts.expired;
         }
         if let Ok(first) = &failed {

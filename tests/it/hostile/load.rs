@@ -11,8 +11,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{
-        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -20,7 +20,7 @@ use std::{
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use harness::{TestEnv, sim::Sim, webhook};
+use harness::{sim::Sim, webhook, TestEnv};
 use serde_json::Value;
 use shared::{
     config::Secret,
@@ -62,20 +62,9 @@ async fn serial_forward(
 ) -> axum::response::Response {
     use http_body_util::BodyExt;
     let (parts, body) = request.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
-    let mut forward = s
-        .http
-        .request(parts.method.clone(), format!("{}{path}", s.upstream))
-        .body(bytes);
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    let mut forward = s.http.request(parts.method.clone(), format!("{}{path}", s.upstream)).body(bytes);
     for (name, value) in &parts.headers {
         if name != "host" && name != "content-length" {
             forward = forward.header(name, value);
@@ -84,16 +73,8 @@ async fn serial_forward(
     let (status, headers, body) = {
         let _one_at_a_time = s.lock.lock().await;
         match forward.send().await {
-            Ok(r) => (
-                r.status(),
-                r.headers().clone(),
-                r.bytes().await.unwrap_or_default(),
-            ),
-            Err(_) => (
-                reqwest::StatusCode::BAD_GATEWAY,
-                Default::default(),
-                Default::default(),
-            ),
+            Ok(r) => (r.status(), r.headers().clone(), r.bytes().await.unwrap_or_default()),
+            Err(_) => (reqwest::StatusCode::BAD_GATEWAY, Default::default(), Default::default()),
         }
     };
     let mut response = axum::response::Response::new(axum::body::Body::from(body));
@@ -112,26 +93,16 @@ async fn serialised_store(env: &TestEnv) -> (DynamoStore, Option<tokio::task::Jo
     if std::env::var("HOSTILE_LOAD_DIRECT").as_deref() == Ok("1") {
         return (env.store.clone(), None);
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = Arc::new(Serial {
-        upstream: env.moto.endpoint().to_owned(),
-        http: reqwest::Client::new(),
-        lock: tokio::sync::Mutex::new(()),
-    });
-    let app = axum::Router::new()
-        .fallback(serial_forward)
-        .with_state(state);
+    let state =
+        Arc::new(Serial { upstream: env.moto.endpoint().to_owned(), http: reqwest::Client::new(), lock: tokio::sync::Mutex::new(()) });
+    let app = axum::Router::new().fallback(serial_forward).with_state(state);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     let config = harness::moto::sdk_config_for(&url).await;
-    (
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table),
-        Some(task),
-    )
+    (DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table), Some(task))
 }
 
 /// splitmix64, seeded by `HOSTILE_SEED`.
@@ -154,11 +125,7 @@ async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
     for (user, customer) in people {
         harness::jobs::put_profile(env, user).await;
         env.store
-            .commit(Change {
-                user_id: Some(user.clone()),
-                mappings: vec![StripeMapping::Customer(customer.clone())],
-                ..Change::default()
-            })
+            .commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(customer.clone())], ..Change::default() })
             .await
             .unwrap();
     }
@@ -188,10 +155,7 @@ async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
 }
 
 /// Every outbox id (a `Vec`, so a duplicate would show) and the normalised records.
-async fn state(
-    env: &TestEnv,
-    people: &[(UserId, String)],
-) -> (Vec<String>, Vec<Option<Subscription>>) {
+async fn state(env: &TestEnv, people: &[(UserId, String)]) -> (Vec<String>, Vec<Option<Subscription>>) {
     let mut ids = Vec::new();
     let mut start = None;
     loop {
@@ -206,11 +170,7 @@ async fn state(
             .send()
             .await
             .expect("scan outbox");
-        ids.extend(
-            page.items()
-                .iter()
-                .filter_map(|i| i.get("id").and_then(|v| v.as_s().ok()).cloned()),
-        );
+        ids.extend(page.items().iter().filter_map(|i| i.get("id").and_then(|v| v.as_s().ok()).cloned()));
         match page.last_evaluated_key {
             Some(key) => start = Some(key),
             None => break,
@@ -250,32 +210,16 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
             let sim = &sim;
             async move {
                 let user = UserId::parse(&format!("load-{i}")).unwrap();
-                let customer = sim
-                    .post(
-                        "/v1/customers",
-                        &[
-                            ("email", &format!("{user}@example.com")),
-                            ("metadata[user_id]", user.as_str()),
-                        ],
-                    )
-                    .await;
+                let customer =
+                    sim.post("/v1/customers", &[("email", &format!("{user}@example.com")), ("metadata[user_id]", user.as_str())]).await;
                 let customer = customer["id"].as_str().unwrap().to_owned();
-                let pm = sim
-                    .post(
-                        "/v1/payment_methods/pm_card_visa/attach",
-                        &[("customer", &customer)],
-                    )
-                    .await["id"]
+                let pm = sim.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await["id"]
                     .as_str()
                     .unwrap()
                     .to_owned();
                 sim.post(
                     "/v1/subscriptions",
-                    &[
-                        ("customer", &customer),
-                        ("items[0][price]", stripe_sim::PREMIUM_MONTHLY),
-                        ("default_payment_method", &pm),
-                    ],
+                    &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &pm)],
                 )
                 .await;
                 (user, customer)
@@ -287,11 +231,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
     let events = sim.events().await;
     let distinct: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
     assert_eq!(distinct.len(), events.len());
-    assert!(
-        events.len() >= subscriptions * 4,
-        "{} events for {subscriptions} subscriptions",
-        events.len()
-    );
+    assert!(events.len() >= subscriptions * 4, "{} events for {subscriptions} subscriptions", events.len());
     let setup = started.elapsed();
 
     // Baseline: each event once, in order, one at a time, on its own table.
@@ -304,10 +244,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
             let request = lambda_http::http::Request::builder()
                 .method("POST")
                 .uri("/stripe/webhook")
-                .header(
-                    "stripe-signature",
-                    sign_header(&body, SECRET, Utc::now().timestamp()),
-                )
+                .header("stripe-signature", sign_header(&body, SECRET, Utc::now().timestamp()))
                 .body(lambda_http::Body::Binary(body.clone()))
                 .unwrap();
             let status = base.handle(request).await.status().as_u16();
@@ -318,41 +255,22 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
         }
     }
     let expected = state(&base_env, &people).await;
-    assert!(
-        expected.1.iter().all(Option::is_some),
-        "baseline left a user without a record"
-    );
-    assert!(
-        expected.0.len() >= subscriptions * 2,
-        "baseline queued {} notifications",
-        expected.0.len()
-    );
+    assert!(expected.1.iter().all(Option::is_some), "baseline left a user without a record");
+    assert!(expected.0.len() >= subscriptions * 2, "baseline queued {} notifications", expected.0.len());
     let baseline_time = started.elapsed() - setup;
 
     // The burst: every event 1–4 times (about half of them more than once), shuffled.
-    let mut rng = Rng(std::env::var("HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_260_301));
+    let mut rng = Rng(std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_301));
     let mut plan: Vec<usize> = Vec::new();
     for i in 0..events.len() {
-        let times = if rng.below(2) == 0 {
-            1
-        } else {
-            2 + rng.below(3) as usize
-        };
+        let times = if rng.below(2) == 0 { 1 } else { 2 + rng.below(3) as usize };
         plan.extend(std::iter::repeat_n(i, times));
     }
     for i in (1..plan.len()).rev() {
         plan.swap(i, rng.below(i as u64 + 1) as usize);
     }
     let deliveries = plan.len();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        events
-            .iter()
-            .map(|e| serde_json::to_vec(e).unwrap())
-            .collect(),
-    );
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect());
     let queue = Arc::new(Mutex::new(plan.into_iter().collect::<VecDeque<usize>>()));
 
     let env = TestEnv::new().await;
@@ -360,20 +278,11 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
     let (store, proxy) = serialised_store(&env).await;
     let server = webhook::serve(webhook_for(store, &sim)).await;
     let tally = Arc::new(Tally::default());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(SENDERS)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
     let burst = Instant::now();
     let senders: Vec<_> = (0..SENDERS)
         .map(|_| {
-            let (queue, bodies, tally, http, url) = (
-                queue.clone(),
-                bodies.clone(),
-                tally.clone(),
-                http.clone(),
-                server.url.clone(),
-            );
+            let (queue, bodies, tally, http, url) = (queue.clone(), bodies.clone(), tally.clone(), http.clone(), server.url.clone());
             tokio::spawn(async move {
                 loop {
                     let Some(i) = queue.lock().unwrap().pop_front() else {
@@ -384,10 +293,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
                         let response = http
                             .post(&url)
                             .header("content-type", "application/json")
-                            .header(
-                                "Stripe-Signature",
-                                sign_header(body, SECRET, Utc::now().timestamp()),
-                            )
+                            .header("Stripe-Signature", sign_header(body, SECRET, Utc::now().timestamp()))
                             .body(body.clone())
                             .send()
                             .await
@@ -397,19 +303,12 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
                         let reply: Value = response.json().await.unwrap_or(Value::Null);
                         if status == 200 {
                             let outcome = reply["outcome"].as_str().unwrap_or_default();
-                            let counter = if outcome == "duplicate" {
-                                &tally.duplicate
-                            } else {
-                                &tally.first
-                            };
+                            let counter = if outcome == "duplicate" { &tally.duplicate } else { &tally.first };
                             counter.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         assert!(status >= 500, "delivery answered {status}: {reply}");
-                        assert!(
-                            attempt < 30,
-                            "still {status} after 30 redeliveries: {reply}"
-                        );
+                        assert!(attempt < 30, "still {status} after 30 redeliveries: {reply}");
                         tally.redelivered.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(10 + 10 * attempt.min(10))).await;
                     }
@@ -430,11 +329,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
     let first = tally.first.load(Ordering::SeqCst) as usize;
     let duplicate = tally.duplicate.load(Ordering::SeqCst) as usize;
     let redelivered = tally.redelivered.load(Ordering::SeqCst);
-    assert_eq!(
-        first + duplicate,
-        deliveries,
-        "every delivery was finally acknowledged"
-    );
+    assert_eq!(first + duplicate, deliveries, "every delivery was finally acknowledged");
     if ledger != events.len() {
         let mut missing = Vec::new();
         for e in &events {
@@ -443,37 +338,20 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
                 missing.push(format!("{id} ({})", e["type"]));
             }
         }
-        panic!(
-            "{ledger} ledger items for {} distinct events; missing: {missing:?}",
-            events.len()
-        );
+        panic!("{ledger} ledger items for {} distinct events; missing: {missing:?}", events.len());
     }
     // Each event is processed (applied/unchanged/ignored) once; every other 200 is a
     // duplicate. (A 5xx whose transaction moto had committed makes the redelivery a
     // duplicate, so fewer first-time answers are possible only with redeliveries.)
-    assert!(
-        first <= events.len(),
-        "{first} first-time answers for {} events: an event applied twice",
-        events.len()
-    );
-    assert!(
-        first + redelivered as usize >= events.len(),
-        "{first} first-time answers for {} events",
-        events.len()
-    );
+    assert!(first <= events.len(), "{first} first-time answers for {} events: an event applied twice", events.len());
+    assert!(first + redelivered as usize >= events.len(), "{first} first-time answers for {} events", events.len());
     let mut seen = BTreeMap::new();
     for id in &got.0 {
         *seen.entry(id).or_insert(0) += 1;
     }
     assert!(seen.values().all(|&n| n == 1), "duplicated outbox ids");
-    assert_eq!(
-        got.0, expected.0,
-        "the outbox differs from the sequential delivery's"
-    );
-    assert_eq!(
-        got.1, expected.1,
-        "a record differs from the sequential delivery's"
-    );
+    assert_eq!(got.0, expected.0, "the outbox differs from the sequential delivery's");
+    assert_eq!(got.1, expected.1, "a record differs from the sequential delivery's");
 
     super::report(&format!(
         "hostile load: {subscriptions} subscriptions, {} events, {deliveries} deliveries ({} duplicates) from {SENDERS} senders in {:.1} s \

@@ -50,7 +50,9 @@ pub fn finish(test: &str, cases: u64, faults: u64, crashes: u64) {
     CASES.fetch_add(cases, Ordering::SeqCst);
     FAULTS.fetch_add(faults, Ordering::SeqCst);
     CRASHES.fetch_add(crashes, Ordering::SeqCst);
-    report(&format!("hostile {test}: {cases} cases, {faults} faults injected, {crashes} crashes; 0 lost, 0 duplicated, 0 wrongly accepted"));
+    report(&format!(
+        "hostile {test}: {cases} cases, {faults} faults injected, {crashes} crashes; 0 lost, 0 duplicated, 0 wrongly accepted"
+    ));
     if FINISHED.fetch_add(1, Ordering::SeqCst) + 1 == TESTS {
         report(&format!(
             "HOSTILE SUMMARY: {} cases tried, {} faults injected, {} crashes; {} lost, {} duplicated, {} wrongly accepted",

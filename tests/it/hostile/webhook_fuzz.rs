@@ -3,12 +3,18 @@
 //! deterministic runner), then a sample of hostile bodies end to end through
 //! `Webhook::handle` over moto and stripe-sim.
 
-use std::{sync::Arc, sync::atomic::{AtomicU64, Ordering}};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    sync::Arc,
+};
 
 use chrono::Utc;
 use harness::{sim::Sim, TestEnv};
 use lambda_http::{Body, Request};
-use proptest::{prelude::*, test_runner::{Config, RngAlgorithm, TestRng, TestRunner}};
+use proptest::{
+    prelude::*,
+    test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
+};
 use serde_json::{json, Value};
 use shared::config::Secret;
 use stripe_webhook::{
@@ -71,13 +77,20 @@ fn signature_header_parser_never_panics_and_keeps_only_what_it_read() {
 enum Attack {
     Unsigned,
     Garbage(String),
-    TamperedBody { index: usize, bit: u8 },
+    TamperedBody {
+        index: usize,
+        bit: u8,
+    },
     AppendedByte(u8),
     WrongSecret(String),
     /// Signed correctly, but at a time outside the tolerance (a replay).
-    Stale { skew: i64 },
+    Stale {
+        skew: i64,
+    },
     /// A valid signature whose `t` was changed afterwards (to look fresh).
-    RetimedHeader { skew: i64 },
+    RetimedHeader {
+        skew: i64,
+    },
     /// A signature cut or altered by one hex digit.
     TruncatedSignature(usize),
     /// The `v1` value moved to another scheme name.
@@ -176,13 +189,22 @@ fn json_strategy() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         ".{0,20}".prop_map(Value::from),
-        prop_oneof![Just("customer.subscription.updated"), Just("invoice.paid"), Just("checkout.session.completed"), Just("sub_1")].prop_map(Value::from),
+        prop_oneof![Just("customer.subscription.updated"), Just("invoice.paid"), Just("checkout.session.completed"), Just("sub_1")]
+            .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
             proptest::collection::btree_map(
-                prop_oneof![Just("id".to_owned()), Just("type".to_owned()), Just("data".to_owned()), Just("object".to_owned()), Just("subscription".to_owned()), Just("customer".to_owned()), "[a-z_]{1,10}"],
+                prop_oneof![
+                    Just("id".to_owned()),
+                    Just("type".to_owned()),
+                    Just("data".to_owned()),
+                    Just("object".to_owned()),
+                    Just("subscription".to_owned()),
+                    Just("customer".to_owned()),
+                    "[a-z_]{1,10}"
+                ],
                 inner,
                 0..6
             )
@@ -205,7 +227,8 @@ fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(any::<u8>(), 0..512),
         json_strategy().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
         (json_strategy(), event_types, json_strategy(), any::<bool>()).prop_map(|(id, event_type, object, livemode)| {
-            serde_json::to_vec(&json!({"id": id, "object": "event", "type": event_type, "livemode": livemode, "data": {"object": object}})).unwrap_or_default()
+            serde_json::to_vec(&json!({"id": id, "object": "event", "type": event_type, "livemode": livemode, "data": {"object": object}}))
+                .unwrap_or_default()
         }),
     ]
 }
@@ -240,7 +263,10 @@ fn extreme_timestamps_are_stale_not_a_panic() {
 }
 
 fn request(body: Vec<u8>, header: Option<String>) -> Request {
-    let mut builder = lambda_http::http::Request::builder().method("POST").uri("https://hooks.logiscore.test/stripe/webhook").header("content-type", "application/json");
+    let mut builder = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("https://hooks.logiscore.test/stripe/webhook")
+        .header("content-type", "application/json");
     if let Some(h) = header {
         builder = builder.header("stripe-signature", h);
     }
@@ -262,7 +288,9 @@ async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
         tolerance_secs: TOLERANCE,
         clock,
     };
-    let nested = |depth: usize| format!("{{\"id\":\"evt_deep\",\"type\":\"invoice.paid\",\"data\":{{\"object\":{}{}}}}}", "[".repeat(depth), "]".repeat(depth));
+    let nested = |depth: usize| {
+        format!("{{\"id\":\"evt_deep\",\"type\":\"invoice.paid\",\"data\":{{\"object\":{}{}}}}}", "[".repeat(depth), "]".repeat(depth))
+    };
     let mut huge = br#"{"id":"evt_huge","object":"event","type":"invoice.paid","data":{"object":{"id":"in_1","pad":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'x', 6 * 1024 * 1024));
     huge.extend_from_slice(br#""}}"#); // never closed: not an event
@@ -276,7 +304,10 @@ async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
         ("huge (6 MiB, truncated)", huge),
         ("JSON but not an event", br#"{"hello":"world"}"#.to_vec()),
         ("array", b"[1,2,3]".to_vec()),
-        ("subscription event without an object id", br#"{"id":"evt_noid","type":"customer.subscription.updated","data":{"object":{}}}"#.to_vec()),
+        (
+            "subscription event without an object id",
+            br#"{"id":"evt_noid","type":"customer.subscription.updated","data":{"object":{}}}"#.to_vec(),
+        ),
         ("NUL bytes", vec![0u8; 64]),
     ];
     let before = item_count(&env).await;

@@ -11,8 +11,7 @@ use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::resources::{invoices, subscriptions};
 use crate::state::{
-    CardBehavior, Invoice, InvoiceStatus, Line, MissingPaymentMethod, PaymentError, PaymentIntent,
-    PiStatus, Sim, SubStatus,
+    CardBehavior, Invoice, InvoiceStatus, Line, MissingPaymentMethod, PaymentError, PaymentIntent, PiStatus, Sim, SubStatus,
 };
 use crate::time::add_intervals;
 
@@ -54,11 +53,7 @@ pub fn prorate(amount: i64, start: i64, end: i64, from: i64) -> i64 {
     let total = i128::from((end - start).max(1));
     let remaining = i128::from((end - from).clamp(0, end - start));
     let num = i128::from(amount) * remaining;
-    let rounded = if num >= 0 {
-        (2 * num + total) / (2 * total)
-    } else {
-        -((-2 * num + total) / (2 * total))
-    };
+    let rounded = if num >= 0 { (2 * num + total) / (2 * total) } else { -((-2 * num + total) / (2 * total)) };
     i64::try_from(rounded).unwrap_or(0)
 }
 
@@ -72,24 +67,15 @@ pub fn resolve_payment_method(
     invoice_pm: Option<&str>,
     override_pm: Option<&str>,
 ) -> Option<String> {
-    let sub_pm = subscription
-        .and_then(|s| sim.subscriptions.get(s))
-        .and_then(|s| s.default_payment_method.as_deref());
-    let cus_pm = sim
-        .customers
-        .get(customer)
-        .and_then(|c| c.default_payment_method.as_deref());
+    let sub_pm = subscription.and_then(|s| sim.subscriptions.get(s)).and_then(|s| s.default_payment_method.as_deref());
+    let cus_pm = sim.customers.get(customer).and_then(|c| c.default_payment_method.as_deref());
     let candidate = override_pm.or(invoice_pm).or(sub_pm).or(cus_pm)?;
-    sim.payment_methods
-        .get(candidate)
-        .filter(|pm| pm.customer.as_deref() == Some(customer))
-        .map(|pm| pm.id.clone())
+    sim.payment_methods.get(candidate).filter(|pm| pm.customer.as_deref() == Some(customer)).map(|pm| pm.id.clone())
 }
 
 /// Whether charging `pm` off-session would succeed (used for `error_if_incomplete`).
 pub fn would_pay(sim: &Sim, pm: Option<&str>) -> bool {
-    pm.and_then(|id| sim.payment_methods.get(id))
-        .is_some_and(|pm| pm.card.behavior == CardBehavior::Succeeds)
+    pm.and_then(|id| sim.payment_methods.get(id)).is_some_and(|pm| pm.card.behavior == CardBehavior::Succeeds)
 }
 
 /// A draft invoice for `sub_id` with `lines` plus the subscription's pending invoice
@@ -102,16 +88,8 @@ pub fn build_subscription_invoice(
     period: (i64, i64),
     lines: Vec<LineSpec>,
 ) -> Result<String, ApiError> {
-    let sub = sim
-        .subscriptions
-        .get(sub_id)
-        .cloned()
-        .ok_or_else(|| ApiError::internal("subscription vanished"))?;
-    let customer = sim
-        .customers
-        .get(&sub.customer)
-        .cloned()
-        .ok_or_else(|| ApiError::internal("customer vanished"))?;
+    let sub = sim.subscriptions.get(sub_id).cloned().ok_or_else(|| ApiError::internal("subscription vanished"))?;
+    let customer = sim.customers.get(&sub.customer).cloned().ok_or_else(|| ApiError::internal("customer vanished"))?;
     let id = new_id("in");
     let mut inv_lines: Vec<Line> = lines
         .into_iter()
@@ -256,10 +234,7 @@ pub fn finalize(sim: &mut Sim, inv_id: &str, now: i64) {
                 invoice: inv.id.clone(),
                 payment_method: None,
                 status: PiStatus::RequiresPaymentMethod,
-                client_secret: format!(
-                    "{id}_secret_{}",
-                    crate::ids::random_id("", 24).trim_start_matches('_')
-                ),
+                client_secret: format!("{id}_secret_{}", crate::ids::random_id("", 24).trim_start_matches('_')),
                 last_payment_error: None,
                 canceled_at: None,
                 paid_at: None,
@@ -308,18 +283,14 @@ fn subscription_after_paid(sim: &mut Sim, sub_id: &str, now: i64) {
     let Some(sub) = sim.subscriptions.get(sub_id) else {
         return;
     };
-    if !matches!(
-        sub.status,
-        SubStatus::Incomplete | SubStatus::PastDue | SubStatus::Unpaid
-    ) {
+    if !matches!(sub.status, SubStatus::Incomplete | SubStatus::PastDue | SubStatus::Unpaid) {
         return;
     }
     // Stay past_due while another invoice of this subscription is still unpaid.
-    let still_owing = sim.invoices.values().any(|i| {
-        i.subscription.as_deref() == Some(sub_id)
-            && i.status == InvoiceStatus::Open
-            && i.amount_remaining() > 0
-    });
+    let still_owing = sim
+        .invoices
+        .values()
+        .any(|i| i.subscription.as_deref() == Some(sub_id) && i.status == InvoiceStatus::Open && i.amount_remaining() > 0);
     if still_owing {
         return;
     }
@@ -334,30 +305,15 @@ fn subscription_after_paid(sim: &mut Sim, sub_id: &str, now: i64) {
 /// Charges an open invoice. Emits the payment intent and invoice events; on failure
 /// of an automatic attempt schedules the next retry. Subscription reactions to a
 /// failure are left to [`after_failure`] because they depend on the caller.
-pub fn attempt_payment(
-    sim: &mut Sim,
-    inv_id: &str,
-    now: i64,
-    override_pm: Option<&str>,
-    mode: AttemptMode,
-) -> Outcome {
+pub fn attempt_payment(sim: &mut Sim, inv_id: &str, now: i64, override_pm: Option<&str>, mode: AttemptMode) -> Outcome {
     let Some(inv) = sim.invoices.get(inv_id).cloned() else {
         return Outcome::NoPaymentMethod;
     };
     if inv.status != InvoiceStatus::Open {
         return Outcome::Paid;
     }
-    let pm = resolve_payment_method(
-        sim,
-        &inv.customer,
-        inv.subscription.as_deref(),
-        inv.default_payment_method.as_deref(),
-        override_pm,
-    );
-    let behavior = pm
-        .as_ref()
-        .and_then(|id| sim.payment_methods.get(id))
-        .map(|p| p.card.behavior);
+    let pm = resolve_payment_method(sim, &inv.customer, inv.subscription.as_deref(), inv.default_payment_method.as_deref(), override_pm);
+    let behavior = pm.as_ref().and_then(|id| sim.payment_methods.get(id)).map(|p| p.card.behavior);
     let result = match behavior {
         None => Err(None),
         Some(CardBehavior::Succeeds) => Ok(()),
@@ -368,14 +324,12 @@ pub fn attempt_payment(
             message: "Your card was declined. This transaction requires authentication.".into(),
             payment_method: pm.clone(),
         })),
-        Some(CardBehavior::ChargesFail(dc)) | Some(CardBehavior::DeclinesOnAttach(dc)) => {
-            Err(Some(PaymentError {
-                code: "card_declined",
-                decline_code: dc,
-                message: "Your card was declined.".into(),
-                payment_method: pm.clone(),
-            }))
-        }
+        Some(CardBehavior::ChargesFail(dc)) | Some(CardBehavior::DeclinesOnAttach(dc)) => Err(Some(PaymentError {
+            code: "card_declined",
+            decline_code: dc,
+            message: "Your card was declined.".into(),
+            payment_method: pm.clone(),
+        })),
     };
     if let Some(i) = sim.invoices.get_mut(inv_id) {
         i.attempt_count += 1;
@@ -383,11 +337,7 @@ pub fn attempt_payment(
     }
     match result {
         Ok(()) => {
-            if let Some(pi) = inv
-                .payment_intent
-                .as_ref()
-                .and_then(|p| sim.payment_intents.get_mut(p))
-            {
+            if let Some(pi) = inv.payment_intent.as_ref().and_then(|p| sim.payment_intents.get_mut(p)) {
                 pi.status = PiStatus::Succeeded;
                 pi.amount_received = pi.amount;
                 pi.payment_method = pm.clone();
@@ -401,19 +351,9 @@ pub fn attempt_payment(
             Outcome::Paid
         }
         Err(error) => {
-            let requires_action = error
-                .as_ref()
-                .is_some_and(|e| e.code == "authentication_required");
-            if let Some(pi) = inv
-                .payment_intent
-                .as_ref()
-                .and_then(|p| sim.payment_intents.get_mut(p))
-            {
-                pi.status = if requires_action {
-                    PiStatus::RequiresAction
-                } else {
-                    PiStatus::RequiresPaymentMethod
-                };
+            let requires_action = error.as_ref().is_some_and(|e| e.code == "authentication_required");
+            if let Some(pi) = inv.payment_intent.as_ref().and_then(|p| sim.payment_intents.get_mut(p)) {
+                pi.status = if requires_action { PiStatus::RequiresAction } else { PiStatus::RequiresPaymentMethod };
                 pi.payment_method = pm.clone();
                 pi.last_payment_error = error.clone();
             }
@@ -476,10 +416,7 @@ pub fn after_failure(sim: &mut Sim, inv_id: &str, now: i64, mode: AttemptMode) {
         sim.emit_updated("customer.subscription.updated", &before, after, now);
     }
     let exhausted = mode == AttemptMode::Automatic
-        && sim
-            .invoices
-            .get(inv_id)
-            .is_some_and(|i| i.status == InvoiceStatus::Open && i.next_payment_attempt.is_none());
+        && sim.invoices.get(inv_id).is_some_and(|i| i.status == InvoiceStatus::Open && i.next_payment_attempt.is_none());
     if !exhausted {
         return;
     }
@@ -523,10 +460,7 @@ pub fn cancel_now(sim: &mut Sim, sub_id: &str, now: i64, reason: Option<&'static
 /// applies the failure reaction. Returns the outcome for callers that need it.
 pub fn finalize_and_charge(sim: &mut Sim, inv_id: &str, now: i64) -> Outcome {
     finalize(sim, inv_id, now);
-    let open = sim
-        .invoices
-        .get(inv_id)
-        .is_some_and(|i| i.status == InvoiceStatus::Open);
+    let open = sim.invoices.get(inv_id).is_some_and(|i| i.status == InvoiceStatus::Open);
     if !open {
         return Outcome::Paid;
     }
@@ -546,11 +480,7 @@ pub fn item_lines(sim: &Sim, sub_id: &str, start: i64, end: i64) -> Vec<LineSpec
         .iter()
         .filter_map(|item| {
             let price = sim.prices.get(&item.price)?;
-            let product = sim
-                .products
-                .get(&price.product)
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
+            let product = sim.products.get(&price.product).map(|p| p.name.clone()).unwrap_or_default();
             let qty = i64::try_from(item.quantity).unwrap_or(i64::MAX);
             Some(LineSpec {
                 amount: price.unit_amount.saturating_mul(qty),
@@ -641,14 +571,7 @@ fn renew(sim: &mut Sim, sub_id: &str, at: i64, ending_trial: bool) {
     }
     let lines = item_lines(sim, sub_id, at, new_end);
     // The cycle invoice covers the new period for licensed (in-advance) prices.
-    let inv_id = match build_subscription_invoice(
-        sim,
-        sub_id,
-        "subscription_cycle",
-        at,
-        (old_start, old_end),
-        lines,
-    ) {
+    let inv_id = match build_subscription_invoice(sim, sub_id, "subscription_cycle", at, (old_start, old_end), lines) {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = ?e, "renewal invoice could not be built");

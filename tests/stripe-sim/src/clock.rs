@@ -31,44 +31,25 @@ fn next_due(sim: &Sim, clock: &str, target: i64) -> Option<(i64, Work)> {
     let expiry = i64::try_from(sim.config.incomplete_expiry.as_secs()).unwrap_or(0);
     let mut best: Option<(i64, Work)> = None;
     let mut consider = |at: i64, work: Work| {
-        if at <= target
-            && best
-                .as_ref()
-                .is_none_or(|(b_at, b_work)| (at, &work) < (*b_at, b_work))
-        {
+        if at <= target && best.as_ref().is_none_or(|(b_at, b_work)| (at, &work) < (*b_at, b_work)) {
             best = Some((at, work));
         }
     };
-    for sub in sim
-        .subscriptions
-        .values()
-        .filter(|s| s.test_clock.as_deref() == Some(clock))
-    {
+    for sub in sim.subscriptions.values().filter(|s| s.test_clock.as_deref() == Some(clock)) {
         let (_, period_end) = sub.period();
         match sub.status {
             SubStatus::Trialing => {
                 if let (false, Some(trial_end)) = (sub.trial_will_end_sent, sub.trial_end) {
-                    consider(
-                        (trial_end - notice).max(sub.created),
-                        Work::TrialWillEnd(sub.id.clone()),
-                    );
+                    consider((trial_end - notice).max(sub.created), Work::TrialWillEnd(sub.id.clone()));
                 }
                 consider(period_end, Work::PeriodEnd(sub.id.clone()));
             }
-            SubStatus::Active | SubStatus::PastDue | SubStatus::Unpaid => {
-                consider(period_end, Work::PeriodEnd(sub.id.clone()))
-            }
-            SubStatus::Incomplete => {
-                consider(sub.created + expiry, Work::IncompleteExpiry(sub.id.clone()))
-            }
+            SubStatus::Active | SubStatus::PastDue | SubStatus::Unpaid => consider(period_end, Work::PeriodEnd(sub.id.clone())),
+            SubStatus::Incomplete => consider(sub.created + expiry, Work::IncompleteExpiry(sub.id.clone())),
             SubStatus::Paused | SubStatus::Canceled | SubStatus::IncompleteExpired => {}
         }
     }
-    for inv in sim
-        .invoices
-        .values()
-        .filter(|i| i.test_clock.as_deref() == Some(clock) && i.status == InvoiceStatus::Open)
-    {
+    for inv in sim.invoices.values().filter(|i| i.test_clock.as_deref() == Some(clock) && i.status == InvoiceStatus::Open) {
         if let Some(at) = inv.next_payment_attempt {
             consider(at, Work::Retry(inv.id.clone()));
         }
@@ -90,17 +71,11 @@ pub fn advance(sim: &mut Sim, clock: &str, target: i64) -> Result<(), ApiError> 
             // "in the past"; time never runs backwards.
             c.frozen_time = c.frozen_time.max(at);
         }
-        let now = sim
-            .test_clocks
-            .get(clock)
-            .map(|c| c.frozen_time)
-            .unwrap_or(at);
+        let now = sim.test_clocks.get(clock).map(|c| c.frozen_time).unwrap_or(at);
         tracing::debug!(clock, at, ?work, "clock work");
         run(sim, now, work);
     }
-    Err(ApiError::internal(
-        "test clock advance did not settle (stripe-sim bug)",
-    ))
+    Err(ApiError::internal("test clock advance did not settle (stripe-sim bug)"))
 }
 
 fn run(sim: &mut Sim, now: i64, work: Work) {
@@ -133,21 +108,14 @@ fn run(sim: &mut Sim, now: i64, work: Work) {
         }
         Work::IncompleteExpiry(sub_id) => {
             // The first invoice was never paid: void it and end the subscription.
-            let latest = sim
-                .subscriptions
-                .get(&sub_id)
-                .and_then(|s| s.latest_invoice.clone());
+            let latest = sim.subscriptions.get(&sub_id).and_then(|s| s.latest_invoice.clone());
             let before = subscriptions::render_id(sim, &sub_id);
             if let Some(s) = sim.subscriptions.get_mut(&sub_id) {
                 s.status = SubStatus::IncompleteExpired;
                 s.ended_at = Some(now);
             }
             if let Some(inv) = latest {
-                if sim
-                    .invoices
-                    .get(&inv)
-                    .is_some_and(|i| i.status == InvoiceStatus::Open)
-                {
+                if sim.invoices.get(&inv).is_some_and(|i| i.status == InvoiceStatus::Open) {
                     invoices::void_invoice(sim, &inv, now);
                 }
             }

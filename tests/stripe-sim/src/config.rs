@@ -56,12 +56,7 @@ pub struct ChaosConfig {
 
 impl Default for ChaosConfig {
     fn default() -> Self {
-        ChaosConfig {
-            seed: 0x5eed,
-            duplicate_probability: 0.3,
-            reorder_window: 4,
-            max_delay: Duration::from_millis(30),
-        }
+        ChaosConfig { seed: 0x5eed, duplicate_probability: 0.3, reorder_window: 4, max_delay: Duration::from_millis(30) }
     }
 }
 
@@ -80,12 +75,7 @@ pub struct WebhookEndpointConfig {
 impl WebhookEndpointConfig {
     /// All events to `url`, signed with `secret`.
     pub fn new(url: impl Into<String>, secret: Option<String>) -> Self {
-        WebhookEndpointConfig {
-            url: url.into(),
-            secret,
-            enabled_events: vec!["*".into()],
-            chaos: None,
-        }
+        WebhookEndpointConfig { url: url.into(), secret, enabled_events: vec!["*".into()], chaos: None }
     }
 }
 
@@ -121,10 +111,7 @@ impl Default for SimConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             secret_key: "sk_test_stripe_sim".to_string(),
-            retry_schedule: [3, 5, 7]
-                .iter()
-                .map(|d| Duration::from_secs(d * 86_400))
-                .collect(),
+            retry_schedule: [3, 5, 7].iter().map(|d| Duration::from_secs(d * 86_400)).collect(),
             dunning_final_action: DunningFinalAction::Cancel,
             incomplete_expiry: Duration::from_secs(23 * 3600),
             trial_will_end_notice: Duration::from_secs(3 * 86_400),

@@ -45,16 +45,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind,
-            code: None,
-            message: message.into(),
-            param: None,
-            decline_code: None,
-            extra: None,
-            should_retry: false,
-        }
+        ApiError { status, kind, code: None, message: message.into(), param: None, decline_code: None, extra: None, should_retry: false }
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -64,9 +55,7 @@ impl ApiError {
 
     /// Adds a field to the error object (Stripe puts e.g. the `payment_intent` there).
     pub fn with_extra(mut self, key: &str, value: Value) -> Self {
-        self.extra
-            .get_or_insert_with(Default::default)
-            .insert(key.to_string(), value);
+        self.extra.get_or_insert_with(Default::default).insert(key.to_string(), value);
         self
     }
 
@@ -77,19 +66,14 @@ impl ApiError {
 
     /// 400 `invalid_request_error`, optionally naming the parameter at fault.
     pub fn invalid_request(param: Option<&str>, message: impl Into<String>) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequestError,
-            message,
-        );
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, message);
         e.param = param.map(str::to_string);
         e
     }
 
     /// 400 `parameter_missing`.
     pub fn missing_param(param: &str) -> Self {
-        ApiError::invalid_request(Some(param), format!("Missing required param: {param}."))
-            .with_code("parameter_missing")
+        ApiError::invalid_request(Some(param), format!("Missing required param: {param}.")).with_code("parameter_missing")
     }
 
     /// 400 `parameter_invalid_integer` and friends collapse to this one.
@@ -99,12 +83,8 @@ impl ApiError {
 
     /// 404 `resource_missing`: `No such customer: 'cus_x'`.
     pub fn no_such(kind: &str, id: &str, param: Option<&str>) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::InvalidRequestError,
-            format!("No such {kind}: '{id}'"),
-        )
-        .with_code("resource_missing");
+        let mut e = ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, format!("No such {kind}: '{id}'"))
+            .with_code("resource_missing");
         e.param = param.map(str::to_string);
         e
     }
@@ -126,24 +106,15 @@ impl ApiError {
     }
 
     /// 402 `card_error` with `code` (e.g. `card_declined`) and `decline_code`.
-    pub fn card_declined(
-        code: &'static str,
-        decline_code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        let mut e = ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, message)
-            .with_code(code);
+    pub fn card_declined(code: &'static str, decline_code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::PAYMENT_REQUIRED, ErrorType::CardError, message).with_code(code);
         e.decline_code = Some(decline_code);
         e
     }
 
     /// 401 for a missing or malformed API key.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorType::InvalidRequestError,
-            message,
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::InvalidRequestError, message)
     }
 
     /// 400 `idempotency_error`: same key, different parameters.
@@ -160,38 +131,20 @@ impl ApiError {
 
     /// 500 `api_error` for invariant failures inside the sim (never expected).
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ApiError,
-            message,
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, message)
     }
 
     /// The answer to an injected fault: 429 is Stripe's `rate_limit`, anything else an `api_error`.
     pub fn fault(status: StatusCode) -> Self {
         let mut e = if status == StatusCode::TOO_MANY_REQUESTS {
-            ApiError::new(
-                status,
-                ErrorType::InvalidRequestError,
-                "Request rate limit exceeded. (stripe-sim injected fault)",
-            )
-            .with_code("rate_limit")
+            ApiError::new(status, ErrorType::InvalidRequestError, "Request rate limit exceeded. (stripe-sim injected fault)")
+                .with_code("rate_limit")
         } else if status.is_client_error() {
-            ApiError::new(
-                status,
-                ErrorType::InvalidRequestError,
-                format!("Injected fault: HTTP {}", status.as_u16()),
-            )
+            ApiError::new(status, ErrorType::InvalidRequestError, format!("Injected fault: HTTP {}", status.as_u16()))
         } else {
-            ApiError::new(
-                status,
-                ErrorType::ApiError,
-                "An unknown error occurred. (stripe-sim injected fault)",
-            )
+            ApiError::new(status, ErrorType::ApiError, "An unknown error occurred. (stripe-sim injected fault)")
         };
-        e.should_retry = status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-            || status == StatusCode::CONFLICT;
+        e.should_retry = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::CONFLICT;
         e
     }
 
@@ -202,13 +155,7 @@ impl ApiError {
         err.insert("message".into(), json!(self.message));
         if let Some(code) = &self.code {
             err.insert("code".into(), json!(code));
-            err.insert(
-                "doc_url".into(),
-                json!(format!(
-                    "https://stripe.com/docs/error-codes/{}",
-                    code.replace('_', "-")
-                )),
-            );
+            err.insert("doc_url".into(), json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-"))));
         }
         if let Some(param) = &self.param {
             err.insert("param".into(), json!(param));
@@ -216,12 +163,7 @@ impl ApiError {
         if let Some(decline) = &self.decline_code {
             err.insert("decline_code".into(), json!(decline));
         }
-        err.insert(
-            "request_log_url".into(),
-            json!(format!(
-                "https://dashboard.stripe.com/test/logs/{request_id}"
-            )),
-        );
+        err.insert("request_log_url".into(), json!(format!("https://dashboard.stripe.com/test/logs/{request_id}")));
         for (k, v) in self.extra.iter().flat_map(|m| m.iter()) {
             err.insert(k.clone(), v.clone());
         }
@@ -235,11 +177,7 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let e = ApiError::card_declined(
-            "card_declined",
-            "generic_decline",
-            "Your card was declined.",
-        );
+        let e = ApiError::card_declined("card_declined", "generic_decline", "Your card was declined.");
         let b = e.body("req_1");
         assert_eq!(e.status.as_u16(), 402);
         assert_eq!(b["error"]["type"], "card_error");
@@ -250,10 +188,7 @@ mod tests {
         let missing = ApiError::missing_param("customer");
         assert_eq!(missing.body("r")["error"]["param"], "customer");
         assert!(ApiError::fault(StatusCode::SERVICE_UNAVAILABLE).should_retry);
-        assert_eq!(
-            ApiError::fault(StatusCode::TOO_MANY_REQUESTS).code,
-            Some("rate_limit")
-        );
+        assert_eq!(ApiError::fault(StatusCode::TOO_MANY_REQUESTS).code, Some("rate_limit"));
         assert!(std::mem::size_of::<ApiError>() <= 112);
     }
 }

@@ -29,24 +29,14 @@ fn resources() -> &'static Map<String, Value> {
 
 /// The fixture object for `resource` (e.g. `"customer"`, `"test_helpers.test_clock"`).
 pub fn fixture(resource: &str) -> Template {
-    let obj = resources()
-        .get(resource)
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    Template {
-        obj,
-        resource: resource.to_string(),
-    }
+    let obj = resources().get(resource).and_then(Value::as_object).cloned().unwrap_or_default();
+    Template { obj, resource: resource.to_string() }
 }
 
 /// The top-level key set of a fixture, for tests and debug assertions.
 pub fn fixture_keys(resource: &str) -> Vec<String> {
-    let mut keys: Vec<String> = resources()
-        .get(resource)
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let mut keys: Vec<String> =
+        resources().get(resource).and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
     keys.sort();
     keys
 }

@@ -37,10 +37,7 @@ impl Params {
         let mut params = Params::default();
         for (n, pair) in input.split('&').filter(|p| !p.is_empty()).enumerate() {
             if n >= MAX_PAIRS {
-                return Err(ApiError::invalid_request(
-                    None,
-                    "Too many parameters in request.",
-                ));
+                return Err(ApiError::invalid_request(None, "Too many parameters in request."));
             }
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode_component(raw_key)?;
@@ -58,17 +55,11 @@ impl Params {
     fn insert(&mut self, key: &str, value: String) -> Result<(), ApiError> {
         let (base, segments) = split_key(key)?;
         if segments.len() > MAX_DEPTH {
-            return Err(ApiError::invalid_request(
-                Some(key),
-                "Parameter is nested too deeply.",
-            ));
+            return Err(ApiError::invalid_request(Some(key), "Parameter is nested too deeply."));
         }
         if segments.is_empty() {
             // Plain `key=value`: the last occurrence wins, as with Stripe.
-            let entry = self
-                .root
-                .entry(base.to_string())
-                .or_insert_with(|| Param::Value(String::new()));
+            let entry = self.root.entry(base.to_string()).or_insert_with(|| Param::Value(String::new()));
             if !matches!(entry, Param::Value(_)) {
                 return Err(conflict(key));
             }
@@ -76,10 +67,7 @@ impl Params {
             return Ok(());
         }
         // Walk (and create) the containers named by the segments.
-        let mut current: &mut Param = self
-            .root
-            .entry(base.to_string())
-            .or_insert_with(|| Param::Map(BTreeMap::new()));
+        let mut current: &mut Param = self.root.entry(base.to_string()).or_insert_with(|| Param::Map(BTreeMap::new()));
         for (i, segment) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
             if segment.is_empty() {
@@ -92,40 +80,27 @@ impl Params {
                 }
                 match current {
                     Param::List(items) => items.push(Param::Value(value)),
-                    Param::Map(map) if map.is_empty() => {
-                        *current = Param::List(vec![Param::Value(value)])
-                    }
+                    Param::Map(map) if map.is_empty() => *current = Param::List(vec![Param::Value(value)]),
                     _ => return Err(conflict(key)),
                 }
                 return Ok(());
             }
-            if segment.bytes().all(|b| b.is_ascii_digit())
-                && segment
-                    .parse::<usize>()
-                    .map_or(true, |index| index > MAX_INDEX)
-            {
-                return Err(ApiError::invalid_request(
-                    Some(key),
-                    "Array index is too large.",
-                ));
+            if segment.bytes().all(|b| b.is_ascii_digit()) && segment.parse::<usize>().map_or(true, |index| index > MAX_INDEX) {
+                return Err(ApiError::invalid_request(Some(key), "Array index is too large."));
             }
             let map = match current {
                 Param::Map(map) => map,
                 _ => return Err(conflict(key)),
             };
             if last {
-                let entry = map
-                    .entry(segment.to_string())
-                    .or_insert_with(|| Param::Value(String::new()));
+                let entry = map.entry(segment.to_string()).or_insert_with(|| Param::Value(String::new()));
                 if !matches!(entry, Param::Value(_)) {
                     return Err(conflict(key));
                 }
                 *entry = Param::Value(value);
                 return Ok(());
             }
-            current = map
-                .entry(segment.to_string())
-                .or_insert_with(|| Param::Map(BTreeMap::new()));
+            current = map.entry(segment.to_string()).or_insert_with(|| Param::Map(BTreeMap::new()));
         }
         Ok(())
     }
@@ -199,23 +174,14 @@ pub enum TimeOrNow {
 }
 
 fn conflict(key: &str) -> ApiError {
-    ApiError::invalid_request(
-        Some(key),
-        format!("Invalid parameter `{key}`: it was sent both as a value and as a hash or array."),
-    )
+    ApiError::invalid_request(Some(key), format!("Invalid parameter `{key}`: it was sent both as a value and as a hash or array."))
 }
 
 /// `items[0][price]` → (`items`, [`0`, `price`]). Rejects unbalanced brackets.
 fn split_key(key: &str) -> Result<(&str, Vec<&str>), ApiError> {
     let bad = || ApiError::invalid_request(Some(key), format!("Invalid parameter name `{key}`."));
     let (base, mut rest) = match key.find('[') {
-        None => {
-            return if key.is_empty() || key.contains(']') {
-                Err(bad())
-            } else {
-                Ok((key, Vec::new()))
-            }
-        }
+        None => return if key.is_empty() || key.contains(']') { Err(bad()) } else { Ok((key, Vec::new())) },
         Some(i) => (&key[..i], &key[i..]),
     };
     if base.is_empty() || base.contains(']') {
@@ -240,57 +206,31 @@ fn decode_component(raw: &str) -> Result<String, ApiError> {
     percent_decode_str(&spaced)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| {
-            ApiError::invalid_request(
-                None,
-                "Request body is not valid UTF-8 after percent-decoding.",
-            )
-        })
+        .map_err(|_| ApiError::invalid_request(None, "Request body is not valid UTF-8 after percent-decoding."))
 }
 
 /// Helpers over a nested hash, with the full parameter name for error messages.
-pub fn map_str<'a>(
-    map: &'a BTreeMap<String, Param>,
-    key: &str,
-    name: &str,
-) -> Result<Option<&'a str>, ApiError> {
+pub fn map_str<'a>(map: &'a BTreeMap<String, Param>, key: &str, name: &str) -> Result<Option<&'a str>, ApiError> {
     match map.get(key) {
         None => Ok(None),
         Some(Param::Value(v)) => Ok(Some(v.as_str())),
-        Some(_) => Err(ApiError::invalid_request(
-            Some(name),
-            format!("Invalid string: `{name}` must be a string."),
-        )),
+        Some(_) => Err(ApiError::invalid_request(Some(name), format!("Invalid string: `{name}` must be a string."))),
     }
 }
 
-pub fn map_i64(
-    map: &BTreeMap<String, Param>,
-    key: &str,
-    name: &str,
-) -> Result<Option<i64>, ApiError> {
+pub fn map_i64(map: &BTreeMap<String, Param>, key: &str, name: &str) -> Result<Option<i64>, ApiError> {
     match map_str(map, key, name)? {
         None => Ok(None),
-        Some(v) => v
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| ApiError::invalid_request(Some(name), format!("Invalid integer: {v}"))),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| ApiError::invalid_request(Some(name), format!("Invalid integer: {v}"))),
     }
 }
 
-pub fn map_bool(
-    map: &BTreeMap<String, Param>,
-    key: &str,
-    name: &str,
-) -> Result<Option<bool>, ApiError> {
+pub fn map_bool(map: &BTreeMap<String, Param>, key: &str, name: &str) -> Result<Option<bool>, ApiError> {
     match map_str(map, key, name)? {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(v) => Err(ApiError::invalid_request(
-            Some(name),
-            format!("Invalid boolean: {v}"),
-        )),
+        Some(v) => Err(ApiError::invalid_request(Some(name), format!("Invalid boolean: {v}"))),
     }
 }
 
@@ -303,10 +243,7 @@ fn indexed_elements<'a>(p: &'a Param, name: &str) -> Result<Vec<&'a Param>, ApiE
             let mut indexed = Vec::with_capacity(map.len());
             for (k, v) in map {
                 let i: usize = k.parse().map_err(|_| {
-                    ApiError::invalid_request(
-                        Some(name),
-                        format!("Invalid array: `{name}` must be an array (got key `{k}`)."),
-                    )
+                    ApiError::invalid_request(Some(name), format!("Invalid array: `{name}` must be an array (got key `{k}`)."))
                 })?;
                 indexed.push((i, v));
             }
@@ -315,10 +252,7 @@ fn indexed_elements<'a>(p: &'a Param, name: &str) -> Result<Vec<&'a Param>, ApiE
         }
         // An empty string unsets an array (e.g. `default_tax_rates=`).
         Param::Value(v) if v.is_empty() => Ok(Vec::new()),
-        Param::Value(_) => Err(ApiError::invalid_request(
-            Some(name),
-            format!("Invalid array: `{name}` must be an array."),
-        )),
+        Param::Value(_) => Err(ApiError::invalid_request(Some(name), format!("Invalid array: `{name}` must be an array."))),
     }
 }
 
@@ -327,26 +261,17 @@ pub fn param_str_list(p: &Param, name: &str) -> Result<Vec<String>, ApiError> {
         .into_iter()
         .map(|e| match e {
             Param::Value(v) => Ok(v.clone()),
-            _ => Err(ApiError::invalid_request(
-                Some(name),
-                format!("Invalid array: `{name}` must hold strings."),
-            )),
+            _ => Err(ApiError::invalid_request(Some(name), format!("Invalid array: `{name}` must hold strings."))),
         })
         .collect()
 }
 
-pub fn param_map_list<'a>(
-    p: &'a Param,
-    name: &str,
-) -> Result<Vec<&'a BTreeMap<String, Param>>, ApiError> {
+pub fn param_map_list<'a>(p: &'a Param, name: &str) -> Result<Vec<&'a BTreeMap<String, Param>>, ApiError> {
     indexed_elements(p, name)?
         .into_iter()
         .map(|e| match e {
             Param::Map(m) => Ok(m),
-            _ => Err(ApiError::invalid_request(
-                Some(name),
-                format!("Invalid array: `{name}` must hold hashes."),
-            )),
+            _ => Err(ApiError::invalid_request(Some(name), format!("Invalid array: `{name}` must hold hashes."))),
         })
         .collect()
 }
@@ -369,12 +294,8 @@ mod tests {
     #[test]
     fn nested_hashes() {
         let p = Params::parse("a[b][c]=1&a[b][d]=2&a[e]=3").unwrap();
-        let Param::Map(a) = p.get("a").unwrap() else {
-            panic!("a is not a hash")
-        };
-        let Param::Map(b) = &a["b"] else {
-            panic!("a[b] is not a hash")
-        };
+        let Param::Map(a) = p.get("a").unwrap() else { panic!("a is not a hash") };
+        let Param::Map(b) = &a["b"] else { panic!("a[b] is not a hash") };
         assert_eq!(b["c"], v("1"));
         assert_eq!(b["d"], v("2"));
         assert_eq!(a["e"], v("3"));
@@ -382,10 +303,7 @@ mod tests {
 
     #[test]
     fn indexed_arrays_of_hashes_keep_index_order() {
-        let p = Params::parse(
-            "items[1][price]=y&items[0][price]=x&items[10][price]=z&items[0][quantity]=2",
-        )
-        .unwrap();
+        let p = Params::parse("items[1][price]=y&items[0][price]=x&items[10][price]=z&items[0][quantity]=2").unwrap();
         let items = p.map_list("items").unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(items[0]["price"], v("x"));
@@ -396,8 +314,7 @@ mod tests {
 
     #[test]
     fn appended_arrays() {
-        let p =
-            Params::parse("expand[]=a&expand[]=b.c&lookup_keys[0]=k1&lookup_keys[1]=k2").unwrap();
+        let p = Params::parse("expand[]=a&expand[]=b.c&lookup_keys[0]=k1&lookup_keys[1]=k2").unwrap();
         assert_eq!(p.str_list("expand").unwrap(), vec!["a", "b.c"]);
         assert_eq!(p.str_list("lookup_keys").unwrap(), vec!["k1", "k2"]);
         assert!(p.str_list("absent").unwrap().is_empty());
@@ -405,10 +322,7 @@ mod tests {
 
     #[test]
     fn percent_and_plus_decoding() {
-        let p = Params::parse(
-            "email=a%2Bb%40example.com&name=Jo+Smith&metadata%5Buser_id%5D=u%201&q=%E2%82%AC",
-        )
-        .unwrap();
+        let p = Params::parse("email=a%2Bb%40example.com&name=Jo+Smith&metadata%5Buser_id%5D=u%201&q=%E2%82%AC").unwrap();
         assert_eq!(p.str("email").unwrap(), Some("a+b@example.com"));
         assert_eq!(p.str("name").unwrap(), Some("Jo Smith"));
         let m = hash(&p, "metadata");
@@ -433,17 +347,7 @@ mod tests {
 
     #[test]
     fn malformed_input_is_a_400_not_a_panic() {
-        for bad in [
-            "a[b=1",
-            "[x]=1",
-            "a]b=1",
-            "a[b]c=1",
-            "a=1&a[b]=2",
-            "a[b]=2&a=1",
-            "a[][b]=1",
-            "a[x[y]]=1",
-            "%FF=1",
-        ] {
+        for bad in ["a[b=1", "[x]=1", "a]b=1", "a[b]c=1", "a=1&a[b]=2", "a[b]=2&a=1", "a[][b]=1", "a[x[y]]=1", "%FF=1"] {
             let err = Params::parse(bad).expect_err(bad);
             assert_eq!(err.status.as_u16(), 400, "{bad}");
         }
@@ -454,22 +358,12 @@ mod tests {
 
     #[test]
     fn typed_accessors_report_the_param() {
-        let p =
-            Params::parse("limit=abc&cancel_at_period_end=yes&items[0]=x&trial_end=now").unwrap();
+        let p = Params::parse("limit=abc&cancel_at_period_end=yes&items[0]=x&trial_end=now").unwrap();
         assert_eq!(p.i64("limit").unwrap_err().param.as_deref(), Some("limit"));
-        assert_eq!(
-            p.bool("cancel_at_period_end").unwrap_err().param.as_deref(),
-            Some("cancel_at_period_end")
-        );
+        assert_eq!(p.bool("cancel_at_period_end").unwrap_err().param.as_deref(), Some("cancel_at_period_end"));
         assert!(p.map_list("items").is_err());
-        assert_eq!(
-            p.timestamp_or_now("trial_end", 42).unwrap(),
-            Some(TimeOrNow::Now(42))
-        );
-        assert_eq!(
-            p.required_str("customer").unwrap_err().param.as_deref(),
-            Some("customer")
-        );
+        assert_eq!(p.timestamp_or_now("trial_end", 42).unwrap(), Some(TimeOrNow::Now(42)));
+        assert_eq!(p.required_str("customer").unwrap_err().param.as_deref(), Some("customer"));
     }
 
     #[test]
@@ -479,18 +373,10 @@ mod tests {
         let p = Params::parse(body).unwrap();
         assert_eq!(p.str("customer").unwrap(), Some("cus_1"));
         let items = p.map_list("items").unwrap();
-        assert_eq!(
-            (items[0]["price"].clone(), items[1]["price"].clone()),
-            (v("price_a"), v("price_b"))
-        );
-        assert_eq!(
-            p.str_list("expand").unwrap(),
-            vec!["latest_invoice", "latest_invoice.payments"]
-        );
+        assert_eq!((items[0]["price"].clone(), items[1]["price"].clone()), (v("price_a"), v("price_b")));
+        assert_eq!(p.str_list("expand").unwrap(), vec!["latest_invoice", "latest_invoice.payments"]);
         let ts = hash(&p, "trial_settings");
-        let Param::Map(eb) = &ts["end_behavior"] else {
-            panic!()
-        };
+        let Param::Map(eb) = &ts["end_behavior"] else { panic!() };
         assert_eq!(eb["missing_payment_method"], v("cancel"));
     }
 }

@@ -24,13 +24,7 @@ pub fn new_id(prefix: &str) -> String {
 /// Random upper-case hex of `len` characters (invoice prefixes, card fingerprints).
 pub fn random_hex_upper(len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| {
-            char::from_digit(rng.gen_range(0..16), 16)
-                .unwrap_or('0')
-                .to_ascii_uppercase()
-        })
-        .collect()
+    (0..len).map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0').to_ascii_uppercase()).collect()
 }
 
 #[cfg(test)]

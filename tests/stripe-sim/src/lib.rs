@@ -37,9 +37,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{
-    ChaosConfig, DunningFinalAction, Fault, SimConfig, WebhookEndpointConfig, WebhookRetry,
-};
+pub use config::{ChaosConfig, DunningFinalAction, Fault, SimConfig, WebhookEndpointConfig, WebhookRetry};
 pub use error::{ApiError, ErrorType};
 pub use fixtures::fixture_keys;
 pub use resources::events::API_VERSION;
@@ -54,10 +52,7 @@ use webhooks::Dispatcher;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("could not bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("invalid webhook endpoint: {0}")]
     InvalidEndpoint(String),
 }
@@ -85,33 +80,20 @@ pub struct SimHandle {
 /// background task of the current tokio runtime.
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| SimError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SimError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SimError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind { addr, source })?;
     let base_url = format!("http://{addr}");
-    let dispatcher = Arc::new(Dispatcher::new(
-        tokio::runtime::Handle::current(),
-        config.webhook_retry.clone(),
-        config.chaos.clone(),
-    ));
+    let dispatcher = Arc::new(Dispatcher::new(tokio::runtime::Handle::current(), config.webhook_retry.clone(), config.chaos.clone()));
     let config = Arc::new(config);
     let mut sim = Sim::new(config.clone(), base_url.clone(), dispatcher.clone());
     for endpoint in &config.webhook_endpoints {
-        resources::webhook_endpoints::insert(&mut sim, endpoint)
-            .map_err(|e| SimError::InvalidEndpoint(e.message))?;
+        resources::webhook_endpoints::insert(&mut sim, endpoint).map_err(|e| SimError::InvalidEndpoint(e.message))?;
     }
     if config.seed_prices {
         seed::seed_prices(&mut sim);
     }
-    let app = Arc::new(App {
-        sim: Mutex::new(sim),
-        fault: Mutex::new(None),
-        counts: Mutex::new(BTreeMap::new()),
-        total: AtomicU64::new(0),
-    });
+    let app =
+        Arc::new(App { sim: Mutex::new(sim), fault: Mutex::new(None), counts: Mutex::new(BTreeMap::new()), total: AtomicU64::new(0) });
     let (tx, rx) = oneshot::channel::<()>();
     let router = server::router(app.clone());
     let server = tokio::spawn(async move {
@@ -125,15 +107,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         }
     });
     tracing::info!(%base_url, "stripe-sim listening");
-    Ok(SimHandle {
-        addr,
-        base_url,
-        secret_key: config.secret_key.clone(),
-        app,
-        dispatcher,
-        shutdown: Some(tx),
-        server: Some(server),
-    })
+    Ok(SimHandle { addr, base_url, secret_key: config.secret_key.clone(), app, dispatcher, shutdown: Some(tx), server: Some(server) })
 }
 
 impl SimHandle {
@@ -153,18 +127,10 @@ impl SimHandle {
 
     /// Registers a webhook endpoint without going through the API. Events emitted from
     /// now on are delivered to it.
-    pub fn add_webhook_endpoint(
-        &self,
-        endpoint: WebhookEndpointConfig,
-    ) -> Result<RegisteredEndpoint, SimError> {
+    pub fn add_webhook_endpoint(&self, endpoint: WebhookEndpointConfig) -> Result<RegisteredEndpoint, SimError> {
         let mut sim = self.app.sim();
-        let e = resources::webhook_endpoints::insert(&mut sim, &endpoint)
-            .map_err(|e| SimError::InvalidEndpoint(e.message))?;
-        Ok(RegisteredEndpoint {
-            id: e.id,
-            url: e.url,
-            secret: e.secret,
-        })
+        let e = resources::webhook_endpoints::insert(&mut sim, &endpoint).map_err(|e| SimError::InvalidEndpoint(e.message))?;
+        Ok(RegisteredEndpoint { id: e.id, url: e.url, secret: e.secret })
     }
 
     /// Removes an endpoint; deliveries already queued still go out. False if unknown.
@@ -202,31 +168,17 @@ impl SimHandle {
 
     /// Requests per route, keyed like `"POST /v1/customers"` or `"GET /v1/customers/{id}"`.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
-        self.app
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.app.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Requests to one route (see [`SimHandle::request_counts`] for the key format).
     pub fn request_count_for(&self, route: &str) -> u64 {
-        self.app
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(route)
-            .copied()
-            .unwrap_or(0)
+        self.app.counts.lock().unwrap_or_else(|e| e.into_inner()).get(route).copied().unwrap_or(0)
     }
 
     pub fn reset_request_counts(&self) {
         self.app.total.store(0, Ordering::Relaxed);
-        self.app
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.app.counts.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Creates the LogiScore catalogue (`price_premium_monthly`, `price_enterprise_monthly`).

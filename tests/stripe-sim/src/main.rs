@@ -37,22 +37,13 @@ fn env_flag(name: &str) -> bool {
 }
 
 fn parse_args() -> Result<Option<SimConfig>, String> {
-    let mut config = SimConfig {
-        port: 12111,
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig { port: 12111, ..SimConfig::default() };
     if let Ok(port) = std::env::var("STRIPE_SIM_PORT") {
-        config.port = port
-            .parse()
-            .map_err(|_| format!("STRIPE_SIM_PORT is not a port: {port}"))?;
+        config.port = port.parse().map_err(|_| format!("STRIPE_SIM_PORT is not a port: {port}"))?;
     }
     config.seed_prices = env_flag("STRIPE_SIM_SEED_PRICES");
-    let mut webhook_url = std::env::var("STRIPE_SIM_WEBHOOK_URL")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let mut webhook_secret = std::env::var("STRIPE_SIM_WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let mut webhook_url = std::env::var("STRIPE_SIM_WEBHOOK_URL").ok().filter(|s| !s.is_empty());
+    let mut webhook_secret = std::env::var("STRIPE_SIM_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty());
     let mut webhook_events = vec!["*".to_string()];
     let mut chaos = env_flag("STRIPE_SIM_CHAOS");
     let mut chaos_seed = ChaosConfig::default().seed;
@@ -65,10 +56,7 @@ fn parse_args() -> Result<Option<SimConfig>, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -80,62 +68,40 @@ fn parse_args() -> Result<Option<SimConfig>, String> {
             "--webhook-url" => webhook_url = Some(value("--webhook-url")?),
             "--webhook-secret" => webhook_secret = Some(value("--webhook-secret")?),
             "--webhook-events" => {
-                webhook_events = value("--webhook-events")?
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
+                webhook_events = value("--webhook-events")?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
             }
             "--chaos" => chaos = true,
             "--chaos-seed" => {
                 let v = value("--chaos-seed")?;
-                chaos_seed = v
-                    .parse()
-                    .map_err(|_| format!("--chaos-seed: not a number: {v}"))?;
+                chaos_seed = v.parse().map_err(|_| format!("--chaos-seed: not a number: {v}"))?;
             }
             "--retry-days" => {
                 let v = value("--retry-days")?;
                 config.retry_schedule = v
                     .split(',')
                     .filter(|s| !s.trim().is_empty())
-                    .map(|d| {
-                        d.trim()
-                            .parse::<u64>()
-                            .map(|d| Duration::from_secs(d * 86_400))
-                    })
+                    .map(|d| d.trim().parse::<u64>().map(|d| Duration::from_secs(d * 86_400)))
                     .collect::<Result<_, _>>()
-                    .map_err(|_| {
-                        format!("--retry-days: expected comma-separated whole days, got {v}")
-                    })?;
+                    .map_err(|_| format!("--retry-days: expected comma-separated whole days, got {v}"))?;
             }
             "--after-retries" => {
                 config.dunning_final_action = match value("--after-retries")?.as_str() {
                     "cancel" => DunningFinalAction::Cancel,
                     "unpaid" => DunningFinalAction::MarkUnpaid,
                     "past_due" => DunningFinalAction::LeavePastDue,
-                    other => {
-                        return Err(format!(
-                            "--after-retries: expected cancel, unpaid or past_due, got {other}"
-                        ))
-                    }
+                    other => return Err(format!("--after-retries: expected cancel, unpaid or past_due, got {other}")),
                 }
             }
             other => return Err(format!("unknown argument: {other}")),
         }
     }
     if chaos {
-        config.chaos = Some(ChaosConfig {
-            seed: chaos_seed,
-            ..ChaosConfig::default()
-        });
+        config.chaos = Some(ChaosConfig { seed: chaos_seed, ..ChaosConfig::default() });
     }
     match (webhook_url, webhook_secret) {
-        (Some(url), secret) => config.webhook_endpoints.push(WebhookEndpointConfig {
-            url,
-            secret,
-            enabled_events: webhook_events,
-            chaos: None,
-        }),
+        (Some(url), secret) => {
+            config.webhook_endpoints.push(WebhookEndpointConfig { url, secret, enabled_events: webhook_events, chaos: None })
+        }
         (None, Some(_)) => return Err("--webhook-secret needs --webhook-url".into()),
         (None, None) => {}
     }
@@ -159,15 +125,10 @@ fn main() -> ExitCode {
         // Colour only on a terminal; `make dev` logs and CI logs stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stripe-sim: cannot start the runtime: {e}");

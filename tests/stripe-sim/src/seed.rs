@@ -23,20 +23,8 @@ pub const ENTERPRISE_MONTHLY: &str = "price_enterprise_monthly";
 /// No events are emitted: this is setup, not API traffic.
 pub(crate) fn seed_prices(sim: &mut Sim) -> SeededPrices {
     let catalogue = [
-        (
-            "prod_logiscore_premium",
-            "LogiScore Premium",
-            PREMIUM_MONTHLY,
-            "premium_monthly",
-            999,
-        ),
-        (
-            "prod_logiscore_enterprise",
-            "LogiScore Enterprise",
-            ENTERPRISE_MONTHLY,
-            "enterprise_monthly",
-            4999,
-        ),
+        ("prod_logiscore_premium", "LogiScore Premium", PREMIUM_MONTHLY, "premium_monthly", 999),
+        ("prod_logiscore_enterprise", "LogiScore Enterprise", ENTERPRISE_MONTHLY, "enterprise_monthly", 4999),
     ];
     for (product, name, price, lookup_key, amount) in catalogue {
         if !sim.products.contains_key(product) {
@@ -44,11 +32,7 @@ pub(crate) fn seed_prices(sim: &mut Sim) -> SeededPrices {
         }
         if !sim.prices.contains_key(price) {
             // The lookup key moves to the seeded price if an API-created one had it.
-            for p in sim
-                .prices
-                .values_mut()
-                .filter(|p| p.lookup_key.as_deref() == Some(lookup_key))
-            {
+            for p in sim.prices.values_mut().filter(|p| p.lookup_key.as_deref() == Some(lookup_key)) {
                 p.lookup_key = None;
             }
             let seq = sim.next_seq();
@@ -61,10 +45,7 @@ pub(crate) fn seed_prices(sim: &mut Sim) -> SeededPrices {
                     product: product.to_string(),
                     currency: "usd".to_string(),
                     unit_amount: amount,
-                    recurring: Some(Recurring {
-                        interval: Interval::Month,
-                        interval_count: 1,
-                    }),
+                    recurring: Some(Recurring { interval: Interval::Month, interval_count: 1 }),
                     lookup_key: Some(lookup_key.to_string()),
                     nickname: Some(name.to_string()),
                     active: true,

@@ -21,8 +21,7 @@ use crate::error::ApiError;
 use crate::form::Params;
 use crate::ids::random_id;
 use crate::resources::{
-    self, customers, events, invoices, payment_methods, products, subscriptions, test_clocks,
-    webhook_endpoints, Ctx, Handler,
+    self, customers, events, invoices, payment_methods, products, subscriptions, test_clocks, webhook_endpoints, Ctx, Handler,
 };
 use crate::state::{IdempotentResponse, RequestInfo, Sim};
 
@@ -44,12 +43,7 @@ impl App {
 
     fn count(&self, route: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(route.to_string())
-            .or_insert(0) += 1;
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(route.to_string()).or_insert(0) += 1;
     }
 
     /// The status to fail this request with, consuming one use of a counted fault.
@@ -59,14 +53,7 @@ impl App {
             None => return None,
             Some(Fault::Status(s)) => s,
             Some(Fault::StatusTimes { status, times }) => {
-                *fault = if times > 1 {
-                    Some(Fault::StatusTimes {
-                        status,
-                        times: times - 1,
-                    })
-                } else {
-                    None
-                };
+                *fault = if times > 1 { Some(Fault::StatusTimes { status, times: times - 1 }) } else { None };
                 if times == 0 {
                     return None;
                 }
@@ -88,182 +75,83 @@ struct Route {
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
-    let segments: Vec<String> = path
-        .trim_end_matches('/')
-        .split('/')
-        .skip(1)
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let segments: Vec<String> =
+        path.trim_end_matches('/').split('/').skip(1).map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = method.as_str();
     let r = |name: &'static str, handler: Handler, ids: &[&str]| {
-        Some(Route {
-            name,
-            handler,
-            ids: ids.iter().map(|s| s.to_string()).collect(),
-        })
+        Some(Route { name, handler, ids: ids.iter().map(|s| s.to_string()).collect() })
     };
     match (m, seg.as_slice()) {
         ("POST", ["v1", "customers"]) => r("POST /v1/customers", customers::create, &[]),
         ("GET", ["v1", "customers"]) => r("GET /v1/customers", customers::list, &[]),
-        ("GET", ["v1", "customers", "search"]) => {
-            r("GET /v1/customers/search", customers::search, &[])
-        }
+        ("GET", ["v1", "customers", "search"]) => r("GET /v1/customers/search", customers::search, &[]),
         ("GET", ["v1", "customers", id]) => r("GET /v1/customers/{id}", customers::retrieve, &[id]),
         ("POST", ["v1", "customers", id]) => r("POST /v1/customers/{id}", customers::update, &[id]),
-        ("DELETE", ["v1", "customers", id]) => {
-            r("DELETE /v1/customers/{id}", customers::delete, &[id])
+        ("DELETE", ["v1", "customers", id]) => r("DELETE /v1/customers/{id}", customers::delete, &[id]),
+        ("GET", ["v1", "customers", id, "payment_methods"]) => {
+            r("GET /v1/customers/{id}/payment_methods", customers::list_payment_methods, &[id])
         }
-        ("GET", ["v1", "customers", id, "payment_methods"]) => r(
-            "GET /v1/customers/{id}/payment_methods",
-            customers::list_payment_methods,
-            &[id],
-        ),
 
-        ("POST", ["v1", "payment_methods"]) => {
-            r("POST /v1/payment_methods", payment_methods::create, &[])
-        }
-        ("GET", ["v1", "payment_methods"]) => {
-            r("GET /v1/payment_methods", payment_methods::list, &[])
-        }
-        ("GET", ["v1", "payment_methods", id]) => r(
-            "GET /v1/payment_methods/{id}",
-            payment_methods::retrieve,
-            &[id],
-        ),
-        ("POST", ["v1", "payment_methods", id, "attach"]) => r(
-            "POST /v1/payment_methods/{id}/attach",
-            payment_methods::attach,
-            &[id],
-        ),
-        ("POST", ["v1", "payment_methods", id, "detach"]) => r(
-            "POST /v1/payment_methods/{id}/detach",
-            payment_methods::detach,
-            &[id],
-        ),
+        ("POST", ["v1", "payment_methods"]) => r("POST /v1/payment_methods", payment_methods::create, &[]),
+        ("GET", ["v1", "payment_methods"]) => r("GET /v1/payment_methods", payment_methods::list, &[]),
+        ("GET", ["v1", "payment_methods", id]) => r("GET /v1/payment_methods/{id}", payment_methods::retrieve, &[id]),
+        ("POST", ["v1", "payment_methods", id, "attach"]) => r("POST /v1/payment_methods/{id}/attach", payment_methods::attach, &[id]),
+        ("POST", ["v1", "payment_methods", id, "detach"]) => r("POST /v1/payment_methods/{id}/detach", payment_methods::detach, &[id]),
 
         ("POST", ["v1", "products"]) => r("POST /v1/products", products::create_product, &[]),
         ("GET", ["v1", "products"]) => r("GET /v1/products", products::list_products, &[]),
-        ("GET", ["v1", "products", id]) => {
-            r("GET /v1/products/{id}", products::retrieve_product, &[id])
-        }
-        ("POST", ["v1", "products", id]) => {
-            r("POST /v1/products/{id}", products::update_product, &[id])
-        }
+        ("GET", ["v1", "products", id]) => r("GET /v1/products/{id}", products::retrieve_product, &[id]),
+        ("POST", ["v1", "products", id]) => r("POST /v1/products/{id}", products::update_product, &[id]),
         ("POST", ["v1", "prices"]) => r("POST /v1/prices", products::create_price, &[]),
         ("GET", ["v1", "prices"]) => r("GET /v1/prices", products::list_prices, &[]),
         ("GET", ["v1", "prices", id]) => r("GET /v1/prices/{id}", products::retrieve_price, &[id]),
         ("POST", ["v1", "prices", id]) => r("POST /v1/prices/{id}", products::update_price, &[id]),
 
-        ("POST", ["v1", "subscriptions"]) => {
-            r("POST /v1/subscriptions", subscriptions::create, &[])
-        }
+        ("POST", ["v1", "subscriptions"]) => r("POST /v1/subscriptions", subscriptions::create, &[]),
         ("GET", ["v1", "subscriptions"]) => r("GET /v1/subscriptions", subscriptions::list, &[]),
-        ("GET", ["v1", "subscriptions", id]) => {
-            r("GET /v1/subscriptions/{id}", subscriptions::retrieve, &[id])
-        }
-        ("POST", ["v1", "subscriptions", id]) => {
-            r("POST /v1/subscriptions/{id}", subscriptions::update, &[id])
-        }
-        ("DELETE", ["v1", "subscriptions", id]) => r(
-            "DELETE /v1/subscriptions/{id}",
-            subscriptions::cancel,
-            &[id],
-        ),
-        ("POST", ["v1", "subscriptions", id, "resume"]) => r(
-            "POST /v1/subscriptions/{id}/resume",
-            subscriptions::resume,
-            &[id],
-        ),
+        ("GET", ["v1", "subscriptions", id]) => r("GET /v1/subscriptions/{id}", subscriptions::retrieve, &[id]),
+        ("POST", ["v1", "subscriptions", id]) => r("POST /v1/subscriptions/{id}", subscriptions::update, &[id]),
+        ("DELETE", ["v1", "subscriptions", id]) => r("DELETE /v1/subscriptions/{id}", subscriptions::cancel, &[id]),
+        ("POST", ["v1", "subscriptions", id, "resume"]) => r("POST /v1/subscriptions/{id}/resume", subscriptions::resume, &[id]),
 
         ("GET", ["v1", "invoices"]) => r("GET /v1/invoices", invoices::list, &[]),
         ("GET", ["v1", "invoices", id]) => r("GET /v1/invoices/{id}", invoices::retrieve, &[id]),
-        ("GET", ["v1", "invoices", id, "lines"]) => {
-            r("GET /v1/invoices/{id}/lines", invoices::lines, &[id])
+        ("GET", ["v1", "invoices", id, "lines"]) => r("GET /v1/invoices/{id}/lines", invoices::lines, &[id]),
+        ("POST", ["v1", "invoices", id, "pay"]) => r("POST /v1/invoices/{id}/pay", invoices::pay, &[id]),
+        ("POST", ["v1", "invoices", id, "void"]) => r("POST /v1/invoices/{id}/void", invoices::void, &[id]),
+        ("POST", ["v1", "invoices", id, "mark_uncollectible"]) => {
+            r("POST /v1/invoices/{id}/mark_uncollectible", invoices::mark_uncollectible, &[id])
         }
-        ("POST", ["v1", "invoices", id, "pay"]) => {
-            r("POST /v1/invoices/{id}/pay", invoices::pay, &[id])
+        ("GET", ["v1", "invoiceitems"]) => r("GET /v1/invoiceitems", invoices::list_invoice_items, &[]),
+        ("GET", ["v1", "payment_intents", id]) => r("GET /v1/payment_intents/{id}", invoices::retrieve_payment_intent, &[id]),
+        ("POST", ["v1", "payment_intents", id, "confirm"]) => {
+            r("POST /v1/payment_intents/{id}/confirm", invoices::confirm_payment_intent, &[id])
         }
-        ("POST", ["v1", "invoices", id, "void"]) => {
-            r("POST /v1/invoices/{id}/void", invoices::void, &[id])
-        }
-        ("POST", ["v1", "invoices", id, "mark_uncollectible"]) => r(
-            "POST /v1/invoices/{id}/mark_uncollectible",
-            invoices::mark_uncollectible,
-            &[id],
-        ),
-        ("GET", ["v1", "invoiceitems"]) => {
-            r("GET /v1/invoiceitems", invoices::list_invoice_items, &[])
-        }
-        ("GET", ["v1", "payment_intents", id]) => r(
-            "GET /v1/payment_intents/{id}",
-            invoices::retrieve_payment_intent,
-            &[id],
-        ),
-        ("POST", ["v1", "payment_intents", id, "confirm"]) => r(
-            "POST /v1/payment_intents/{id}/confirm",
-            invoices::confirm_payment_intent,
-            &[id],
-        ),
 
         ("GET", ["v1", "events"]) => r("GET /v1/events", events::list, &[]),
         ("GET", ["v1", "events", id]) => r("GET /v1/events/{id}", events::retrieve, &[id]),
 
-        ("POST", ["v1", "webhook_endpoints"]) => {
-            r("POST /v1/webhook_endpoints", webhook_endpoints::create, &[])
-        }
-        ("GET", ["v1", "webhook_endpoints"]) => {
-            r("GET /v1/webhook_endpoints", webhook_endpoints::list, &[])
-        }
-        ("GET", ["v1", "webhook_endpoints", id]) => r(
-            "GET /v1/webhook_endpoints/{id}",
-            webhook_endpoints::retrieve,
-            &[id],
-        ),
-        ("POST", ["v1", "webhook_endpoints", id]) => r(
-            "POST /v1/webhook_endpoints/{id}",
-            webhook_endpoints::update,
-            &[id],
-        ),
-        ("DELETE", ["v1", "webhook_endpoints", id]) => r(
-            "DELETE /v1/webhook_endpoints/{id}",
-            webhook_endpoints::delete,
-            &[id],
-        ),
+        ("POST", ["v1", "webhook_endpoints"]) => r("POST /v1/webhook_endpoints", webhook_endpoints::create, &[]),
+        ("GET", ["v1", "webhook_endpoints"]) => r("GET /v1/webhook_endpoints", webhook_endpoints::list, &[]),
+        ("GET", ["v1", "webhook_endpoints", id]) => r("GET /v1/webhook_endpoints/{id}", webhook_endpoints::retrieve, &[id]),
+        ("POST", ["v1", "webhook_endpoints", id]) => r("POST /v1/webhook_endpoints/{id}", webhook_endpoints::update, &[id]),
+        ("DELETE", ["v1", "webhook_endpoints", id]) => r("DELETE /v1/webhook_endpoints/{id}", webhook_endpoints::delete, &[id]),
 
-        ("POST", ["v1", "test_helpers", "test_clocks"]) => r(
-            "POST /v1/test_helpers/test_clocks",
-            test_clocks::create,
-            &[],
-        ),
-        ("GET", ["v1", "test_helpers", "test_clocks"]) => {
-            r("GET /v1/test_helpers/test_clocks", test_clocks::list, &[])
+        ("POST", ["v1", "test_helpers", "test_clocks"]) => r("POST /v1/test_helpers/test_clocks", test_clocks::create, &[]),
+        ("GET", ["v1", "test_helpers", "test_clocks"]) => r("GET /v1/test_helpers/test_clocks", test_clocks::list, &[]),
+        ("GET", ["v1", "test_helpers", "test_clocks", id]) => r("GET /v1/test_helpers/test_clocks/{id}", test_clocks::retrieve, &[id]),
+        ("DELETE", ["v1", "test_helpers", "test_clocks", id]) => r("DELETE /v1/test_helpers/test_clocks/{id}", test_clocks::delete, &[id]),
+        ("POST", ["v1", "test_helpers", "test_clocks", id, "advance"]) => {
+            r("POST /v1/test_helpers/test_clocks/{id}/advance", test_clocks::advance, &[id])
         }
-        ("GET", ["v1", "test_helpers", "test_clocks", id]) => r(
-            "GET /v1/test_helpers/test_clocks/{id}",
-            test_clocks::retrieve,
-            &[id],
-        ),
-        ("DELETE", ["v1", "test_helpers", "test_clocks", id]) => r(
-            "DELETE /v1/test_helpers/test_clocks/{id}",
-            test_clocks::delete,
-            &[id],
-        ),
-        ("POST", ["v1", "test_helpers", "test_clocks", id, "advance"]) => r(
-            "POST /v1/test_helpers/test_clocks/{id}/advance",
-            test_clocks::advance,
-            &[id],
-        ),
         _ => None,
     }
 }
 
 /// Accepts any test-mode secret key (`sk_test_…`, or a restricted `rk_test_…`).
 fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(ApiError::unauthorized(
             "You did not provide an API key. You need to provide your API key in the Authorization header, \
              using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
@@ -274,14 +162,7 @@ fn check_auth(headers: &HeaderMap) -> Result<(), ApiError> {
     if test_key {
         return Ok(());
     }
-    let shown: String = key
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let shown: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     Err(ApiError::unauthorized(format!(
         "Invalid API Key provided: ****{shown}. stripe-sim accepts test-mode secret keys (sk_test_…) with Bearer auth only."
     )))
@@ -291,29 +172,18 @@ fn json_response(status: StatusCode, body: bytes::Bytes, request_id: &str) -> Re
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("request-id", v);
     }
-    h.insert(
-        "stripe-version",
-        HeaderValue::from_static(events::API_VERSION),
-    );
+    h.insert("stripe-version", HeaderValue::from_static(events::API_VERSION));
     resp
 }
 
 fn error_response(e: &ApiError, request_id: &str) -> Response {
-    let mut resp = json_response(
-        e.status,
-        bytes::Bytes::from(e.body(request_id).to_string()),
-        request_id,
-    );
+    let mut resp = json_response(e.status, bytes::Bytes::from(e.body(request_id).to_string()), request_id);
     if e.should_retry {
-        resp.headers_mut()
-            .insert("stripe-should-retry", HeaderValue::from_static("true"));
+        resp.headers_mut().insert("stripe-should-retry", HeaderValue::from_static("true"));
     }
     resp
 }
@@ -324,24 +194,9 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     let request_id = random_id("req", 14);
     let route = route(&method, &path);
-    app.count(
-        &route
-            .as_ref()
-            .map(|r| r.name.to_string())
-            .unwrap_or_else(|| format!("{method} {path}")),
-    );
+    app.count(&route.as_ref().map(|r| r.name.to_string()).unwrap_or_else(|| format!("{method} {path}")));
 
-    let response = serve(
-        &app,
-        &method,
-        &path,
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        route,
-        &request_id,
-    )
-    .await;
+    let response = serve(&app, &method, &path, parts.uri.query(), &parts.headers, body, route, &request_id).await;
     tracing::info!(%method, %path, status = response.status().as_u16(), request_id, "request");
     response
 }
@@ -369,21 +224,12 @@ async fn serve(
         return error_response(&e, request_id);
     }
     let Some(route) = route else {
-        return error_response(
-            &ApiError::unrecognized_url(method.as_str(), path),
-            request_id,
-        );
+        return error_response(&ApiError::unrecognized_url(method.as_str(), path), request_id);
     };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return error_response(
-                &ApiError::invalid_request(
-                    None,
-                    "The request body is too large or could not be read.",
-                ),
-                request_id,
-            )
+            return error_response(&ApiError::invalid_request(None, "The request body is too large or could not be read."), request_id)
         }
     };
     let params = match parse_params(query, &body) {
@@ -401,10 +247,7 @@ async fn serve(
             Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_string()),
             Some(_) => {
                 return error_response(
-                    &ApiError::invalid_request(
-                        None,
-                        "Idempotency-Key must be a non-empty string of at most 255 characters.",
-                    ),
+                    &ApiError::invalid_request(None, "Idempotency-Key must be a non-empty string of at most 255 characters."),
                     request_id,
                 )
             }
@@ -413,10 +256,7 @@ async fn serve(
         None
     };
     let fingerprint = format!("{method} {path} {params:?}");
-    let ctx = Ctx {
-        params,
-        ids: route.ids,
-    };
+    let ctx = Ctx { params, ids: route.ids };
 
     let mut sim = app.sim();
     if let Some(key) = &idempotency_key {
@@ -426,18 +266,14 @@ async fn serve(
             }
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             let mut resp = json_response(status, stored.body.clone(), request_id);
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             if let Ok(v) = HeaderValue::from_str(key) {
                 resp.headers_mut().insert("idempotency-key", v);
             }
             return resp;
         }
     }
-    sim.request = RequestInfo {
-        id: Some(request_id.to_string()),
-        idempotency_key: idempotency_key.clone(),
-    };
+    sim.request = RequestInfo { id: Some(request_id.to_string()), idempotency_key: idempotency_key.clone() };
     let result = (route.handler)(&mut sim, &ctx).and_then(|mut value| {
         resources::expand(&sim, &mut value, &expand)?;
         Ok(value)
@@ -445,24 +281,13 @@ async fn serve(
     sim.request = RequestInfo::default();
     let (status, body, error) = match result {
         Ok(v) => (StatusCode::OK, bytes::Bytes::from(v.to_string()), None),
-        Err(e) => (
-            e.status,
-            bytes::Bytes::from(e.body(request_id).to_string()),
-            Some(e),
-        ),
+        Err(e) => (e.status, bytes::Bytes::from(e.body(request_id).to_string()), Some(e)),
     };
     // Like Stripe, remember results of requests that ran (success or a card decline), not
     // of requests rejected by validation, so a corrected retry with the same key works.
     if let Some(key) = &idempotency_key {
         if status == StatusCode::OK || status == StatusCode::PAYMENT_REQUIRED {
-            sim.idempotency.insert(
-                key.clone(),
-                IdempotentResponse {
-                    fingerprint,
-                    status: status.as_u16(),
-                    body: body.clone(),
-                },
-            );
+            sim.idempotency.insert(key.clone(), IdempotentResponse { fingerprint, status: status.as_u16(), body: body.clone() });
         }
     }
     drop(sim);
@@ -471,8 +296,7 @@ async fn serve(
         resp.headers_mut().insert("idempotency-key", key);
     }
     if error.is_some_and(|e| e.should_retry) {
-        resp.headers_mut()
-            .insert("stripe-should-retry", HeaderValue::from_static("true"));
+        resp.headers_mut().insert("stripe-should-retry", HeaderValue::from_static("true"));
     }
     resp
 }
@@ -481,9 +305,8 @@ async fn serve(
 fn parse_params(query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
     let mut params = Params::parse(query.unwrap_or(""))?;
     if !body.is_empty() {
-        let text = std::str::from_utf8(body).map_err(|_| {
-            ApiError::invalid_request(None, "The request body must be UTF-8 form encoding.")
-        })?;
+        let text =
+            std::str::from_utf8(body).map_err(|_| ApiError::invalid_request(None, "The request body must be UTF-8 form encoding."))?;
         params.merge(Params::parse(text)?);
     }
     Ok(params)
@@ -508,10 +331,7 @@ fn hosted_invoice(app: &App, id: &str) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -522,11 +342,7 @@ mod tests {
     fn routes_resolve_with_ids() {
         let r = route(&Method::GET, "/v1/customers/search").unwrap();
         assert_eq!(r.name, "GET /v1/customers/search");
-        let r = route(
-            &Method::POST,
-            "/v1/test_helpers/test_clocks/clock_1/advance",
-        )
-        .unwrap();
+        let r = route(&Method::POST, "/v1/test_helpers/test_clocks/clock_1/advance").unwrap();
         assert_eq!(r.ids, vec!["clock_1"]);
         let r = route(&Method::DELETE, "/v1/subscriptions/sub_1/").unwrap();
         assert_eq!(r.name, "DELETE /v1/subscriptions/{id}");
@@ -538,15 +354,9 @@ mod tests {
     fn auth() {
         let mut h = HeaderMap::new();
         assert!(check_auth(&h).is_err());
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer sk_live_123"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_live_123"));
         assert_eq!(check_auth(&h).unwrap_err().status, StatusCode::UNAUTHORIZED);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer sk_test_123"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_test_123"));
         assert!(check_auth(&h).is_ok());
     }
 }

@@ -46,34 +46,19 @@ pub fn test_card(token: &str) -> Option<CardProfile> {
         "pm_card_visa_debit" | "tok_visa_debit" => ("visa", "5556", CardBehavior::Succeeds),
         "pm_card_mastercard" | "tok_mastercard" => ("mastercard", "4444", CardBehavior::Succeeds),
         "pm_card_amex" | "tok_amex" => ("amex", "8431", CardBehavior::Succeeds),
-        "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" | "tok_chargeDeclined" => (
-            "visa",
-            "0002",
-            CardBehavior::DeclinesOnAttach("generic_decline"),
-        ),
-        "pm_card_chargeDeclinedInsufficientFunds" | "tok_chargeDeclinedInsufficientFunds" => (
-            "visa",
-            "9995",
-            CardBehavior::DeclinesOnAttach("insufficient_funds"),
-        ),
-        "pm_card_chargeCustomerFail" | "tok_chargeCustomerFail" => {
-            ("visa", "0341", CardBehavior::ChargesFail("generic_decline"))
+        "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" | "tok_chargeDeclined" => {
+            ("visa", "0002", CardBehavior::DeclinesOnAttach("generic_decline"))
         }
-        "pm_card_authenticationRequired"
-        | "pm_card_threeDSecure2Required"
-        | "tok_authenticationRequired" => ("visa", "3184", CardBehavior::RequiresAuthentication),
+        "pm_card_chargeDeclinedInsufficientFunds" | "tok_chargeDeclinedInsufficientFunds" => {
+            ("visa", "9995", CardBehavior::DeclinesOnAttach("insufficient_funds"))
+        }
+        "pm_card_chargeCustomerFail" | "tok_chargeCustomerFail" => ("visa", "0341", CardBehavior::ChargesFail("generic_decline")),
+        "pm_card_authenticationRequired" | "pm_card_threeDSecure2Required" | "tok_authenticationRequired" => {
+            ("visa", "3184", CardBehavior::RequiresAuthentication)
+        }
         _ => return None,
     };
-    Some(CardProfile {
-        brand,
-        last4,
-        funding: if token.contains("debit") {
-            "debit"
-        } else {
-            "credit"
-        },
-        behavior,
-    })
+    Some(CardProfile { brand, last4, funding: if token.contains("debit") { "debit" } else { "credit" }, behavior })
 }
 
 #[derive(Debug, Clone)]
@@ -249,10 +234,7 @@ pub struct Subscription {
 impl Subscription {
     /// All items share one period (the sim requires one interval per subscription).
     pub fn period(&self) -> (i64, i64) {
-        self.items
-            .first()
-            .map(|i| (i.current_period_start, i.current_period_end))
-            .unwrap_or((self.start_date, self.start_date))
+        self.items.first().map(|i| (i.current_period_start, i.current_period_end)).unwrap_or((self.start_date, self.start_date))
     }
 }
 
@@ -277,15 +259,9 @@ impl InvoiceStatus {
     }
 
     pub fn parse(s: &str) -> Option<InvoiceStatus> {
-        [
-            InvoiceStatus::Draft,
-            InvoiceStatus::Open,
-            InvoiceStatus::Paid,
-            InvoiceStatus::Uncollectible,
-            InvoiceStatus::Void,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [InvoiceStatus::Draft, InvoiceStatus::Open, InvoiceStatus::Paid, InvoiceStatus::Uncollectible, InvoiceStatus::Void]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -448,11 +424,7 @@ pub struct WebhookEndpoint {
 
 impl WebhookEndpoint {
     pub fn wants(&self, event_type: &str) -> bool {
-        self.enabled
-            && self
-                .enabled_events
-                .iter()
-                .any(|e| e == "*" || e == event_type)
+        self.enabled && self.enabled_events.iter().any(|e| e == "*" || e == event_type)
     }
 }
 
@@ -538,34 +510,17 @@ impl Sim {
 
     /// "Now" for objects in a test clock's world, or the wall clock otherwise.
     pub fn now_in_clock(&self, clock: Option<&str>) -> i64 {
-        clock
-            .and_then(|c| self.test_clocks.get(c))
-            .map(|c| c.frozen_time)
-            .unwrap_or_else(wall_now)
+        clock.and_then(|c| self.test_clocks.get(c)).map(|c| c.frozen_time).unwrap_or_else(wall_now)
     }
 
     pub fn now_for_customer(&self, customer: &str) -> i64 {
-        let clock = self
-            .customers
-            .get(customer)
-            .and_then(|c| c.test_clock.as_deref());
+        let clock = self.customers.get(customer).and_then(|c| c.test_clock.as_deref());
         self.now_in_clock(clock)
     }
 
     /// Records an event and queues it for every endpoint that wants it.
-    pub fn emit(
-        &mut self,
-        type_: &str,
-        object: Value,
-        previous_attributes: Option<Value>,
-        created: i64,
-    ) {
-        let targets: Vec<WebhookEndpoint> = self
-            .webhook_endpoints
-            .values()
-            .filter(|e| e.wants(type_))
-            .cloned()
-            .collect();
+    pub fn emit(&mut self, type_: &str, object: Value, previous_attributes: Option<Value>, created: i64) {
+        let targets: Vec<WebhookEndpoint> = self.webhook_endpoints.values().filter(|e| e.wants(type_)).cloned().collect();
         let event = Event {
             id: new_id("evt"),
             created,
@@ -580,8 +535,7 @@ impl Sim {
         if !targets.is_empty() {
             let body = crate::resources::events::render(&event).to_string();
             for endpoint in &targets {
-                self.dispatcher
-                    .enqueue(endpoint, &event.id, type_, body.clone());
+                self.dispatcher.enqueue(endpoint, &event.id, type_, body.clone());
             }
         }
         self.event_index.insert(event.id.clone(), self.events.len());

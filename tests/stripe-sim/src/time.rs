@@ -10,10 +10,7 @@ use chrono::{DateTime, Months, TimeDelta};
 
 /// Seconds since the Unix epoch, from the machine's clock.
 pub fn wall_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub const DAY: i64 = 86_400;
@@ -101,14 +98,8 @@ mod tests {
     fn month_end_anchor_clamps_then_recovers() {
         let feb = add_intervals(JAN31, Interval::Month, 1, 1).unwrap();
         let mar = add_intervals(JAN31, Interval::Month, 1, 2).unwrap();
-        assert_eq!(
-            DateTime::from_timestamp(feb, 0).unwrap().to_rfc3339(),
-            "2025-02-28T12:00:00+00:00"
-        );
-        assert_eq!(
-            DateTime::from_timestamp(mar, 0).unwrap().to_rfc3339(),
-            "2025-03-31T12:00:00+00:00"
-        );
+        assert_eq!(DateTime::from_timestamp(feb, 0).unwrap().to_rfc3339(), "2025-02-28T12:00:00+00:00");
+        assert_eq!(DateTime::from_timestamp(mar, 0).unwrap().to_rfc3339(), "2025-03-31T12:00:00+00:00");
     }
 
     #[test]
@@ -119,9 +110,6 @@ mod tests {
         assert_eq!(next_period_end(JAN31, Interval::Month, 1, feb), Some(mar));
         let y = next_period_end(JAN31, Interval::Year, 1, JAN31 + 400 * DAY).unwrap();
         assert_eq!(y, add_intervals(JAN31, Interval::Year, 1, 2).unwrap());
-        assert_eq!(
-            next_period_end(JAN31, Interval::Week, 2, JAN31 + 1),
-            Some(JAN31 + 14 * DAY)
-        );
+        assert_eq!(next_period_end(JAN31, Interval::Week, 2, JAN31 + 1), Some(JAN31 + 14 * DAY));
     }
 }

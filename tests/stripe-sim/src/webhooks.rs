@@ -104,11 +104,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
-        runtime: tokio::runtime::Handle,
-        retry: WebhookRetry,
-        default_chaos: Option<ChaosConfig>,
-    ) -> Dispatcher {
+    pub fn new(runtime: tokio::runtime::Handle, retry: WebhookRetry, default_chaos: Option<ChaosConfig>) -> Dispatcher {
         let client = reqwest::Client::builder()
             // Receivers are local; an HTTP(S)_PROXY in the environment must not capture them.
             .no_proxy()
@@ -118,12 +114,7 @@ impl Dispatcher {
             .unwrap_or_else(|_| reqwest::Client::new());
         let (pending, _) = watch::channel(0usize);
         Dispatcher {
-            shared: Arc::new(Shared {
-                retry,
-                client,
-                pending,
-                records: Mutex::new(Vec::new()),
-            }),
+            shared: Arc::new(Shared { retry, client, pending, records: Mutex::new(Vec::new()) }),
             runtime,
             default_chaos,
             queues: Mutex::new(HashMap::new()),
@@ -133,13 +124,7 @@ impl Dispatcher {
 
     /// Queues `body` (the serialized event) for `endpoint`. Called under the state lock,
     /// so queue order is event order.
-    pub fn enqueue(
-        &self,
-        endpoint: &WebhookEndpoint,
-        event_id: &str,
-        event_type: &str,
-        body: String,
-    ) {
+    pub fn enqueue(&self, endpoint: &WebhookEndpoint, event_id: &str, event_type: &str, body: String) {
         let job = Job {
             endpoint_id: endpoint.id.clone(),
             url: endpoint.url.clone(),
@@ -151,26 +136,19 @@ impl Dispatcher {
         self.shared.pending.send_modify(|n| *n += 1);
         let mut queues = lock(&self.queues);
         let queue = queues.entry(endpoint.id.clone()).or_insert_with(|| {
-            let chaos = endpoint
-                .chaos
-                .clone()
-                .or_else(|| self.default_chaos.clone());
+            let chaos = endpoint.chaos.clone().or_else(|| self.default_chaos.clone());
             let ordinal = {
                 let mut n = lock(&self.spawned);
                 *n += 1;
                 *n
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = self
-                .runtime
-                .spawn(run_endpoint(self.shared.clone(), rx, chaos, ordinal));
+            let task = self.runtime.spawn(run_endpoint(self.shared.clone(), rx, chaos, ordinal));
             Queue { tx, task }
         });
         if queue.tx.send(job).is_err() {
             // The task is gone (only after shutdown); the delivery will never happen.
-            self.shared
-                .pending
-                .send_modify(|n| *n = n.saturating_sub(1));
+            self.shared.pending.send_modify(|n| *n = n.saturating_sub(1));
         }
     }
 
@@ -181,9 +159,7 @@ impl Dispatcher {
 
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.pending.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0)).await.is_ok_and(|r| r.is_ok())
     }
 
     pub fn pending(&self) -> usize {
@@ -208,15 +184,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn run_endpoint(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    chaos: Option<ChaosConfig>,
-    ordinal: u64,
-) {
-    let mut rng = chaos
-        .as_ref()
-        .map(|c| StdRng::seed_from_u64(c.seed.wrapping_add(ordinal)));
+async fn run_endpoint(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>, chaos: Option<ChaosConfig>, ordinal: u64) {
+    let mut rng = chaos.as_ref().map(|c| StdRng::seed_from_u64(c.seed.wrapping_add(ordinal)));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         if let (Some(c), Some(rng)) = (&chaos, rng.as_mut()) {
@@ -317,16 +286,10 @@ mod tests {
     fn signature_matches_known_hmac() {
         // HMAC-SHA256("whsec_test", "1700000000.{}") computed independently with Python's hmac module.
         let h = signature_header("whsec_test", 1_700_000_000, "{}");
-        assert_eq!(
-            h,
-            "t=1700000000,v1=35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91"
-        );
+        assert_eq!(h, "t=1700000000,v1=35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91");
         let rotated = signature_header("whsec_test, whsec_old", 1_700_000_000, "{}");
         assert!(rotated.starts_with(&h));
         assert_eq!(rotated.matches(",v1=").count(), 2);
-        assert_ne!(
-            sign("whsec_test", 1_700_000_000, "{}"),
-            sign("whsec_other", 1_700_000_000, "{}")
-        );
+        assert_ne!(sign("whsec_test", 1_700_000_000, "{}"), sign("whsec_other", 1_700_000_000, "{}"));
     }
 }

@@ -25,15 +25,7 @@ async fn binary_serves_seeds_and_signs_with_the_given_secret() {
     hook.set_secret("whsec_cli_test");
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_stripe-sim"))
-            .args([
-                "--port",
-                "0",
-                "--seed-prices",
-                "--webhook-url",
-                &hook.url,
-                "--webhook-secret",
-                "whsec_cli_test",
-            ])
+            .args(["--port", "0", "--seed-prices", "--webhook-url", &hook.url, "--webhook-secret", "whsec_cli_test"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -45,17 +37,12 @@ async fn binary_serves_seeds_and_signs_with_the_given_secret() {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("base_url=http://") {
-                let url: String = line[i + "base_url=".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
+                let url: String = line[i + "base_url=".len()..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
                 let _ = tx.send(url);
             }
         }
     });
-    let base = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the binary logs its address");
+    let base = rx.recv_timeout(Duration::from_secs(20)).expect("the binary logs its address");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let price: serde_json::Value = http
         .get(format!("{base}/v1/prices/price_premium_monthly"))
@@ -88,15 +75,9 @@ async fn binary_serves_seeds_and_signs_with_the_given_secret() {
 
 #[test]
 fn help_and_bad_arguments() {
-    let help = Command::new(env!("CARGO_BIN_EXE_stripe-sim"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_stripe-sim")).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--webhook-secret"));
-    let bad = Command::new(env!("CARGO_BIN_EXE_stripe-sim"))
-        .args(["--port", "nope"])
-        .output()
-        .unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_stripe-sim")).args(["--port", "nope"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use common::{Api, Receiver, DAY, T0};
 use serde_json::Value;
-use stripe_sim::{
-    ChaosConfig, DeliveryStatus, DunningFinalAction, Fault, SimConfig, WebhookEndpointConfig,
-    WebhookRetry,
-};
+use stripe_sim::{ChaosConfig, DeliveryStatus, DunningFinalAction, Fault, SimConfig, WebhookEndpointConfig, WebhookRetry};
 
 /// January 2025 has 31 days: the first monthly period from T0.
 const JAN: i64 = 31 * DAY;
@@ -22,25 +19,18 @@ fn s(v: &Value) -> &str {
 
 /// Event types received, without the clock's and payment intents' own events.
 fn billing_types(hook: &Receiver) -> Vec<String> {
-    hook.types()
-        .into_iter()
-        .filter(|t| !t.starts_with("test_helpers.") && !t.starts_with("payment_intent."))
-        .collect()
+    hook.types().into_iter().filter(|t| !t.starts_with("test_helpers.") && !t.starts_with("payment_intent.")).collect()
 }
 
 async fn subscribe(api: &Api, customer: &str, extra: &[(&str, &str)]) -> Value {
-    let mut form = vec![
-        ("customer", customer),
-        ("items[0][price]", "price_premium_monthly"),
-    ];
+    let mut form = vec![("customer", customer), ("items[0][price]", "price_premium_monthly")];
     form.extend_from_slice(extra);
     api.ok("/v1/subscriptions", &form).await
 }
 
 async fn latest_invoice(api: &Api, sub: &str) -> Value {
     let sub = api.fetch(&format!("/v1/subscriptions/{sub}")).await;
-    api.fetch(&format!("/v1/invoices/{}", s(&sub["latest_invoice"])))
-        .await
+    api.fetch(&format!("/v1/invoices/{}", s(&sub["latest_invoice"]))).await
 }
 
 #[tokio::test]
@@ -73,87 +63,38 @@ async fn renewal_delivers_signed_events_in_order() {
     common::idle(&sim).await;
     assert_eq!(
         billing_types(&hook),
-        [
-            "customer.subscription.updated",
-            "invoice.created",
-            "invoice.finalized",
-            "invoice.paid",
-            "invoice.payment_succeeded"
-        ]
+        ["customer.subscription.updated", "invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded"]
     );
     let got = hook.received();
-    assert!(
-        got.iter().all(|r| r.signature_ok),
-        "every delivery carries a valid Stripe-Signature"
-    );
+    assert!(got.iter().all(|r| r.signature_ok), "every delivery carries a valid Stripe-Signature");
     let now = stripe_now();
-    assert!(
-        got.iter().all(|r| (r.signature_time - now).abs() < 60),
-        "signature time is wall-clock time"
-    );
-    let updated = got
-        .iter()
-        .find(|r| r.type_() == "customer.subscription.updated")
-        .unwrap();
-    assert_eq!(
-        updated.object()["items"]["data"][0]["current_period_start"],
-        T0 + JAN
-    );
-    assert_eq!(
-        updated.object()["items"]["data"][0]["current_period_end"],
-        T0 + JAN + 28 * DAY
-    );
-    assert_eq!(
-        updated.event["data"]["previous_attributes"]["items"]["data"][0]["current_period_start"],
-        T0
-    );
+    assert!(got.iter().all(|r| (r.signature_time - now).abs() < 60), "signature time is wall-clock time");
+    let updated = got.iter().find(|r| r.type_() == "customer.subscription.updated").unwrap();
+    assert_eq!(updated.object()["items"]["data"][0]["current_period_start"], T0 + JAN);
+    assert_eq!(updated.object()["items"]["data"][0]["current_period_end"], T0 + JAN + 28 * DAY);
+    assert_eq!(updated.event["data"]["previous_attributes"]["items"]["data"][0]["current_period_start"], T0);
     assert_eq!(updated.event["created"], T0 + JAN);
-    assert!(
-        updated.event["request"]["id"].is_null(),
-        "clock-driven events carry no request"
-    );
+    assert!(updated.event["request"]["id"].is_null(), "clock-driven events carry no request");
     let paid = got.iter().find(|r| r.type_() == "invoice.paid").unwrap();
     assert_eq!(paid.object()["billing_reason"], "subscription_cycle");
     assert_eq!(paid.object()["amount_paid"], 999);
-    assert_eq!(
-        paid.object()["parent"]["subscription_details"]["subscription"],
-        sub["id"]
-    );
+    assert_eq!(paid.object()["parent"]["subscription_details"]["subscription"], sub["id"]);
 
     // Delivery order is event order: compare with the event log (newest first).
     let log = api.fetch("/v1/events?limit=100").await;
-    let mut log_ids: Vec<String> = log["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| s(&e["id"]).to_string())
-        .collect();
+    let mut log_ids: Vec<String> = log["data"].as_array().unwrap().iter().map(|e| s(&e["id"]).to_string()).collect();
     log_ids.reverse();
     let received: Vec<String> = got.iter().map(|r| s(&r.event["id"]).to_string()).collect();
-    let positions: Vec<usize> = received
-        .iter()
-        .map(|id| log_ids.iter().position(|l| l == id).unwrap())
-        .collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "deliveries follow event order"
-    );
-    assert!(sim
-        .deliveries()
-        .iter()
-        .all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1));
+    let positions: Vec<usize> = received.iter().map(|id| log_ids.iter().position(|l| l == id).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "deliveries follow event order");
+    assert!(sim.deliveries().iter().all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1));
 
-    let invoices = api
-        .fetch(&format!("/v1/invoices?subscription={}", s(&sub["id"])))
-        .await;
+    let invoices = api.fetch(&format!("/v1/invoices?subscription={}", s(&sub["id"]))).await;
     assert_eq!(invoices["data"].as_array().unwrap().len(), 2);
 }
 
 fn stripe_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// A subscription paid by Visa whose card is then swapped for one that always fails.
@@ -161,17 +102,8 @@ async fn failing_subscription(api: &Api) -> (String, String, String) {
     let clock = api.clock(T0).await;
     let cus = api.customer(&clock, Some("pm_card_visa")).await;
     let sub = subscribe(api, &cus, &[]).await;
-    let pm = api
-        .ok(
-            "/v1/payment_methods/pm_card_chargeCustomerFail/attach",
-            &[("customer", &cus)],
-        )
-        .await;
-    api.ok(
-        &format!("/v1/customers/{cus}"),
-        &[("invoice_settings[default_payment_method]", s(&pm["id"]))],
-    )
-    .await;
+    let pm = api.ok("/v1/payment_methods/pm_card_chargeCustomerFail/attach", &[("customer", &cus)]).await;
+    api.ok(&format!("/v1/customers/{cus}"), &[("invoice_settings[default_payment_method]", s(&pm["id"]))]).await;
     (clock, cus, s(&sub["id"]).to_string())
 }
 
@@ -189,40 +121,18 @@ async fn failing_card_goes_past_due_retries_then_cancels() {
     let current = api.fetch(&format!("/v1/subscriptions/{sub}")).await;
     assert_eq!(current["status"], "past_due");
     let inv = latest_invoice(&api, &sub).await;
-    assert_eq!(
-        (inv["status"].as_str(), inv["attempt_count"].as_i64()),
-        (Some("open"), Some(1))
-    );
+    assert_eq!((inv["status"].as_str(), inv["attempt_count"].as_i64()), (Some("open"), Some(1)));
     assert_eq!(inv["next_payment_attempt"], renewal + 3 * DAY);
     let inv_id = s(&inv["id"]).to_string();
     common::idle(&sim).await;
     let types = billing_types(&hook);
-    assert!(
-        types.ends_with(&[
-            "invoice.payment_failed".to_string(),
-            "customer.subscription.updated".to_string()
-        ]),
-        "{types:?}"
-    );
-    let past_due = hook
-        .received()
-        .into_iter()
-        .rfind(|r| r.type_() == "customer.subscription.updated")
-        .unwrap();
-    assert_eq!(
-        past_due.event["data"]["previous_attributes"]["status"],
-        "active"
-    );
+    assert!(types.ends_with(&["invoice.payment_failed".to_string(), "customer.subscription.updated".to_string()]), "{types:?}");
+    let past_due = hook.received().into_iter().rfind(|r| r.type_() == "customer.subscription.updated").unwrap();
+    assert_eq!(past_due.event["data"]["previous_attributes"]["status"], "active");
 
     api.advance(&clock, renewal + 3 * DAY + 60).await;
     let inv = api.fetch(&format!("/v1/invoices/{inv_id}")).await;
-    assert_eq!(
-        (
-            inv["attempt_count"].as_i64(),
-            inv["next_payment_attempt"].as_i64()
-        ),
-        (Some(2), Some(renewal + 8 * DAY))
-    );
+    assert_eq!((inv["attempt_count"].as_i64(), inv["next_payment_attempt"].as_i64()), (Some(2), Some(renewal + 8 * DAY)));
 
     // Through the remaining retries (+5d, +7d): the fourth failure ends it.
     api.advance(&clock, renewal + 20 * DAY).await;
@@ -235,20 +145,9 @@ async fn failing_card_goes_past_due_retries_then_cancels() {
     assert_eq!(ended["cancellation_details"]["reason"], "payment_failed");
     common::idle(&sim).await;
     let types = billing_types(&hook);
-    assert_eq!(
-        types
-            .iter()
-            .filter(|t| *t == "invoice.payment_failed")
-            .count(),
-        4
-    );
-    assert_eq!(
-        types.last().map(String::as_str),
-        Some("customer.subscription.deleted")
-    );
-    let customer = api
-        .fetch(&format!("/v1/customers/{}", s(&ended["customer"])))
-        .await;
+    assert_eq!(types.iter().filter(|t| *t == "invoice.payment_failed").count(), 4);
+    assert_eq!(types.last().map(String::as_str), Some("customer.subscription.deleted"));
+    let customer = api.fetch(&format!("/v1/customers/{}", s(&ended["customer"]))).await;
     assert_eq!(customer["delinquent"], true);
 }
 
@@ -263,17 +162,11 @@ async fn exhausted_retries_can_mark_unpaid_instead() {
     let api = Api::new(&sim);
     let (clock, _cus, sub) = failing_subscription(&api).await;
     api.advance(&clock, T0 + JAN + 2 * DAY).await;
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions/{sub}")).await["status"],
-        "unpaid"
-    );
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{sub}")).await["status"], "unpaid");
     // Later renewals of an unpaid subscription are left as drafts.
     api.advance(&clock, T0 + JAN + 29 * DAY).await;
     let inv = latest_invoice(&api, &sub).await;
-    assert_eq!(
-        (inv["status"].as_str(), inv["billing_reason"].as_str()),
-        (Some("draft"), Some("subscription_cycle"))
-    );
+    assert_eq!((inv["status"].as_str(), inv["billing_reason"].as_str()), (Some("draft"), Some("subscription_cycle")));
 }
 
 #[tokio::test]
@@ -288,27 +181,11 @@ async fn paying_a_past_due_invoice_with_a_new_card_reactivates() {
     let (status, err) = api.post(&format!("/v1/invoices/{inv_id}/pay"), &[]).await;
     assert_eq!(status, 402);
     assert_eq!(err["error"]["decline_code"], "generic_decline");
-    let visa = api
-        .ok(
-            "/v1/payment_methods/pm_card_mastercard/attach",
-            &[("customer", &cus)],
-        )
-        .await;
-    let paid = api
-        .ok(
-            &format!("/v1/invoices/{inv_id}/pay"),
-            &[("payment_method", s(&visa["id"]))],
-        )
-        .await;
-    assert_eq!(
-        (paid["status"].as_str(), paid["amount_remaining"].as_i64()),
-        (Some("paid"), Some(0))
-    );
+    let visa = api.ok("/v1/payment_methods/pm_card_mastercard/attach", &[("customer", &cus)]).await;
+    let paid = api.ok(&format!("/v1/invoices/{inv_id}/pay"), &[("payment_method", s(&visa["id"]))]).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_remaining"].as_i64()), (Some("paid"), Some(0)));
     assert!(paid["next_payment_attempt"].is_null());
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions/{sub}")).await["status"],
-        "active"
-    );
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{sub}")).await["status"], "active");
     let (status, _) = api.post(&format!("/v1/invoices/{inv_id}/pay"), &[]).await;
     assert_eq!(status, 400, "an already paid invoice cannot be paid again");
 }
@@ -320,61 +197,24 @@ async fn trial_without_payment_method_cancels_after_notice() {
     let hook = Receiver::registered(&sim).await;
     let clock = api.clock(T0).await;
     let cus = api.customer(&clock, None).await;
-    let sub = subscribe(
-        &api,
-        &cus,
-        &[
-            ("trial_period_days", "7"),
-            (
-                "trial_settings[end_behavior][missing_payment_method]",
-                "cancel",
-            ),
-        ],
-    )
-    .await;
-    assert_eq!(
-        (sub["status"].as_str(), sub["trial_end"].as_i64()),
-        (Some("trialing"), Some(T0 + 7 * DAY))
-    );
+    let sub =
+        subscribe(&api, &cus, &[("trial_period_days", "7"), ("trial_settings[end_behavior][missing_payment_method]", "cancel")]).await;
+    assert_eq!((sub["status"].as_str(), sub["trial_end"].as_i64()), (Some("trialing"), Some(T0 + 7 * DAY)));
     let first = latest_invoice(&api, s(&sub["id"])).await;
-    assert_eq!(
-        (first["status"].as_str(), first["amount_due"].as_i64()),
-        (Some("paid"), Some(0))
-    );
+    assert_eq!((first["status"].as_str(), first["amount_due"].as_i64()), (Some("paid"), Some(0)));
     common::idle(&sim).await;
     hook.clear();
 
     api.advance(&clock, T0 + 5 * DAY).await;
     common::idle(&sim).await;
-    assert_eq!(
-        billing_types(&hook),
-        ["customer.subscription.trial_will_end"]
-    );
-    assert_eq!(
-        hook.received()
-            .iter()
-            .find(|r| r.type_().ends_with("trial_will_end"))
-            .unwrap()
-            .event["created"],
-        T0 + 4 * DAY
-    );
+    assert_eq!(billing_types(&hook), ["customer.subscription.trial_will_end"]);
+    assert_eq!(hook.received().iter().find(|r| r.type_().ends_with("trial_will_end")).unwrap().event["created"], T0 + 4 * DAY);
 
     api.advance(&clock, T0 + 8 * DAY).await;
     common::idle(&sim).await;
-    assert_eq!(
-        billing_types(&hook),
-        [
-            "customer.subscription.trial_will_end",
-            "customer.subscription.deleted"
-        ]
-    );
-    let ended = api
-        .fetch(&format!("/v1/subscriptions/{}", s(&sub["id"])))
-        .await;
-    assert_eq!(
-        (ended["status"].as_str(), ended["ended_at"].as_i64()),
-        (Some("canceled"), Some(T0 + 7 * DAY))
-    );
+    assert_eq!(billing_types(&hook), ["customer.subscription.trial_will_end", "customer.subscription.deleted"]);
+    let ended = api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await;
+    assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(T0 + 7 * DAY)));
 }
 
 #[tokio::test]
@@ -386,75 +226,30 @@ async fn trial_end_with_card_pays_and_without_card_follows_end_behavior() {
     let with_card = api.customer(&clock, Some("pm_card_visa")).await;
     let paying = subscribe(&api, &with_card, &[("trial_period_days", "14")]).await;
     let no_card = api.customer(&clock, None).await;
-    let paused = subscribe(
-        &api,
-        &no_card,
-        &[
-            ("trial_period_days", "14"),
-            (
-                "trial_settings[end_behavior][missing_payment_method]",
-                "pause",
-            ),
-        ],
-    )
-    .await;
+    let paused =
+        subscribe(&api, &no_card, &[("trial_period_days", "14"), ("trial_settings[end_behavior][missing_payment_method]", "pause")]).await;
     let invoiced = subscribe(&api, &no_card, &[("trial_period_days", "14")]).await;
 
     api.advance(&clock, T0 + 15 * DAY).await;
-    let paying = api
-        .fetch(&format!("/v1/subscriptions/{}", s(&paying["id"])))
-        .await;
+    let paying = api.fetch(&format!("/v1/subscriptions/{}", s(&paying["id"]))).await;
     assert_eq!(paying["status"], "active");
-    assert_eq!(
-        paying["items"]["data"][0]["current_period_start"],
-        T0 + 14 * DAY
-    );
+    assert_eq!(paying["items"]["data"][0]["current_period_start"], T0 + 14 * DAY);
     let inv = latest_invoice(&api, s(&paying["id"])).await;
-    assert_eq!(
-        (inv["status"].as_str(), inv["amount_paid"].as_i64()),
-        (Some("paid"), Some(999))
-    );
+    assert_eq!((inv["status"].as_str(), inv["amount_paid"].as_i64()), (Some("paid"), Some(999)));
 
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions/{}", s(&paused["id"])))
-            .await["status"],
-        "paused"
-    );
-    let invoiced = api
-        .fetch(&format!("/v1/subscriptions/{}", s(&invoiced["id"])))
-        .await;
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{}", s(&paused["id"]))).await["status"], "paused");
+    let invoiced = api.fetch(&format!("/v1/subscriptions/{}", s(&invoiced["id"]))).await;
     assert_eq!(invoiced["status"], "past_due");
     let inv = latest_invoice(&api, s(&invoiced["id"])).await;
-    assert_eq!(
-        (inv["status"].as_str(), inv["amount_remaining"].as_i64()),
-        (Some("open"), Some(999))
-    );
+    assert_eq!((inv["status"].as_str(), inv["amount_remaining"].as_i64()), (Some("open"), Some(999)));
     common::idle(&sim).await;
-    assert!(hook
-        .types()
-        .contains(&"customer.subscription.paused".to_string()));
+    assert!(hook.types().contains(&"customer.subscription.paused".to_string()));
 
     // A paused subscription resumes once the customer has a card.
-    api.ok(
-        "/v1/payment_methods/pm_card_visa/attach",
-        &[("customer", &no_card)],
-    )
-    .await;
-    let pm = api
-        .fetch(&format!("/v1/customers/{no_card}/payment_methods"))
-        .await["data"][0]["id"]
-        .clone();
-    api.ok(
-        &format!("/v1/customers/{no_card}"),
-        &[("invoice_settings[default_payment_method]", s(&pm))],
-    )
-    .await;
-    let resumed = api
-        .ok(
-            &format!("/v1/subscriptions/{}/resume", s(&paused["id"])),
-            &[],
-        )
-        .await;
+    api.ok("/v1/payment_methods/pm_card_visa/attach", &[("customer", &no_card)]).await;
+    let pm = api.fetch(&format!("/v1/customers/{no_card}/payment_methods")).await["data"][0]["id"].clone();
+    api.ok(&format!("/v1/customers/{no_card}"), &[("invoice_settings[default_payment_method]", s(&pm))]).await;
+    let resumed = api.ok(&format!("/v1/subscriptions/{}/resume", s(&paused["id"])), &[]).await;
     assert_eq!(resumed["status"], "active");
 }
 
@@ -467,86 +262,35 @@ async fn cancel_at_period_end_deletes_at_period_end() {
     let cus = api.customer(&clock, Some("pm_card_visa")).await;
     let sub = subscribe(&api, &cus, &[]).await;
     let id = s(&sub["id"]).to_string();
-    let pending = api
-        .ok(
-            &format!("/v1/subscriptions/{id}"),
-            &[("cancel_at_period_end", "true")],
-        )
-        .await;
-    assert_eq!(
-        (pending["status"].as_str(), pending["cancel_at"].as_i64()),
-        (Some("active"), Some(T0 + JAN))
-    );
+    let pending = api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at_period_end", "true")]).await;
+    assert_eq!((pending["status"].as_str(), pending["cancel_at"].as_i64()), (Some("active"), Some(T0 + JAN)));
     common::idle(&sim).await;
-    let update = hook
-        .received()
-        .into_iter()
-        .rfind(|r| r.type_() == "customer.subscription.updated")
-        .unwrap();
-    assert_eq!(
-        update.event["data"]["previous_attributes"]["cancel_at_period_end"],
-        false
-    );
+    let update = hook.received().into_iter().rfind(|r| r.type_() == "customer.subscription.updated").unwrap();
+    assert_eq!(update.event["data"]["previous_attributes"]["cancel_at_period_end"], false);
     hook.clear();
 
     api.advance(&clock, T0 + JAN - DAY).await;
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions/{id}")).await["status"],
-        "active"
-    );
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{id}")).await["status"], "active");
     api.advance(&clock, T0 + JAN + 3600).await;
     let ended = api.fetch(&format!("/v1/subscriptions/{id}")).await;
-    assert_eq!(
-        (ended["status"].as_str(), ended["ended_at"].as_i64()),
-        (Some("canceled"), Some(T0 + JAN))
-    );
+    assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(T0 + JAN)));
     common::idle(&sim).await;
     assert_eq!(billing_types(&hook), ["customer.subscription.deleted"]);
     let invoices = api.fetch(&format!("/v1/invoices?subscription={id}")).await;
-    assert_eq!(
-        invoices["data"].as_array().unwrap().len(),
-        1,
-        "no renewal invoice after cancellation"
-    );
+    assert_eq!(invoices["data"].as_array().unwrap().len(), 1, "no renewal invoice after cancellation");
     // Ended subscriptions are hidden from the default list, shown with status=canceled.
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions?customer={cus}"))
-            .await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions?customer={cus}&status=canceled"))
-            .await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(api.fetch(&format!("/v1/subscriptions?customer={cus}")).await["data"].as_array().unwrap().len(), 0);
+    assert_eq!(api.fetch(&format!("/v1/subscriptions?customer={cus}&status=canceled")).await["data"].as_array().unwrap().len(), 1);
     // Reactivating is refused once it ended; immediate cancel is refused twice.
-    let (status, err) = api
-        .post(
-            &format!("/v1/subscriptions/{id}"),
-            &[("cancel_at_period_end", "false")],
-        )
-        .await;
-    assert_eq!(
-        (status, s(&err["error"]["param"])),
-        (400, "cancel_at_period_end")
-    );
+    let (status, err) = api.post(&format!("/v1/subscriptions/{id}"), &[("cancel_at_period_end", "false")]).await;
+    assert_eq!((status, s(&err["error"]["param"])), (400, "cancel_at_period_end"));
 }
 
 /// Rounds `amount × part / whole` half away from zero, independently of the sim.
 fn share(amount: i64, part: i64, whole: i64) -> i64 {
     let n = amount as i128 * part as i128;
     let w = whole as i128;
-    (if n >= 0 {
-        (2 * n + w) / (2 * w)
-    } else {
-        -((-2 * n + w) / (2 * w))
-    }) as i64
+    (if n >= 0 { (2 * n + w) / (2 * w) } else { -((-2 * n + w) / (2 * w)) }) as i64
 }
 
 #[tokio::test]
@@ -563,42 +307,20 @@ async fn proration_swap_amounts() {
     let swapped = api
         .ok(
             &format!("/v1/subscriptions/{id}"),
-            &[
-                ("items[0][id]", &item),
-                ("items[0][price]", "price_enterprise_monthly"),
-                ("proration_behavior", "create_prorations"),
-            ],
+            &[("items[0][id]", &item), ("items[0][price]", "price_enterprise_monthly"), ("proration_behavior", "create_prorations")],
         )
         .await;
-    assert_eq!(
-        swapped["items"]["data"][0]["price"]["id"],
-        "price_enterprise_monthly"
-    );
-    assert_eq!(
-        swapped["items"]["data"][0]["current_period_end"],
-        T0 + JAN,
-        "same interval keeps the period"
-    );
+    assert_eq!(swapped["items"]["data"][0]["price"]["id"], "price_enterprise_monthly");
+    assert_eq!(swapped["items"]["data"][0]["current_period_end"], T0 + JAN, "same interval keeps the period");
     let remaining = JAN - 10 * DAY;
     let credit = -share(999, remaining, JAN);
     let debit = share(4999, remaining, JAN);
     assert_eq!((credit, debit), (-677, 3386));
-    let pending = api
-        .fetch(&format!("/v1/invoiceitems?customer={cus}&pending=true"))
-        .await;
-    let mut amounts: Vec<i64> = pending["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["amount"].as_i64().unwrap())
-        .collect();
+    let pending = api.fetch(&format!("/v1/invoiceitems?customer={cus}&pending=true")).await;
+    let mut amounts: Vec<i64> = pending["data"].as_array().unwrap().iter().map(|i| i["amount"].as_i64().unwrap()).collect();
     amounts.sort();
     assert_eq!(amounts, vec![credit, debit]);
-    assert!(pending["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|i| i["proration"] == true));
+    assert!(pending["data"].as_array().unwrap().iter().all(|i| i["proration"] == true));
 
     // The prorations ride on the renewal invoice.
     api.advance(&clock, T0 + JAN + 60).await;
@@ -608,19 +330,8 @@ async fn proration_swap_amounts() {
     assert_eq!(inv["amount_paid"], 4999 + credit + debit);
     let lines = inv["lines"]["data"].as_array().unwrap();
     assert_eq!(lines.len(), 3);
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l["parent"]["subscription_item_details"]["proration"] == true)
-            .count(),
-        2
-    );
-    assert!(api
-        .fetch(&format!("/v1/invoiceitems?customer={cus}&pending=true"))
-        .await["data"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_eq!(lines.iter().filter(|l| l["parent"]["subscription_item_details"]["proration"] == true).count(), 2);
+    assert!(api.fetch(&format!("/v1/invoiceitems?customer={cus}&pending=true")).await["data"].as_array().unwrap().is_empty());
 
     // always_invoice: downgrade mid-period, invoiced now; the net credit goes to the balance.
     api.advance(&clock, T0 + JAN + 14 * DAY).await;
@@ -628,51 +339,24 @@ async fn proration_swap_amounts() {
     let down = api
         .ok(
             &format!("/v1/subscriptions/{id}"),
-            &[
-                ("items[0][id]", &item),
-                ("items[0][price]", "price_premium_monthly"),
-                ("proration_behavior", "always_invoice"),
-            ],
+            &[("items[0][id]", &item), ("items[0][price]", "price_premium_monthly"), ("proration_behavior", "always_invoice")],
         )
         .await;
     let inv = latest_invoice(&api, s(&down["id"])).await;
     let rem = period.1 - (T0 + JAN + 14 * DAY);
     let net = share(999, rem, period.1 - period.0) - share(4999, rem, period.1 - period.0);
-    assert_eq!(
-        (inv["billing_reason"].as_str(), inv["total"].as_i64()),
-        (Some("subscription_update"), Some(net))
-    );
-    assert_eq!(
-        (inv["amount_due"].as_i64(), inv["status"].as_str()),
-        (Some(0), Some("paid"))
-    );
-    assert_eq!(
-        api.fetch(&format!("/v1/customers/{cus}")).await["balance"],
-        net,
-        "credit kept on the customer balance"
-    );
+    assert_eq!((inv["billing_reason"].as_str(), inv["total"].as_i64()), (Some("subscription_update"), Some(net)));
+    assert_eq!((inv["amount_due"].as_i64(), inv["status"].as_str()), (Some(0), Some("paid")));
+    assert_eq!(api.fetch(&format!("/v1/customers/{cus}")).await["balance"], net, "credit kept on the customer balance");
 
     // proration_behavior=none changes the price without any proration.
-    let before = api.fetch(&format!("/v1/invoiceitems?customer={cus}")).await["data"]
-        .as_array()
-        .unwrap()
-        .len();
+    let before = api.fetch(&format!("/v1/invoiceitems?customer={cus}")).await["data"].as_array().unwrap().len();
     api.ok(
         &format!("/v1/subscriptions/{id}"),
-        &[
-            ("items[0][id]", &item),
-            ("items[0][price]", "price_enterprise_monthly"),
-            ("proration_behavior", "none"),
-        ],
+        &[("items[0][id]", &item), ("items[0][price]", "price_enterprise_monthly"), ("proration_behavior", "none")],
     )
     .await;
-    assert_eq!(
-        api.fetch(&format!("/v1/invoiceitems?customer={cus}")).await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        before
-    );
+    assert_eq!(api.fetch(&format!("/v1/invoiceitems?customer={cus}")).await["data"].as_array().unwrap().len(), before);
 }
 
 #[tokio::test]
@@ -680,40 +364,18 @@ async fn default_incomplete_with_failing_card_stays_incomplete_then_expires() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
     let clock = api.clock(T0).await;
-    let cus = api
-        .customer(&clock, Some("pm_card_chargeCustomerFail"))
-        .await;
-    let sub = subscribe(
-        &api,
-        &cus,
-        &[
-            ("payment_behavior", "default_incomplete"),
-            ("expand[]", "latest_invoice.payments"),
-        ],
-    )
-    .await;
+    let cus = api.customer(&clock, Some("pm_card_chargeCustomerFail")).await;
+    let sub = subscribe(&api, &cus, &[("payment_behavior", "default_incomplete"), ("expand[]", "latest_invoice.payments")]).await;
     assert_eq!(sub["status"], "incomplete");
     let inv = &sub["latest_invoice"];
     assert_eq!(
-        (
-            inv["status"].as_str(),
-            inv["attempt_count"].as_i64(),
-            inv["amount_remaining"].as_i64()
-        ),
+        (inv["status"].as_str(), inv["attempt_count"].as_i64(), inv["amount_remaining"].as_i64()),
         (Some("open"), Some(1), Some(999))
     );
-    assert!(
-        inv["next_payment_attempt"].is_null(),
-        "the first invoice is not retried"
-    );
+    assert!(inv["next_payment_attempt"].is_null(), "the first invoice is not retried");
     let payment = &inv["payments"]["data"][0];
     assert_eq!(payment["status"], "open");
-    let pi = api
-        .fetch(&format!(
-            "/v1/payment_intents/{}",
-            s(&payment["payment"]["payment_intent"])
-        ))
-        .await;
+    let pi = api.fetch(&format!("/v1/payment_intents/{}", s(&payment["payment"]["payment_intent"]))).await;
     assert_eq!(pi["status"], "requires_payment_method");
     assert_eq!(pi["last_payment_error"]["decline_code"], "generic_decline");
 
@@ -721,27 +383,14 @@ async fn default_incomplete_with_failing_card_stays_incomplete_then_expires() {
     let (status, err) = api
         .post(
             "/v1/subscriptions",
-            &[
-                ("customer", &cus),
-                ("items[0][price]", "price_premium_monthly"),
-                ("payment_behavior", "error_if_incomplete"),
-            ],
+            &[("customer", &cus), ("items[0][price]", "price_premium_monthly"), ("payment_behavior", "error_if_incomplete")],
         )
         .await;
     assert_eq!((status, s(&err["error"]["code"])), (402, "card_declined"));
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions?customer={cus}&status=all"))
-            .await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(api.fetch(&format!("/v1/subscriptions?customer={cus}&status=all")).await["data"].as_array().unwrap().len(), 1);
 
     api.advance(&clock, T0 + 24 * 3600).await;
-    let expired = api
-        .fetch(&format!("/v1/subscriptions/{}", s(&sub["id"])))
-        .await;
+    let expired = api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await;
     assert_eq!(expired["status"], "incomplete_expired");
     assert_eq!(latest_invoice(&api, s(&sub["id"])).await["status"], "void");
 }
@@ -752,85 +401,37 @@ async fn confirming_the_first_payment_intent_activates() {
     let api = Api::new(&sim);
     let clock = api.clock(T0).await;
     let cus = api.customer(&clock, None).await;
-    let sub = subscribe(
-        &api,
-        &cus,
-        &[
-            ("payment_behavior", "default_incomplete"),
-            ("expand[]", "latest_invoice.confirmation_secret"),
-        ],
-    )
-    .await;
+    let sub =
+        subscribe(&api, &cus, &[("payment_behavior", "default_incomplete"), ("expand[]", "latest_invoice.confirmation_secret")]).await;
     assert_eq!(sub["status"], "incomplete");
     let secret = s(&sub["latest_invoice"]["confirmation_secret"]["client_secret"]);
     let pi_id = secret.split("_secret_").next().unwrap();
-    assert_eq!(
-        sub["latest_invoice"]["attempt_count"], 0,
-        "nothing to charge without a payment method"
-    );
-    let pi = api
-        .ok(
-            &format!("/v1/payment_intents/{pi_id}/confirm"),
-            &[("payment_method", "pm_card_authenticationRequired")],
-        )
-        .await;
-    assert_eq!(
-        pi["status"], "succeeded",
-        "on-session confirmation passes authentication"
-    );
-    assert_eq!(
-        api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"])))
-            .await["status"],
-        "active"
-    );
+    assert_eq!(sub["latest_invoice"]["attempt_count"], 0, "nothing to charge without a payment method");
+    let pi = api.ok(&format!("/v1/payment_intents/{pi_id}/confirm"), &[("payment_method", "pm_card_authenticationRequired")]).await;
+    assert_eq!(pi["status"], "succeeded", "on-session confirmation passes authentication");
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await["status"], "active");
 }
 
 #[tokio::test]
 async fn idempotency_replays_and_rejects_mismatches() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
-    let (s1, b1, _) = api
-        .post_idem("/v1/customers", "key-1", &[("email", "idem@example.com")])
-        .await;
-    let (s2, b2, h2) = api
-        .post_idem("/v1/customers", "key-1", &[("email", "idem@example.com")])
-        .await;
+    let (s1, b1, _) = api.post_idem("/v1/customers", "key-1", &[("email", "idem@example.com")]).await;
+    let (s2, b2, h2) = api.post_idem("/v1/customers", "key-1", &[("email", "idem@example.com")]).await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(b1, b2, "a replay returns the first response exactly");
-    assert_eq!(
-        h2.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
-        Some("true")
-    );
-    assert_eq!(
-        api.fetch("/v1/customers?email=idem@example.com").await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(h2.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(api.fetch("/v1/customers?email=idem@example.com").await["data"].as_array().unwrap().len(), 1);
 
-    let (s3, b3, _) = api
-        .post_idem("/v1/customers", "key-1", &[("email", "other@example.com")])
-        .await;
+    let (s3, b3, _) = api.post_idem("/v1/customers", "key-1", &[("email", "other@example.com")]).await;
     assert_eq!(s3, 400);
     assert_eq!(b3["error"]["type"], "idempotency_error");
 
     // A request rejected by validation is not remembered: the corrected retry runs.
-    let (s4, _, _) = api
-        .post_idem("/v1/prices", "key-2", &[("unit_amount", "100")])
-        .await;
+    let (s4, _, _) = api.post_idem("/v1/prices", "key-2", &[("unit_amount", "100")]).await;
     assert_eq!(s4, 400);
-    let (s5, b5, _) = api
-        .post_idem(
-            "/v1/prices",
-            "key-2",
-            &[
-                ("unit_amount", "100"),
-                ("currency", "usd"),
-                ("product", "prod_logiscore_premium"),
-            ],
-        )
-        .await;
+    let (s5, b5, _) =
+        api.post_idem("/v1/prices", "key-2", &[("unit_amount", "100"), ("currency", "usd"), ("product", "prod_logiscore_premium")]).await;
     assert_eq!((s5, b5["unit_amount"].as_i64()), (200, Some(100)));
 
     // A card decline is a result and is replayed as such.
@@ -849,91 +450,39 @@ async fn error_shapes() {
     let cus = api.ok("/v1/customers", &[]).await;
     let cus = s(&cus["id"]);
 
-    let (status, e) = api
-        .post(
-            "/v1/payment_methods/pm_card_visa_chargeDeclined/attach",
-            &[("customer", cus)],
-        )
-        .await;
+    let (status, e) = api.post("/v1/payment_methods/pm_card_visa_chargeDeclined/attach", &[("customer", cus)]).await;
     assert_eq!(status, 402);
     assert_eq!(
-        (
-            s(&e["error"]["type"]),
-            s(&e["error"]["code"]),
-            s(&e["error"]["decline_code"])
-        ),
+        (s(&e["error"]["type"]), s(&e["error"]["code"]), s(&e["error"]["decline_code"])),
         ("card_error", "card_declined", "generic_decline")
     );
-    assert!(api
-        .fetch(&format!("/v1/customers/{cus}/payment_methods"))
-        .await["data"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(api.fetch(&format!("/v1/customers/{cus}/payment_methods")).await["data"].as_array().unwrap().is_empty());
 
     let (status, e) = api.get("/v1/subscriptions/sub_nope").await;
     assert_eq!(status, 404);
-    assert_eq!(
-        (s(&e["error"]["type"]), s(&e["error"]["code"])),
-        ("invalid_request_error", "resource_missing")
-    );
+    assert_eq!((s(&e["error"]["type"]), s(&e["error"]["code"])), ("invalid_request_error", "resource_missing"));
     assert_eq!(e["error"]["message"], "No such subscription: 'sub_nope'");
 
-    let (status, e) = api
-        .post(
-            "/v1/subscriptions",
-            &[("items[0][price]", "price_premium_monthly")],
-        )
-        .await;
-    assert_eq!(
-        (status, s(&e["error"]["param"]), s(&e["error"]["code"])),
-        (400, "customer", "parameter_missing")
-    );
-    let (status, e) = api
-        .post(
-            "/v1/subscriptions",
-            &[("customer", cus), ("items[0][price]", "price_missing")],
-        )
-        .await;
+    let (status, e) = api.post("/v1/subscriptions", &[("items[0][price]", "price_premium_monthly")]).await;
+    assert_eq!((status, s(&e["error"]["param"]), s(&e["error"]["code"])), (400, "customer", "parameter_missing"));
+    let (status, e) = api.post("/v1/subscriptions", &[("customer", cus), ("items[0][price]", "price_missing")]).await;
     assert_eq!((status, s(&e["error"]["param"])), (400, "items[0][price]"));
-    let (status, e) = api
-        .post(
-            "/v1/subscriptions",
-            &[
-                ("customer", cus),
-                ("items[0][price]", "price_premium_monthly"),
-                ("trial_end", "soon"),
-            ],
-        )
-        .await;
+    let (status, e) =
+        api.post("/v1/subscriptions", &[("customer", cus), ("items[0][price]", "price_premium_monthly"), ("trial_end", "soon")]).await;
     assert_eq!((status, s(&e["error"]["param"])), (400, "trial_end"));
-    let (status, e) = api
-        .post("/v1/customers", &[("metadata", "x"), ("metadata[a]", "b")])
-        .await;
-    assert_eq!(
-        (status, s(&e["error"]["type"])),
-        (400, "invalid_request_error")
-    );
+    let (status, e) = api.post("/v1/customers", &[("metadata", "x"), ("metadata[a]", "b")]).await;
+    assert_eq!((status, s(&e["error"]["type"])), (400, "invalid_request_error"));
     let (status, e) = api.get("/v1/customers?limit=1000").await;
     assert_eq!((status, s(&e["error"]["param"])), (400, "limit"));
     let (status, _) = api.get("/v1/nothing/here").await;
     assert_eq!(status, 404);
 
     let raw = reqwest::Client::builder().no_proxy().build().unwrap();
-    let resp = raw
-        .get(format!("{}/v1/customers", sim.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = raw.get(format!("{}/v1/customers", sim.base_url())).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    let resp = raw
-        .get(format!("{}/v1/customers", sim.base_url()))
-        .bearer_auth("sk_live_nope")
-        .send()
-        .await
-        .unwrap();
+    let resp = raw.get(format!("{}/v1/customers", sim.base_url())).bearer_auth("sk_live_nope").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let resp = raw
         .post(format!("{}/v1/customers", sim.base_url()))
@@ -949,23 +498,14 @@ async fn error_shapes() {
 #[tokio::test]
 async fn chaos_mode_duplicates_and_still_delivers_everything() {
     let sim = common::sim_with(SimConfig {
-        chaos: Some(ChaosConfig {
-            seed: 7,
-            duplicate_probability: 0.5,
-            reorder_window: 4,
-            max_delay: Duration::from_millis(3),
-        }),
+        chaos: Some(ChaosConfig { seed: 7, duplicate_probability: 0.5, reorder_window: 4, max_delay: Duration::from_millis(3) }),
         ..SimConfig::default()
     })
     .await;
     let api = Api::new(&sim);
     let hook = Receiver::registered(&sim).await;
     for i in 0..12 {
-        api.ok(
-            "/v1/customers",
-            &[("email", &format!("chaos{i}@example.com"))],
-        )
-        .await;
+        api.ok("/v1/customers", &[("email", &format!("chaos{i}@example.com"))]).await;
     }
     common::idle(&sim).await;
     let got = hook.received();
@@ -1007,15 +547,9 @@ async fn webhook_retries_until_success_and_gives_up_eventually() {
     common::idle(&sim).await;
     let deliveries = sim.deliveries();
     let ok = deliveries.iter().find(|d| d.url == hook.url).unwrap();
-    assert_eq!(
-        (ok.status, ok.attempts, ok.http_status),
-        (DeliveryStatus::Delivered, 3, Some(200))
-    );
+    assert_eq!((ok.status, ok.attempts, ok.http_status), (DeliveryStatus::Delivered, 3, Some(200)));
     let failed = deliveries.iter().find(|d| d.url == dead_url).unwrap();
-    assert_eq!(
-        (failed.status, failed.attempts),
-        (DeliveryStatus::Failed, 3)
-    );
+    assert_eq!((failed.status, failed.attempts), (DeliveryStatus::Failed, 3));
     assert!(failed.error.is_some());
     assert_eq!(hook.received().len(), 1);
 }
@@ -1025,31 +559,16 @@ async fn webhook_endpoints_via_api_filter_events() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
     let hook = Receiver::start().await;
-    let ep = api
-        .ok(
-            "/v1/webhook_endpoints",
-            &[("url", &hook.url), ("enabled_events[]", "customer.updated")],
-        )
-        .await;
+    let ep = api.ok("/v1/webhook_endpoints", &[("url", &hook.url), ("enabled_events[]", "customer.updated")]).await;
     hook.set_secret(s(&ep["secret"]));
     let cus = api.ok("/v1/customers", &[("name", "A")]).await;
-    api.ok(
-        &format!("/v1/customers/{}", s(&cus["id"])),
-        &[("name", "B")],
-    )
-    .await;
+    api.ok(&format!("/v1/customers/{}", s(&cus["id"])), &[("name", "B")]).await;
     common::idle(&sim).await;
     let got = hook.received();
     assert_eq!(hook.types(), ["customer.updated"]);
     assert_eq!(got[0].event["data"]["previous_attributes"]["name"], "A");
     assert!(got[0].signature_ok);
-    assert_eq!(
-        api.fetch("/v1/webhook_endpoints").await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(api.fetch("/v1/webhook_endpoints").await["data"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -1057,20 +576,9 @@ async fn faults_and_request_counters() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
     sim.set_fault(Some(Fault::Status(503)));
-    let resp = api
-        .http
-        .get(format!("{}/v1/customers", sim.base_url()))
-        .bearer_auth(sim.secret_key())
-        .send()
-        .await
-        .unwrap();
+    let resp = api.http.get(format!("{}/v1/customers", sim.base_url())).bearer_auth(sim.secret_key()).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(
-        resp.headers()
-            .get("stripe-should-retry")
-            .and_then(|v| v.to_str().ok()),
-        Some("true")
-    );
+    assert_eq!(resp.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()), Some("true"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "api_error");
     sim.set_fault(None);
@@ -1089,18 +597,9 @@ async fn customer_search_list_and_pagination() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
     for user in ["u1", "u2", "u3"] {
-        api.ok(
-            "/v1/customers",
-            &[
-                ("email", &format!("{user}@example.com")),
-                ("metadata[user_id]", user),
-            ],
-        )
-        .await;
+        api.ok("/v1/customers", &[("email", &format!("{user}@example.com")), ("metadata[user_id]", user)]).await;
     }
-    let found = api
-        .fetch("/v1/customers/search?query=metadata%5B%27user_id%27%5D%3A%27u2%27")
-        .await;
+    let found = api.fetch("/v1/customers/search?query=metadata%5B%27user_id%27%5D%3A%27u2%27").await;
     assert_eq!(found["object"], "search_result");
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
     assert_eq!(found["data"][0]["email"], "u2@example.com");
@@ -1108,25 +607,11 @@ async fn customer_search_list_and_pagination() {
     assert_eq!((status, s(&e["error"]["param"])), (400, "query"));
 
     let page1 = api.fetch("/v1/customers?limit=2").await;
-    assert_eq!(
-        (
-            page1["data"].as_array().unwrap().len(),
-            page1["has_more"].as_bool()
-        ),
-        (2, Some(true))
-    );
+    assert_eq!((page1["data"].as_array().unwrap().len(), page1["has_more"].as_bool()), (2, Some(true)));
     assert_eq!(page1["data"][0]["email"], "u3@example.com", "newest first");
     let last = s(&page1["data"][1]["id"]);
-    let page2 = api
-        .fetch(&format!("/v1/customers?limit=2&starting_after={last}"))
-        .await;
-    assert_eq!(
-        (
-            page2["data"].as_array().unwrap().len(),
-            page2["has_more"].as_bool()
-        ),
-        (1, Some(false))
-    );
+    let page2 = api.fetch(&format!("/v1/customers?limit=2&starting_after={last}")).await;
+    assert_eq!((page2["data"].as_array().unwrap().len(), page2["has_more"].as_bool()), (1, Some(false)));
     assert_eq!(page2["url"], "/v1/customers");
     let by_email = api.fetch("/v1/customers?email=u1@example.com").await;
     assert_eq!(by_email["data"].as_array().unwrap().len(), 1);
@@ -1141,23 +626,11 @@ async fn customer_search_list_and_pagination() {
 async fn seeded_prices_and_lookup_keys() {
     let sim = common::sim().await;
     let api = Api::new(&sim);
-    let prices = api
-        .fetch("/v1/prices?lookup_keys[]=premium_monthly&lookup_keys[]=enterprise_monthly")
-        .await;
-    let mut got: Vec<(String, i64)> = prices["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (s(&p["id"]).to_string(), p["unit_amount"].as_i64().unwrap()))
-        .collect();
+    let prices = api.fetch("/v1/prices?lookup_keys[]=premium_monthly&lookup_keys[]=enterprise_monthly").await;
+    let mut got: Vec<(String, i64)> =
+        prices["data"].as_array().unwrap().iter().map(|p| (s(&p["id"]).to_string(), p["unit_amount"].as_i64().unwrap())).collect();
     got.sort();
-    assert_eq!(
-        got,
-        vec![
-            ("price_enterprise_monthly".into(), 4999),
-            ("price_premium_monthly".into(), 999)
-        ]
-    );
+    assert_eq!(got, vec![("price_enterprise_monthly".into(), 4999), ("price_premium_monthly".into(), 999)]);
     // Seeding again is harmless.
     assert_eq!(sim.seed_prices().premium_monthly, "price_premium_monthly");
     let created = api
@@ -1174,15 +647,7 @@ async fn seeded_prices_and_lookup_keys() {
         .await;
     assert_eq!(created["recurring"]["interval"], "year");
     let (status, e) = api
-        .post(
-            "/v1/prices",
-            &[
-                ("currency", "usd"),
-                ("unit_amount", "100"),
-                ("product", "prod_logiscore_premium"),
-                ("lookup_key", "yearly"),
-            ],
-        )
+        .post("/v1/prices", &[("currency", "usd"), ("unit_amount", "100"), ("product", "prod_logiscore_premium"), ("lookup_key", "yearly")])
         .await;
     assert_eq!((status, s(&e["error"]["param"])), (400, "lookup_key"));
 }
@@ -1195,33 +660,16 @@ async fn expand_paths() {
     let cus = api.customer(&clock, Some("pm_card_visa")).await;
     let sub = subscribe(&api, &cus, &[]).await;
     let id = s(&sub["id"]);
-    let x = api.fetch(&format!("/v1/subscriptions/{id}?expand[]=customer&expand[]=latest_invoice.payments.data.payment.payment_intent")).await;
+    let x =
+        api.fetch(&format!("/v1/subscriptions/{id}?expand[]=customer&expand[]=latest_invoice.payments.data.payment.payment_intent")).await;
     assert_eq!(x["customer"]["object"], "customer");
-    assert_eq!(
-        x["latest_invoice"]["payments"]["data"][0]["payment"]["payment_intent"]["object"],
-        "payment_intent"
-    );
-    let listed = api
-        .fetch(&format!(
-            "/v1/subscriptions?customer={cus}&expand[]=data.latest_invoice"
-        ))
-        .await;
+    assert_eq!(x["latest_invoice"]["payments"]["data"][0]["payment"]["payment_intent"]["object"], "payment_intent");
+    let listed = api.fetch(&format!("/v1/subscriptions?customer={cus}&expand[]=data.latest_invoice")).await;
     assert_eq!(listed["data"][0]["latest_invoice"]["object"], "invoice");
-    let cus_x = api
-        .fetch(&format!(
-            "/v1/customers/{cus}?expand[]=invoice_settings.default_payment_method"
-        ))
-        .await;
-    assert_eq!(
-        cus_x["invoice_settings"]["default_payment_method"]["object"],
-        "payment_method"
-    );
+    let cus_x = api.fetch(&format!("/v1/customers/{cus}?expand[]=invoice_settings.default_payment_method")).await;
+    assert_eq!(cus_x["invoice_settings"]["default_payment_method"]["object"], "payment_method");
     // The pinned API version has no invoice.payment_intent: expanding it is a 400.
-    let (status, e) = api
-        .get(&format!(
-            "/v1/subscriptions/{id}?expand[]=latest_invoice.payment_intent"
-        ))
-        .await;
+    let (status, e) = api.get(&format!("/v1/subscriptions/{id}?expand[]=latest_invoice.payment_intent")).await;
     assert_eq!((status, s(&e["error"]["param"])), (400, "expand"));
 }
 
@@ -1232,10 +680,7 @@ async fn concurrent_requests_with_one_idempotency_key_create_once() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let api = api.clone();
-        tasks.push(tokio::spawn(async move {
-            api.post_idem("/v1/customers", "race", &[("email", "race@example.com")])
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { api.post_idem("/v1/customers", "race", &[("email", "race@example.com")]).await }));
     }
     let mut bodies = Vec::new();
     for t in tasks {
@@ -1244,13 +689,7 @@ async fn concurrent_requests_with_one_idempotency_key_create_once() {
         bodies.push(body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    assert_eq!(
-        api.fetch("/v1/customers?email=race@example.com").await["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(api.fetch("/v1/customers?email=race@example.com").await["data"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -1260,12 +699,7 @@ async fn interval_change_and_ending_a_trial_now_invoice_immediately() {
     let yearly = api
         .ok(
             "/v1/prices",
-            &[
-                ("currency", "usd"),
-                ("unit_amount", "9990"),
-                ("recurring[interval]", "year"),
-                ("product", "prod_logiscore_premium"),
-            ],
+            &[("currency", "usd"), ("unit_amount", "9990"), ("recurring[interval]", "year"), ("product", "prod_logiscore_premium")],
         )
         .await;
     let clock = api.clock(T0).await;
@@ -1277,47 +711,22 @@ async fn interval_change_and_ending_a_trial_now_invoice_immediately() {
     let changed = api
         .ok(
             &format!("/v1/subscriptions/{id}"),
-            &[
-                ("items[0][id]", s(&sub["items"]["data"][0]["id"])),
-                ("items[0][price]", s(&yearly["id"])),
-            ],
+            &[("items[0][id]", s(&sub["items"]["data"][0]["id"])), ("items[0][price]", s(&yearly["id"]))],
         )
         .await;
     assert_eq!(changed["billing_cycle_anchor"], now);
     assert_eq!(changed["items"]["data"][0]["current_period_start"], now);
-    assert_eq!(
-        changed["items"]["data"][0]["current_period_end"],
-        now + 365 * DAY
-    );
+    assert_eq!(changed["items"]["data"][0]["current_period_end"], now + 365 * DAY);
     let inv = latest_invoice(&api, &id).await;
     let credit = -share(999, JAN - 10 * DAY, JAN);
     assert_eq!(
-        (
-            inv["billing_reason"].as_str(),
-            inv["total"].as_i64(),
-            inv["status"].as_str()
-        ),
-        (
-            Some("subscription_update"),
-            Some(9990 + credit),
-            Some("paid")
-        )
+        (inv["billing_reason"].as_str(), inv["total"].as_i64(), inv["status"].as_str()),
+        (Some("subscription_update"), Some(9990 + credit), Some("paid"))
     );
 
     let trial = subscribe(&api, &cus, &[("trial_period_days", "30")]).await;
-    let ended = api
-        .ok(
-            &format!("/v1/subscriptions/{}", s(&trial["id"])),
-            &[("trial_end", "now")],
-        )
-        .await;
-    assert_eq!(
-        (ended["status"].as_str(), ended["trial_end"].as_i64()),
-        (Some("active"), Some(now))
-    );
+    let ended = api.ok(&format!("/v1/subscriptions/{}", s(&trial["id"])), &[("trial_end", "now")]).await;
+    assert_eq!((ended["status"].as_str(), ended["trial_end"].as_i64()), (Some("active"), Some(now)));
     let inv = latest_invoice(&api, s(&trial["id"])).await;
-    assert_eq!(
-        (inv["amount_paid"].as_i64(), inv["billing_reason"].as_str()),
-        (Some(999), Some("subscription_update"))
-    );
+    assert_eq!((inv["amount_paid"].as_i64(), inv["billing_reason"].as_str()), (Some(999), Some("subscription_update")));
 }

@@ -177,7 +177,8 @@ pub(crate) fn cursor_after(sub: &Subscription) -> Option<ExpiryCursor> {
 /// (the invoice) are the webhook's, and a customer is better told nothing twice.
 pub(crate) fn sync_change(sub: &Subscription, snap: &StripeSnapshot, now: DateTime<Utc>, actor: &str) -> Option<(Subscription, Change)> {
     let (next, transitions) = sub.apply_stripe(snap, now)?;
-    let outbox: Vec<OutboxItem> = transitions.iter().filter_map(|t| t.domain_event(&next, now)).map(|event| OutboxItem::event(event, now)).collect();
+    let outbox: Vec<OutboxItem> =
+        transitions.iter().filter_map(|t| t.domain_event(&next, now)).map(|event| OutboxItem::event(event, now)).collect();
     let history = HistoryEntry::record(Some(sub), &next, HistoryChange::Synced, actor, now);
     let change = Change::subscription(next.clone(), Some(sub.version), history).with_outbox(outbox);
     Some((next, change))

@@ -2,10 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{
-    apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate,
-    warn_unknown, Ctx,
-};
+use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, warn_unknown, Ctx};
 use crate::billing;
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -17,10 +14,7 @@ pub fn render(sim: &Sim, c: &Customer) -> Value {
         return render_deleted(&c.id);
     }
     // Stripe flags a customer delinquent while an invoice's automatic payment has failed.
-    let delinquent = sim
-        .invoices
-        .values()
-        .any(|i| i.customer == c.id && i.status == InvoiceStatus::Open && i.attempt_count > 0);
+    let delinquent = sim.invoices.values().any(|i| i.customer == c.id && i.status == InvoiceStatus::Open && i.attempt_count > 0);
     let mut t = fixture("customer");
     t.set("id", c.id.clone())
         .set("object", "customer")
@@ -57,9 +51,7 @@ pub fn render(sim: &Sim, c: &Customer) -> Value {
 
 pub fn render_deleted(id: &str) -> Value {
     let mut t = fixture("deleted_customer");
-    t.set("id", id)
-        .set("object", "customer")
-        .set("deleted", true);
+    t.set("id", id).set("object", "customer").set("deleted", true);
     t.into_value()
 }
 
@@ -78,11 +70,7 @@ const FIELDS: &[&str] = &["email", "name", "description", "phone"];
 
 fn validate_email(email: &str) -> Result<(), ApiError> {
     if email.len() > 512 || (!email.is_empty() && !email.contains('@')) {
-        return Err(ApiError::invalid_request(
-            Some("email"),
-            format!("Invalid email address: {email}"),
-        )
-        .with_code("email_invalid"));
+        return Err(ApiError::invalid_request(Some("email"), format!("Invalid email address: {email}")).with_code("email_invalid"));
     }
     Ok(())
 }
@@ -91,16 +79,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
     warn_unknown(
         p,
-        &[
-            "email",
-            "name",
-            "description",
-            "phone",
-            "metadata",
-            "payment_method",
-            "invoice_settings",
-            "test_clock",
-        ],
+        &["email", "name", "description", "phone", "metadata", "payment_method", "invoice_settings", "test_clock"],
         "POST /v1/customers",
     );
     let test_clock = match p.str("test_clock")? {
@@ -120,11 +99,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     if let Some(pm) = nested_str(p, &["invoice_settings", "default_payment_method"])? {
         // Only the payment method attached in this same call can be the default of a new customer.
         if p.str("payment_method")? != Some(pm) {
-            return Err(ApiError::no_such_param(
-                "PaymentMethod",
-                pm,
-                "invoice_settings[default_payment_method]",
-            ));
+            return Err(ApiError::no_such_param("PaymentMethod", pm, "invoice_settings[default_payment_method]"));
         }
     }
     let now = sim.now_in_clock(test_clock.as_deref());
@@ -148,10 +123,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         deleted: false,
     };
     // Validate the payment method before anything is stored, so a declined card leaves no customer behind.
-    let pm_token = p
-        .str("payment_method")?
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let pm_token = p.str("payment_method")?.filter(|s| !s.is_empty()).map(str::to_string);
     if let Some(token) = &pm_token {
         super::payment_methods::check_attachable(sim, token, "payment_method")?;
     }
@@ -170,27 +142,13 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
-    let c = sim
-        .customers
-        .get(ctx.id(0))
-        .ok_or_else(|| ApiError::no_such("customer", ctx.id(0), Some("id")))?;
+    let c = sim.customers.get(ctx.id(0)).ok_or_else(|| ApiError::no_such("customer", ctx.id(0), Some("id")))?;
     Ok(render(sim, c))
 }
 
 pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "email",
-            "name",
-            "description",
-            "phone",
-            "metadata",
-            "invoice_settings",
-        ],
-        "POST /v1/customers/{id}",
-    );
+    warn_unknown(p, &["email", "name", "description", "phone", "metadata", "invoice_settings"], "POST /v1/customers/{id}");
     let id = ctx.id(0).to_string();
     let current = live(sim, &id, None)?.clone();
     let mut next = current.clone();
@@ -213,10 +171,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         None => {}
         Some("") => next.default_payment_method = None,
         Some(pm) => {
-            let attached = sim
-                .payment_methods
-                .get(pm)
-                .is_some_and(|m| m.customer.as_deref() == Some(id.as_str()));
+            let attached = sim.payment_methods.get(pm).is_some_and(|m| m.customer.as_deref() == Some(id.as_str()));
             if !attached {
                 return Err(ApiError::invalid_request(
                     Some("invoice_settings[default_payment_method]"),
@@ -241,12 +196,7 @@ pub fn delete(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let now = sim.now_in_clock(c.test_clock.as_deref());
     let snapshot = render(sim, c);
     // Deleting a customer cancels their subscriptions immediately, as Stripe does.
-    let subs: Vec<String> = sim
-        .subscriptions
-        .values()
-        .filter(|s| s.customer == id && !s.status.is_ended())
-        .map(|s| s.id.clone())
-        .collect();
+    let subs: Vec<String> = sim.subscriptions.values().filter(|s| s.customer == id && !s.status.is_ended()).map(|s| s.id.clone()).collect();
     for sub in subs {
         billing::cancel_now(sim, &sub, now, Some("cancellation_requested"));
     }
@@ -324,28 +274,18 @@ fn parse_query(q: &str) -> Result<Query, ApiError> {
                 .filter(|c| *c == '\'' || *c == '"')
                 .ok_or_else(|| bad_query("metadata keys must be quoted: metadata['key']"))?;
             let r = &r[1..];
-            let end = r
-                .find(quote)
-                .ok_or_else(|| bad_query("Unterminated metadata key."))?;
+            let end = r.find(quote).ok_or_else(|| bad_query("Unterminated metadata key."))?;
             let key = &r[..end];
-            let r = r[end + 1..]
-                .strip_prefix(']')
-                .ok_or_else(|| bad_query("Expected `]` after metadata key."))?;
+            let r = r[end + 1..].strip_prefix(']').ok_or_else(|| bad_query("Expected `]` after metadata key."))?;
             (Field::Metadata(key.to_string()), r)
         } else {
-            let end = rest
-                .find([':', '~'])
-                .ok_or_else(|| bad_query(format!("Invalid query clause near `{rest}`.")))?;
+            let end = rest.find([':', '~']).ok_or_else(|| bad_query(format!("Invalid query clause near `{rest}`.")))?;
             let field = match rest[..end].trim() {
                 "email" => Field::Email,
                 "name" => Field::Name,
                 "phone" => Field::Phone,
                 "description" => Field::Description,
-                other => {
-                    return Err(bad_query(format!(
-                        "Field `{other}` is not supported by stripe-sim's customer search."
-                    )))
-                }
+                other => return Err(bad_query(format!("Field `{other}` is not supported by stripe-sim's customer search."))),
             };
             (field, &rest[end..])
         };
@@ -355,11 +295,7 @@ fn parse_query(q: &str) -> Result<Query, ApiError> {
             _ => return Err(bad_query("Expected `:` or `~` after the field.")),
         };
         let after = &after[1..];
-        let quote = after
-            .chars()
-            .next()
-            .filter(|c| *c == '\'' || *c == '"')
-            .ok_or_else(|| bad_query("Values must be quoted."))?;
+        let quote = after.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| bad_query("Values must be quoted."))?;
         let body = &after[1..];
         // Backslash escapes the quote character inside a value.
         let mut value = String::new();
@@ -381,23 +317,14 @@ fn parse_query(q: &str) -> Result<Query, ApiError> {
         }
         let end = end.ok_or_else(|| bad_query("Unterminated quoted value."))?;
         if substring && value.chars().count() < 3 {
-            return Err(bad_query(
-                "Substring (`~`) queries need at least 3 characters.",
-            ));
+            return Err(bad_query("Substring (`~`) queries need at least 3 characters."));
         }
-        clauses.push(Clause {
-            field,
-            substring,
-            negated,
-            value,
-        });
+        clauses.push(Clause { field, substring, negated, value });
         rest = body[end + 1..].trim_start();
         if rest.is_empty() {
             break;
         }
-        let (word, tail) = rest
-            .split_once(' ')
-            .ok_or_else(|| bad_query(format!("Unexpected `{rest}` in query.")))?;
+        let (word, tail) = rest.split_once(' ').ok_or_else(|| bad_query(format!("Unexpected `{rest}` in query.")))?;
         if word != "AND" && word != "OR" {
             return Err(bad_query(format!("Expected AND or OR, got `{word}`.")));
         }
@@ -407,10 +334,7 @@ fn parse_query(q: &str) -> Result<Query, ApiError> {
         joiner = Some(if word == "AND" { "AND" } else { "OR" });
         rest = tail.trim_start();
     }
-    Ok(Query {
-        clauses,
-        any: joiner == Some("OR"),
-    })
+    Ok(Query { clauses, any: joiner == Some("OR") })
 }
 
 fn matches(c: &Customer, clause: &Clause) -> bool {
@@ -437,12 +361,7 @@ pub fn search(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let limit = match p.i64("limit")? {
         None => 10,
         Some(l) if (1..=100).contains(&l) => l as usize,
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                Some("limit"),
-                "Invalid limit: must be between 1 and 100.",
-            ))
-        }
+        Some(_) => return Err(ApiError::invalid_request(Some("limit"), "Invalid limit: must be between 1 and 100.")),
     };
     let offset = match p.str("page")? {
         None | Some("") => 0,
@@ -462,12 +381,7 @@ pub fn search(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         |c| c.seq,
         |c| (c.id.clone(), render(sim, c)),
     );
-    let page: Vec<Value> = hits
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(_, v)| v.clone())
-        .collect();
+    let page: Vec<Value> = hits.iter().skip(offset).take(limit).map(|(_, v)| v.clone()).collect();
     let has_more = hits.len() > offset + limit;
     Ok(json!({
         "object": "search_result",
@@ -483,17 +397,11 @@ pub fn list_payment_methods(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError>
     let id = ctx.id(0).to_string();
     live(sim, &id, None)?;
     let items = newest_first(
-        sim.payment_methods
-            .values()
-            .filter(|pm| pm.customer.as_deref() == Some(id.as_str())),
+        sim.payment_methods.values().filter(|pm| pm.customer.as_deref() == Some(id.as_str())),
         |pm| pm.seq,
         |pm| (pm.id.clone(), super::payment_methods::render(pm)),
     );
-    paginate(
-        &ctx.params,
-        items,
-        &format!("/v1/customers/{id}/payment_methods"),
-    )
+    paginate(&ctx.params, items, &format!("/v1/customers/{id}/payment_methods"))
 }
 
 #[cfg(test)]
@@ -505,12 +413,7 @@ mod tests {
         let q = parse_query("metadata['user_id']:'u1'").unwrap();
         assert_eq!(
             q.clauses,
-            vec![Clause {
-                field: Field::Metadata("user_id".into()),
-                substring: false,
-                negated: false,
-                value: "u1".into()
-            }]
+            vec![Clause { field: Field::Metadata("user_id".into()), substring: false, negated: false, value: "u1".into() }]
         );
         let q = parse_query(r#"email:"a@b.co" AND -name~'bob' "#).unwrap();
         assert!(!q.any);
@@ -534,11 +437,7 @@ mod tests {
             "metadata[user]:'x'",
             "email:'a' XOR name:'b'",
         ] {
-            assert_eq!(
-                parse_query(bad).unwrap_err().param.as_deref(),
-                Some("query"),
-                "{bad}"
-            );
+            assert_eq!(parse_query(bad).unwrap_err().param.as_deref(), Some("query"), "{bad}");
         }
     }
 }

@@ -23,10 +23,7 @@ pub fn render(e: &Event) -> Value {
         .set("data", data)
         .set("livemode", false)
         .set("pending_webhooks", e.pending_webhooks)
-        .set(
-            "request",
-            json!({ "id": e.request_id, "idempotency_key": e.idempotency_key }),
-        )
+        .set("request", json!({ "id": e.request_id, "idempotency_key": e.idempotency_key }))
         .set("type", e.type_.clone());
     t.into_value()
 }
@@ -53,10 +50,7 @@ pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let single = p.str("type")?.map(str::to_string);
     let many = p.str_list("types")?;
     if single.is_some() && !many.is_empty() {
-        return Err(ApiError::invalid_request(
-            Some("types"),
-            "You may only specify one of these parameters: type, types.",
-        ));
+        return Err(ApiError::invalid_request(Some("types"), "You may only specify one of these parameters: type, types."));
     }
     let items: Vec<(String, Value)> = sim
         .events
@@ -75,14 +69,8 @@ pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 mod tests {
     #[test]
     fn wildcard() {
-        assert!(super::type_matches(
-            "customer.subscription.*",
-            "customer.subscription.updated"
-        ));
-        assert!(!super::type_matches(
-            "customer.subscription.*",
-            "customer.updated"
-        ));
+        assert!(super::type_matches("customer.subscription.*", "customer.subscription.updated"));
+        assert!(!super::type_matches("customer.subscription.*", "customer.updated"));
         assert!(super::type_matches("invoice.paid", "invoice.paid"));
     }
 }

@@ -26,10 +26,7 @@ pub fn render_line(sim: &Sim, inv: &Invoice, l: &Line) -> Value {
     let unit = if l.proration || l.quantity == 0 {
         l.amount.to_string()
     } else {
-        sim.prices
-            .get(&l.price)
-            .map(|p| p.unit_amount.to_string())
-            .unwrap_or_else(|| l.amount.to_string())
+        sim.prices.get(&l.price).map(|p| p.unit_amount.to_string()).unwrap_or_else(|| l.amount.to_string())
     };
     let parent = match &l.subscription_item {
         Some(si) => json!({
@@ -67,10 +64,7 @@ pub fn render_line(sim: &Sim, inv: &Invoice, l: &Line) -> Value {
         .set("livemode", false)
         .set("metadata", json!(l.metadata))
         .set("parent", parent)
-        .set(
-            "period",
-            json!({ "end": l.period_end, "start": l.period_start }),
-        )
+        .set("period", json!({ "end": l.period_end, "start": l.period_start }))
         .set("pretax_credit_amounts", json!([]))
         .set("pricing", pricing(sim, &l.price, unit))
         .set("quantity", l.quantity)
@@ -137,10 +131,7 @@ pub fn render(sim: &Sim, inv: &Invoice) -> Value {
         .set("issuer", json!({ "type": "self" }))
         .set("last_finalization_error", Value::Null)
         .set("latest_revision", Value::Null)
-        .set(
-            "lines",
-            json!({ "object": "list", "data": lines, "has_more": false, "url": format!("/v1/invoices/{}/lines", inv.id) }),
-        )
+        .set("lines", json!({ "object": "list", "data": lines, "has_more": false, "url": format!("/v1/invoices/{}/lines", inv.id) }))
         .set("livemode", false)
         .set("metadata", json!(inv.metadata))
         .set("next_payment_attempt", inv.next_payment_attempt)
@@ -183,22 +174,14 @@ pub fn render(sim: &Sim, inv: &Invoice) -> Value {
 
 /// The includable `payments` list of an invoice.
 pub fn render_payments(sim: &Sim, inv: &Invoice) -> Value {
-    let data: Vec<Value> = inv
-        .payment_intent
-        .as_ref()
-        .and_then(|p| sim.payment_intents.get(p))
-        .map(|pi| vec![render_invoice_payment(pi)])
-        .unwrap_or_default();
+    let data: Vec<Value> =
+        inv.payment_intent.as_ref().and_then(|p| sim.payment_intents.get(p)).map(|pi| vec![render_invoice_payment(pi)]).unwrap_or_default();
     json!({ "object": "list", "data": data, "has_more": false, "url": format!("/v1/invoice_payments?invoice={}", inv.id) })
 }
 
 /// The includable `confirmation_secret` of an invoice (null when nothing is due).
 pub fn render_confirmation_secret(sim: &Sim, inv: &Invoice) -> Value {
-    match inv
-        .payment_intent
-        .as_ref()
-        .and_then(|p| sim.payment_intents.get(p))
-    {
+    match inv.payment_intent.as_ref().and_then(|p| sim.payment_intents.get(p)) {
         Some(pi) => json!({ "client_secret": pi.client_secret, "type": "payment_intent" }),
         None => Value::Null,
     }
@@ -213,25 +196,16 @@ pub fn render_invoice_payment(pi: &PaymentIntent) -> Value {
     let mut t = fixture("invoice_payment");
     t.set("id", pi.invoice_payment_id.clone())
         .set("object", "invoice_payment")
-        .set(
-            "amount_paid",
-            (pi.status == PiStatus::Succeeded).then_some(pi.amount_received),
-        )
+        .set("amount_paid", (pi.status == PiStatus::Succeeded).then_some(pi.amount_received))
         .set("amount_requested", pi.amount)
         .set("created", pi.created)
         .set("currency", pi.currency.clone())
         .set("invoice", pi.invoice.clone())
         .set("is_default", true)
         .set("livemode", false)
-        .set(
-            "payment",
-            json!({ "type": "payment_intent", "payment_intent": pi.id }),
-        )
+        .set("payment", json!({ "type": "payment_intent", "payment_intent": pi.id }))
         .set("status", status)
-        .set(
-            "status_transitions",
-            json!({ "canceled_at": pi.canceled_at, "paid_at": pi.paid_at }),
-        );
+        .set("status_transitions", json!({ "canceled_at": pi.canceled_at, "paid_at": pi.paid_at }));
     t.into_value()
 }
 
@@ -245,17 +219,13 @@ pub fn render_payment_intent(sim: &Sim, pi: &PaymentIntent) -> Value {
             "payment_method": e.payment_method.as_ref().and_then(|id| sim.payment_methods.get(id)).map(payment_methods::render),
         })
     });
-    let next_action = (pi.status == PiStatus::RequiresAction)
-        .then(|| json!({ "type": "use_stripe_sdk", "use_stripe_sdk": {} }));
-    let description = sim
-        .invoices
-        .get(&pi.invoice)
-        .map(|i| match i.billing_reason {
-            "subscription_create" => "Subscription creation",
-            "subscription_cycle" => "Subscription cycle",
-            "subscription_update" => "Subscription update",
-            _ => "Invoice payment",
-        });
+    let next_action = (pi.status == PiStatus::RequiresAction).then(|| json!({ "type": "use_stripe_sdk", "use_stripe_sdk": {} }));
+    let description = sim.invoices.get(&pi.invoice).map(|i| match i.billing_reason {
+        "subscription_create" => "Subscription creation",
+        "subscription_cycle" => "Subscription cycle",
+        "subscription_update" => "Subscription update",
+        _ => "Invoice payment",
+    });
     let mut t = fixture("payment_intent");
     t.set("id", pi.id.clone())
         .set("object", "payment_intent")
@@ -267,10 +237,7 @@ pub fn render_payment_intent(sim: &Sim, pi: &PaymentIntent) -> Value {
         .set("application_fee_amount", Value::Null)
         .set("automatic_payment_methods", Value::Null)
         .set("canceled_at", pi.canceled_at)
-        .set(
-            "cancellation_reason",
-            (pi.status == PiStatus::Canceled).then_some("void_invoice"),
-        )
+        .set("cancellation_reason", (pi.status == PiStatus::Canceled).then_some("void_invoice"))
         .set("capture_method", "automatic")
         .set("client_secret", pi.client_secret.clone())
         .set("confirmation_method", "automatic")
@@ -344,9 +311,7 @@ pub fn render_invoice_item(ii: &InvoiceItem) -> Value {
 }
 
 fn get<'a>(sim: &'a Sim, id: &str) -> Result<&'a Invoice, ApiError> {
-    sim.invoices
-        .get(id)
-        .ok_or_else(|| ApiError::no_such("invoice", id, Some("invoice")))
+    sim.invoices.get(id).ok_or_else(|| ApiError::no_such("invoice", id, Some("invoice")))
 }
 
 pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
@@ -361,9 +326,7 @@ pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let subscription = p.str("subscription")?;
     let status = match p.str("status")? {
         None => None,
-        Some(s) => Some(InvoiceStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid_request(Some("status"), format!("Invalid status: {s}"))
-        })?),
+        Some(s) => Some(InvoiceStatus::parse(s).ok_or_else(|| ApiError::invalid_request(Some("status"), format!("Invalid status: {s}")))?),
     };
     let items = newest_first(
         sim.invoices.values().filter(|i| {
@@ -380,16 +343,8 @@ pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 /// `GET /v1/invoices/{id}/lines`.
 pub fn lines(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let inv = get(sim, ctx.id(0))?;
-    let items: Vec<(String, Value)> = inv
-        .lines
-        .iter()
-        .map(|l| (l.id.clone(), render_line(sim, inv, l)))
-        .collect();
-    paginate(
-        &ctx.params,
-        items,
-        &format!("/v1/invoices/{}/lines", inv.id),
-    )
+    let items: Vec<(String, Value)> = inv.lines.iter().map(|l| (l.id.clone(), render_line(sim, inv, l))).collect();
+    paginate(&ctx.params, items, &format!("/v1/invoices/{}/lines", inv.id))
 }
 
 fn payment_error(e: &crate::state::PaymentError) -> ApiError {
@@ -397,54 +352,25 @@ fn payment_error(e: &crate::state::PaymentError) -> ApiError {
 }
 
 fn no_payment_method() -> ApiError {
-    ApiError::invalid_request(
-        None,
-        "This customer has no attached payment source or default payment method.",
-    )
-    .with_code("resource_missing")
+    ApiError::invalid_request(None, "This customer has no attached payment source or default payment method.").with_code("resource_missing")
 }
 
 /// `POST /v1/invoices/{id}/pay` (`payment_method`, `paid_out_of_band`).
 pub fn pay(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "payment_method",
-            "paid_out_of_band",
-            "off_session",
-            "forgive",
-        ],
-        "POST /v1/invoices/{id}/pay",
-    );
+    warn_unknown(p, &["payment_method", "paid_out_of_band", "off_session", "forgive"], "POST /v1/invoices/{id}/pay");
     let inv = get(sim, ctx.id(0))?.clone();
     let now = sim.now_for_customer(&inv.customer);
     match inv.status {
-        InvoiceStatus::Paid => {
-            return Err(ApiError::invalid_request(None, "Invoice is already paid.")
-                .with_code("invoice_not_editable"))
-        }
-        InvoiceStatus::Void => {
-            return Err(ApiError::invalid_request(
-                None,
-                "This invoice has been voided and can no longer be paid.",
-            ))
-        }
+        InvoiceStatus::Paid => return Err(ApiError::invalid_request(None, "Invoice is already paid.").with_code("invoice_not_editable")),
+        InvoiceStatus::Void => return Err(ApiError::invalid_request(None, "This invoice has been voided and can no longer be paid.")),
         InvoiceStatus::Draft => billing::finalize(sim, &inv.id, now),
         InvoiceStatus::Open | InvoiceStatus::Uncollectible => {}
     }
-    if sim
-        .invoices
-        .get(&inv.id)
-        .is_some_and(|i| i.status == InvoiceStatus::Paid)
-    {
+    if sim.invoices.get(&inv.id).is_some_and(|i| i.status == InvoiceStatus::Paid) {
         return Ok(render(sim, &sim.invoices[&inv.id]));
     }
-    if sim
-        .invoices
-        .get(&inv.id)
-        .is_some_and(|i| i.status == InvoiceStatus::Uncollectible)
-    {
+    if sim.invoices.get(&inv.id).is_some_and(|i| i.status == InvoiceStatus::Uncollectible) {
         // Paying an uncollectible invoice reopens it for the attempt.
         if let Some(i) = sim.invoices.get_mut(&inv.id) {
             i.status = InvoiceStatus::Open;
@@ -452,11 +378,7 @@ pub fn pay(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     }
     if p.bool("paid_out_of_band")?.unwrap_or(false) {
         // Settled outside Stripe: paid without a charge; the payment intent is canceled.
-        if let Some(pi) = inv
-            .payment_intent
-            .as_ref()
-            .and_then(|id| sim.payment_intents.get_mut(id))
-        {
+        if let Some(pi) = inv.payment_intent.as_ref().and_then(|id| sim.payment_intents.get_mut(id)) {
             pi.status = PiStatus::Canceled;
             pi.canceled_at = Some(now);
         }
@@ -466,16 +388,9 @@ pub fn pay(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let override_pm = match p.str("payment_method")? {
         None | Some("") => None,
         Some(pm) => {
-            let attached = sim
-                .payment_methods
-                .get(pm)
-                .is_some_and(|m| m.customer.as_deref() == Some(inv.customer.as_str()));
+            let attached = sim.payment_methods.get(pm).is_some_and(|m| m.customer.as_deref() == Some(inv.customer.as_str()));
             if !attached {
-                return Err(ApiError::no_such_param(
-                    "PaymentMethod",
-                    pm,
-                    "payment_method",
-                ));
+                return Err(ApiError::no_such_param("PaymentMethod", pm, "payment_method"));
             }
             Some(pm.to_string())
         }
@@ -493,19 +408,8 @@ pub fn pay(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     attempt_and_render(sim, &inv.id, now, override_pm)
 }
 
-fn attempt_and_render(
-    sim: &mut Sim,
-    inv_id: &str,
-    now: i64,
-    override_pm: Option<String>,
-) -> Result<Value, ApiError> {
-    match billing::attempt_payment(
-        sim,
-        inv_id,
-        now,
-        override_pm.as_deref(),
-        AttemptMode::Manual,
-    ) {
+fn attempt_and_render(sim: &mut Sim, inv_id: &str, now: i64, override_pm: Option<String>) -> Result<Value, ApiError> {
+    match billing::attempt_payment(sim, inv_id, now, override_pm.as_deref(), AttemptMode::Manual) {
         Outcome::Paid => Ok(render(sim, &sim.invoices[inv_id])),
         Outcome::Failed(e) => {
             billing::after_failure(sim, inv_id, now, AttemptMode::Manual);
@@ -518,16 +422,10 @@ fn attempt_and_render(
 /// `POST /v1/invoices/{id}/void`.
 pub fn void(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let inv = get(sim, ctx.id(0))?.clone();
-    if !matches!(
-        inv.status,
-        InvoiceStatus::Open | InvoiceStatus::Uncollectible
-    ) {
+    if !matches!(inv.status, InvoiceStatus::Open | InvoiceStatus::Uncollectible) {
         return Err(ApiError::invalid_request(
             None,
-            format!(
-                "You can only void an open or uncollectible invoice (this one is {}).",
-                inv.status.as_str()
-            ),
+            format!("You can only void an open or uncollectible invoice (this one is {}).", inv.status.as_str()),
         ));
     }
     let now = sim.now_for_customer(&inv.customer);
@@ -543,11 +441,7 @@ pub fn void_invoice(sim: &mut Sim, inv_id: &str, now: i64) {
     inv.status = InvoiceStatus::Void;
     inv.voided_at = Some(now);
     inv.next_payment_attempt = None;
-    if let Some(pi) = inv
-        .payment_intent
-        .clone()
-        .and_then(|id| sim.payment_intents.get_mut(&id))
-    {
+    if let Some(pi) = inv.payment_intent.clone().and_then(|id| sim.payment_intents.get_mut(&id)) {
         pi.status = PiStatus::Canceled;
         pi.canceled_at = Some(now);
     }
@@ -559,10 +453,7 @@ pub fn void_invoice(sim: &mut Sim, inv_id: &str, now: i64) {
 pub fn mark_uncollectible(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let inv = get(sim, ctx.id(0))?.clone();
     if inv.status != InvoiceStatus::Open {
-        return Err(ApiError::invalid_request(
-            None,
-            "You can only mark an open invoice as uncollectible.",
-        ));
+        return Err(ApiError::invalid_request(None, "You can only mark an open invoice as uncollectible."));
     }
     let now = sim.now_for_customer(&inv.customer);
     if let Some(i) = sim.invoices.get_mut(&inv.id) {
@@ -581,10 +472,9 @@ pub fn list_invoice_items(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let customer = p.str("customer")?;
     let pending = p.bool("pending")?;
     let items = newest_first(
-        sim.invoice_items.values().filter(|ii| {
-            customer.is_none_or(|c| ii.customer == c)
-                && pending.is_none_or(|pd| ii.invoice.is_none() == pd)
-        }),
+        sim.invoice_items
+            .values()
+            .filter(|ii| customer.is_none_or(|c| ii.customer == c) && pending.is_none_or(|pd| ii.invoice.is_none() == pd)),
         |ii| ii.seq,
         |ii| (ii.id.clone(), render_invoice_item(ii)),
     );
@@ -592,10 +482,7 @@ pub fn list_invoice_items(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
-    let pi = sim
-        .payment_intents
-        .get(ctx.id(0))
-        .ok_or_else(|| ApiError::no_such("payment_intent", ctx.id(0), Some("intent")))?;
+    let pi = sim.payment_intents.get(ctx.id(0)).ok_or_else(|| ApiError::no_such("payment_intent", ctx.id(0), Some("intent")))?;
     Ok(render_payment_intent(sim, pi))
 }
 
@@ -604,46 +491,21 @@ pub fn retrieve_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiErr
 /// `payment_method` may be a test token, which is attached to the customer first.
 pub fn confirm_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "payment_method",
-            "return_url",
-            "off_session",
-            "setup_future_usage",
-        ],
-        "POST /v1/payment_intents/{id}/confirm",
-    );
-    let pi = sim
-        .payment_intents
-        .get(ctx.id(0))
-        .cloned()
-        .ok_or_else(|| ApiError::no_such("payment_intent", ctx.id(0), Some("intent")))?;
+    warn_unknown(p, &["payment_method", "return_url", "off_session", "setup_future_usage"], "POST /v1/payment_intents/{id}/confirm");
+    let pi = sim.payment_intents.get(ctx.id(0)).cloned().ok_or_else(|| ApiError::no_such("payment_intent", ctx.id(0), Some("intent")))?;
     if matches!(pi.status, PiStatus::Succeeded | PiStatus::Canceled) {
         return Err(ApiError::invalid_request(
             None,
-            format!(
-                "This PaymentIntent's status is {}, so it cannot be confirmed.",
-                pi.status.as_str()
-            ),
+            format!("This PaymentIntent's status is {}, so it cannot be confirmed.", pi.status.as_str()),
         )
         .with_code("payment_intent_unexpected_state"));
     }
     let now = sim.now_for_customer(&pi.customer);
     let override_pm = match p.str("payment_method")? {
         None | Some("") => None,
-        Some(token) => Some(payment_methods::attach_to(
-            sim,
-            token,
-            &pi.customer,
-            "payment_method",
-        )?),
+        Some(token) => Some(payment_methods::attach_to(sim, token, &pi.customer, "payment_method")?),
     };
-    let inv = sim
-        .invoices
-        .get(&pi.invoice)
-        .cloned()
-        .ok_or_else(|| ApiError::internal("payment intent without invoice"))?;
+    let inv = sim.invoices.get(&pi.invoice).cloned().ok_or_else(|| ApiError::internal("payment intent without invoice"))?;
     if billing::resolve_payment_method(
         sim,
         &inv.customer,
@@ -659,20 +521,11 @@ pub fn confirm_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiErro
         )
         .with_code("payment_intent_unexpected_state"));
     }
-    match billing::attempt_payment(
-        sim,
-        &inv.id,
-        now,
-        override_pm.as_deref(),
-        AttemptMode::OnSession,
-    ) {
+    match billing::attempt_payment(sim, &inv.id, now, override_pm.as_deref(), AttemptMode::OnSession) {
         Outcome::Paid => Ok(render_payment_intent(sim, &sim.payment_intents[&pi.id])),
         Outcome::Failed(e) => {
             billing::after_failure(sim, &inv.id, now, AttemptMode::OnSession);
-            Err(payment_error(&e).with_extra(
-                "payment_intent",
-                render_payment_intent(sim, &sim.payment_intents[&pi.id]),
-            ))
+            Err(payment_error(&e).with_extra("payment_intent", render_payment_intent(sim, &sim.payment_intents[&pi.id])))
         }
         Outcome::NoPaymentMethod => Err(no_payment_method()),
     }

@@ -34,20 +34,11 @@ pub type Handler = fn(&mut Sim, &Ctx) -> Result<Value, ApiError>;
 
 /// A Stripe list object over `items` (already sorted newest first), honouring `limit`,
 /// `starting_after` and `ending_before`.
-pub fn paginate(
-    params: &Params,
-    items: Vec<(String, Value)>,
-    url: &str,
-) -> Result<Value, ApiError> {
+pub fn paginate(params: &Params, items: Vec<(String, Value)>, url: &str) -> Result<Value, ApiError> {
     let limit = match params.i64("limit")? {
         None => 10,
         Some(l) if (1..=100).contains(&l) => l as usize,
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                Some("limit"),
-                "Invalid limit: must be between 1 and 100.",
-            ))
-        }
+        Some(_) => return Err(ApiError::invalid_request(Some("limit"), "Invalid limit: must be between 1 and 100.")),
     };
     let position = |key: &str| -> Result<Option<usize>, ApiError> {
         match params.str(key)? {
@@ -56,30 +47,18 @@ pub fn paginate(
                 .iter()
                 .position(|(i, _)| i == id)
                 .map(Some)
-                .ok_or_else(|| {
-                    ApiError::invalid_request(Some(key), format!("No such object: '{id}'"))
-                        .with_code("resource_missing")
-                }),
+                .ok_or_else(|| ApiError::invalid_request(Some(key), format!("No such object: '{id}'")).with_code("resource_missing")),
         }
     };
     let (page, has_more): (Vec<Value>, bool) = if let Some(p) = position("starting_after")? {
         let rest = &items[p + 1..];
-        (
-            rest.iter().take(limit).map(|(_, v)| v.clone()).collect(),
-            rest.len() > limit,
-        )
+        (rest.iter().take(limit).map(|(_, v)| v.clone()).collect(), rest.len() > limit)
     } else if let Some(p) = position("ending_before")? {
         let before = &items[..p];
         let start = before.len().saturating_sub(limit);
-        (
-            before[start..].iter().map(|(_, v)| v.clone()).collect(),
-            start > 0,
-        )
+        (before[start..].iter().map(|(_, v)| v.clone()).collect(), start > 0)
     } else {
-        (
-            items.iter().take(limit).map(|(_, v)| v.clone()).collect(),
-            items.len() > limit,
-        )
+        (items.iter().take(limit).map(|(_, v)| v.clone()).collect(), items.len() > limit)
     };
     Ok(json!({ "object": "list", "data": page, "has_more": has_more, "url": url }))
 }
@@ -115,26 +94,15 @@ pub fn apply_metadata(target: &mut Metadata, params: &Params) -> Result<(), ApiE
                         }
                         target.insert(k.clone(), v.clone());
                     }
-                    _ => {
-                        return Err(ApiError::invalid_request(
-                            Some(&name),
-                            "Metadata values must be strings.",
-                        ))
-                    }
+                    _ => return Err(ApiError::invalid_request(Some(&name), "Metadata values must be strings.")),
                 }
             }
             if target.len() > 50 {
-                return Err(ApiError::invalid_request(
-                    Some("metadata"),
-                    "Metadata can have a maximum of 50 keys.",
-                ));
+                return Err(ApiError::invalid_request(Some("metadata"), "Metadata can have a maximum of 50 keys."));
             }
             Ok(())
         }
-        Some(_) => Err(ApiError::invalid_request(
-            Some("metadata"),
-            "Invalid metadata: must be a hash.",
-        )),
+        Some(_) => Err(ApiError::invalid_request(Some("metadata"), "Invalid metadata: must be a hash.")),
     }
 }
 
@@ -144,25 +112,14 @@ pub fn metadata_json(m: &Metadata) -> Value {
 
 /// Optional string param where an empty string means "unset" (Stripe's convention).
 pub fn optional_string(params: &Params, key: &str) -> Result<Option<Option<String>>, ApiError> {
-    Ok(params.str(key)?.map(|v| {
-        if v.is_empty() {
-            None
-        } else {
-            Some(v.to_string())
-        }
-    }))
+    Ok(params.str(key)?.map(|v| if v.is_empty() { None } else { Some(v.to_string()) }))
 }
 
 /// `9.99 USD` for line descriptions.
 pub fn format_money(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
     let abs = amount.unsigned_abs();
-    format!(
-        "{sign}{}.{:02} {}",
-        abs / 100,
-        abs % 100,
-        currency.to_uppercase()
-    )
+    format!("{sign}{}.{:02} {}", abs / 100, abs % 100, currency.to_uppercase())
 }
 
 /// Logs (and otherwise ignores) top-level parameters a handler does not implement, so
@@ -183,20 +140,11 @@ pub fn render_by_id(sim: &Sim, id: &str) -> Option<Value> {
         "pm" => sim.payment_methods.get(id).map(payment_methods::render),
         "prod" => sim.products.get(id).map(products::render_product),
         "price" => sim.prices.get(id).map(products::render_price),
-        "sub" => sim
-            .subscriptions
-            .get(id)
-            .map(|s| subscriptions::render(sim, s)),
+        "sub" => sim.subscriptions.get(id).map(|s| subscriptions::render(sim, s)),
         "in" => sim.invoices.get(id).map(|i| invoices::render(sim, i)),
-        "pi" => sim
-            .payment_intents
-            .get(id)
-            .map(|p| invoices::render_payment_intent(sim, p)),
+        "pi" => sim.payment_intents.get(id).map(|p| invoices::render_payment_intent(sim, p)),
         "ii" => sim.invoice_items.get(id).map(invoices::render_invoice_item),
-        "clock" => sim
-            .test_clocks
-            .get(id)
-            .map(|c| test_clocks::render(c, "ready")),
+        "clock" => sim.test_clocks.get(id).map(|c| test_clocks::render(c, "ready")),
         _ => None,
     }
 }
@@ -211,39 +159,23 @@ pub fn expand(sim: &Sim, value: &mut Value, paths: &[String]) -> Result<(), ApiE
         // Stripe allows four levels of expansion; list `data` hops do not count.
         let depth = segments.iter().filter(|s| **s != "data").count();
         if depth > 4 || segments.iter().any(|s| s.is_empty()) {
-            return Err(ApiError::invalid_request(
-                Some("expand"),
-                format!("Invalid expand path `{path}` (at most 4 levels)."),
-            ));
+            return Err(ApiError::invalid_request(Some("expand"), format!("Invalid expand path `{path}` (at most 4 levels).")));
         }
         expand_path(sim, value, &segments, path)?;
     }
     Ok(())
 }
 
-fn expand_path(
-    sim: &Sim,
-    value: &mut Value,
-    segments: &[&str],
-    full: &str,
-) -> Result<(), ApiError> {
+fn expand_path(sim: &Sim, value: &mut Value, segments: &[&str], full: &str) -> Result<(), ApiError> {
     let Some((first, rest)) = segments.split_first() else {
         return Ok(());
     };
     let Some(obj) = value.as_object_mut() else {
         return Ok(());
     };
-    let not_expandable = || {
-        ApiError::invalid_request(
-            Some("expand"),
-            format!("This property cannot be expanded ({full})."),
-        )
-    };
+    let not_expandable = || ApiError::invalid_request(Some("expand"), format!("This property cannot be expanded ({full})."));
     // Lists: `data.x` applies to every element.
-    let is_list = matches!(
-        obj.get("object").and_then(Value::as_str),
-        Some("list" | "search_result")
-    );
+    let is_list = matches!(obj.get("object").and_then(Value::as_str), Some("list" | "search_result"));
     if is_list && *first == "data" {
         if let Some(Value::Array(items)) = obj.get_mut("data") {
             for item in items {
@@ -252,20 +184,11 @@ fn expand_path(
         }
         return Ok(());
     }
-    if obj.get("object").and_then(Value::as_str) == Some("invoice")
-        && (*first == "payments" || *first == "confirmation_secret")
-    {
-        let id = obj
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+    if obj.get("object").and_then(Value::as_str) == Some("invoice") && (*first == "payments" || *first == "confirmation_secret") {
+        let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let inv = sim.invoices.get(&id).ok_or_else(not_expandable)?;
-        let mut included = if *first == "payments" {
-            invoices::render_payments(sim, inv)
-        } else {
-            invoices::render_confirmation_secret(sim, inv)
-        };
+        let mut included =
+            if *first == "payments" { invoices::render_payments(sim, inv) } else { invoices::render_confirmation_secret(sim, inv) };
         expand_path(sim, &mut included, rest, full)?;
         obj.insert((*first).to_string(), included);
         return Ok(());
@@ -297,17 +220,7 @@ pub fn newest_first<T>(
 
 /// Convenience for nested hash params: `trial_settings[end_behavior][missing_payment_method]`.
 pub fn nested_str<'a>(params: &'a Params, path: &[&str]) -> Result<Option<&'a str>, ApiError> {
-    let name = path
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if i == 0 {
-                p.to_string()
-            } else {
-                format!("[{p}]")
-            }
-        })
-        .collect::<String>();
+    let name = path.iter().enumerate().map(|(i, p)| if i == 0 { p.to_string() } else { format!("[{p}]") }).collect::<String>();
     let Some((first, rest)) = path.split_first() else {
         return Ok(None);
     };
@@ -321,19 +234,11 @@ pub fn nested_str<'a>(params: &'a Params, path: &[&str]) -> Result<Option<&'a st
                 None => return Ok(None),
                 Some(p) => p,
             },
-            _ => {
-                return Err(ApiError::invalid_request(
-                    Some(&name),
-                    format!("Invalid hash for `{name}`."),
-                ))
-            }
+            _ => return Err(ApiError::invalid_request(Some(&name), format!("Invalid hash for `{name}`."))),
         };
     }
     match current {
         Param::Value(v) => Ok(Some(v.as_str())),
-        _ => Err(ApiError::invalid_request(
-            Some(&name),
-            format!("Invalid string: `{name}`."),
-        )),
+        _ => Err(ApiError::invalid_request(Some(&name), format!("Invalid string: `{name}`."))),
     }
 }

@@ -64,22 +64,9 @@ fn new_card(sim: &mut Sim, card: CardProfile, created: i64, customer: Option<Str
     let id = new_id("pm");
     let seq = sim.next_seq();
     // One fingerprint per card number, like Stripe: the same test token always gives the same one.
-    let fingerprint = format!("sim{}{}", card.brand, card.last4)
-        .chars()
-        .take(16)
-        .collect();
-    sim.payment_methods.insert(
-        id.clone(),
-        PaymentMethod {
-            id: id.clone(),
-            seq,
-            created,
-            customer,
-            card,
-            fingerprint,
-            metadata: Default::default(),
-        },
-    );
+    let fingerprint = format!("sim{}{}", card.brand, card.last4).chars().take(16).collect();
+    sim.payment_methods
+        .insert(id.clone(), PaymentMethod { id: id.clone(), seq, created, customer, card, fingerprint, metadata: Default::default() });
     id
 }
 
@@ -89,11 +76,7 @@ pub fn check_attachable(sim: &Sim, token_or_id: &str, param: &str) -> Result<(),
     if let Some(card) = test_card(token_or_id) {
         return match card.behavior {
             CardBehavior::DeclinesOnAttach(decline_code) => {
-                let mut e = ApiError::card_declined(
-                    "card_declined",
-                    decline_code,
-                    "Your card was declined.",
-                );
+                let mut e = ApiError::card_declined("card_declined", decline_code, "Your card was declined.");
                 e.param = Some(param.to_string());
                 Err(e)
             }
@@ -104,11 +87,9 @@ pub fn check_attachable(sim: &Sim, token_or_id: &str, param: &str) -> Result<(),
         None => Err(no_such_pm(token_or_id, param)),
         // A card created from a declining token (`card[token]=tok_chargeDeclined`) is declined when attached.
         Some(pm) => match pm.card.behavior {
-            CardBehavior::DeclinesOnAttach(decline_code) => Err(ApiError::card_declined(
-                "card_declined",
-                decline_code,
-                "Your card was declined.",
-            )),
+            CardBehavior::DeclinesOnAttach(decline_code) => {
+                Err(ApiError::card_declined("card_declined", decline_code, "Your card was declined."))
+            }
             _ => Ok(()),
         },
     }
@@ -116,21 +97,13 @@ pub fn check_attachable(sim: &Sim, token_or_id: &str, param: &str) -> Result<(),
 
 /// Attaches a test token (creating a new card) or an existing payment method to
 /// `customer` and emits `payment_method.attached`. Returns the payment method id.
-pub fn attach_to(
-    sim: &mut Sim,
-    token_or_id: &str,
-    customer: &str,
-    param: &str,
-) -> Result<String, ApiError> {
+pub fn attach_to(sim: &mut Sim, token_or_id: &str, customer: &str, param: &str) -> Result<String, ApiError> {
     check_attachable(sim, token_or_id, param)?;
     let now = sim.now_for_customer(customer);
     let id = if let Some(card) = test_card(token_or_id) {
         new_card(sim, card, now, Some(customer.to_string()))
     } else {
-        let pm = sim
-            .payment_methods
-            .get_mut(token_or_id)
-            .ok_or_else(|| no_such_pm(token_or_id, param))?;
+        let pm = sim.payment_methods.get_mut(token_or_id).ok_or_else(|| no_such_pm(token_or_id, param))?;
         match pm.customer.as_deref() {
             Some(c) if c == customer => return Ok(pm.id.clone()),
             Some(_) => {
@@ -153,18 +126,16 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
     warn_unknown(p, &["type", "card", "metadata"], "POST /v1/payment_methods");
     if p.required_str("type")? != "card" {
-        return Err(ApiError::invalid_request(
-            Some("type"),
-            "stripe-sim only supports `type=card`.",
-        ));
+        return Err(ApiError::invalid_request(Some("type"), "stripe-sim only supports `type=card`."));
     }
     let token = super::nested_str(p, &["card", "token"])?.ok_or_else(|| {
-        ApiError::invalid_request(Some("card[token]"), "stripe-sim creates cards from test tokens only: pass `card[token]=tok_visa` (raw card numbers are not accepted).")
+        ApiError::invalid_request(
+            Some("card[token]"),
+            "stripe-sim creates cards from test tokens only: pass `card[token]=tok_visa` (raw card numbers are not accepted).",
+        )
     })?;
-    let card = test_card(token).ok_or_else(|| {
-        ApiError::invalid_request(Some("card[token]"), format!("No such token: '{token}'"))
-            .with_code("resource_missing")
-    })?;
+    let card = test_card(token)
+        .ok_or_else(|| ApiError::invalid_request(Some("card[token]"), format!("No such token: '{token}'")).with_code("resource_missing"))?;
     let created = crate::time::wall_now();
     let id = new_card(sim, card, created, None);
     if let Some(pm) = sim.payment_methods.get_mut(&id) {
@@ -181,10 +152,7 @@ pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         let new = new_card(sim, card, created, None);
         return Ok(render(&sim.payment_methods[&new]));
     }
-    sim.payment_methods
-        .get(id)
-        .map(render)
-        .ok_or_else(|| no_such_pm(id, "id"))
+    sim.payment_methods.get(id).map(render).ok_or_else(|| no_such_pm(id, "id"))
 }
 
 pub fn attach(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
@@ -203,10 +171,7 @@ pub fn attach(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn detach(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let id = ctx.id(0).to_string();
-    let pm = sim
-        .payment_methods
-        .get(&id)
-        .ok_or_else(|| no_such_pm(&id, "id"))?;
+    let pm = sim.payment_methods.get(&id).ok_or_else(|| no_such_pm(&id, "id"))?;
     let Some(customer) = pm.customer.clone() else {
         return Err(ApiError::invalid_request(
             None,

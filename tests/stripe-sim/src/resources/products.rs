@@ -3,10 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{
-    apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate,
-    warn_unknown, Ctx,
-};
+use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, warn_unknown, Ctx};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
 use crate::form::Params;
@@ -68,14 +65,7 @@ pub fn render_price(p: &Price) -> Value {
         .set("tax_behavior", "unspecified")
         .set("tiers_mode", Value::Null)
         .set("transform_quantity", Value::Null)
-        .set(
-            "type",
-            if p.recurring.is_some() {
-                "recurring"
-            } else {
-                "one_time"
-            },
-        )
+        .set("type", if p.recurring.is_some() { "recurring" } else { "one_time" })
         .set("unit_amount", p.unit_amount)
         .set("unit_amount_decimal", p.unit_amount.to_string());
     t.into_value()
@@ -83,11 +73,7 @@ pub fn render_price(p: &Price) -> Value {
 
 /// The deprecated `plan` object that still rides along on subscription items.
 pub fn render_plan(p: &Price) -> Value {
-    let (interval, count) = p
-        .recurring
-        .as_ref()
-        .map(|r| (r.interval.as_str(), r.interval_count))
-        .unwrap_or(("month", 1));
+    let (interval, count) = p.recurring.as_ref().map(|r| (r.interval.as_str(), r.interval_count)).unwrap_or(("month", 1));
     let mut t = fixture("plan");
     t.set("id", p.id.clone())
         .set("object", "plan")
@@ -112,22 +98,12 @@ pub fn render_plan(p: &Price) -> Value {
 }
 
 fn valid_custom_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 255
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Inserts a product (used by the API and by the seed helper). Emits `product.created`
 /// when `emit` is set.
-pub fn insert_product(
-    sim: &mut Sim,
-    id: Option<String>,
-    name: &str,
-    description: Option<String>,
-    emit: bool,
-) -> String {
+pub fn insert_product(sim: &mut Sim, id: Option<String>, name: &str, description: Option<String>, emit: bool) -> String {
     let id = id.unwrap_or_else(|| new_id("prod"));
     let now = wall_now();
     let seq = sim.next_seq();
@@ -154,26 +130,15 @@ pub fn insert_product(
 
 pub fn create_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &["id", "name", "description", "metadata", "active"],
-        "POST /v1/products",
-    );
+    warn_unknown(p, &["id", "name", "description", "metadata", "active"], "POST /v1/products");
     let name = p.required_str("name")?;
     let id = match p.str("id")? {
         None | Some("") => None,
         Some(id) if !valid_custom_id(id) => {
-            return Err(ApiError::invalid_request(
-                Some("id"),
-                "Invalid id: use letters, digits, `_` and `-` only.",
-            ))
+            return Err(ApiError::invalid_request(Some("id"), "Invalid id: use letters, digits, `_` and `-` only."))
         }
         Some(id) if sim.products.contains_key(id) => {
-            return Err(ApiError::invalid_request(
-                Some("id"),
-                format!("Product already exists: {id}"),
-            )
-            .with_code("resource_already_exists"))
+            return Err(ApiError::invalid_request(Some("id"), format!("Product already exists: {id}")).with_code("resource_already_exists"))
         }
         Some(id) => Some(id.to_string()),
     };
@@ -192,32 +157,18 @@ pub fn create_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
-    sim.products
-        .get(ctx.id(0))
-        .map(render_product)
-        .ok_or_else(|| ApiError::no_such("product", ctx.id(0), Some("id")))
+    sim.products.get(ctx.id(0)).map(render_product).ok_or_else(|| ApiError::no_such("product", ctx.id(0), Some("id")))
 }
 
 pub fn update_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &["name", "description", "metadata", "active", "default_price"],
-        "POST /v1/products/{id}",
-    );
+    warn_unknown(p, &["name", "description", "metadata", "active", "default_price"], "POST /v1/products/{id}");
     let id = ctx.id(0).to_string();
-    let current = sim
-        .products
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| ApiError::no_such("product", &id, Some("id")))?;
+    let current = sim.products.get(&id).cloned().ok_or_else(|| ApiError::no_such("product", &id, Some("id")))?;
     let mut next = current.clone();
     if let Some(name) = p.str("name")? {
         if name.is_empty() {
-            return Err(ApiError::invalid_value(
-                "name",
-                "You passed an empty string for 'name'.",
-            ));
+            return Err(ApiError::invalid_value("name", "You passed an empty string for 'name'."));
         }
         next.name = name.to_string();
     }
@@ -248,9 +199,7 @@ pub fn update_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 pub fn list_products(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let active = ctx.params.bool("active")?;
     let items = newest_first(
-        sim.products
-            .values()
-            .filter(|p| active.is_none_or(|a| p.active == a)),
+        sim.products.values().filter(|p| active.is_none_or(|a| p.active == a)),
         |p| p.seq,
         |p| (p.id.clone(), render_product(p)),
     );
@@ -265,16 +214,16 @@ fn parse_recurring(p: &Params) -> Result<Option<Recurring>, ApiError> {
         return Ok(None);
     };
     let interval = Interval::parse(interval).ok_or_else(|| {
-        ApiError::invalid_request(Some("recurring[interval]"), format!("Invalid recurring[interval]: must be one of day, week, month, or year (got `{interval}`)."))
+        ApiError::invalid_request(
+            Some("recurring[interval]"),
+            format!("Invalid recurring[interval]: must be one of day, week, month, or year (got `{interval}`)."),
+        )
     })?;
     let count = match nested_str(p, &["recurring", "interval_count"])? {
         None => 1,
-        Some(c) => c.parse::<u32>().map_err(|_| {
-            ApiError::invalid_request(
-                Some("recurring[interval_count]"),
-                format!("Invalid integer: {c}"),
-            )
-        })?,
+        Some(c) => {
+            c.parse::<u32>().map_err(|_| ApiError::invalid_request(Some("recurring[interval_count]"), format!("Invalid integer: {c}")))?
+        }
     };
     // Stripe allows at most one year between invoices.
     let max = match interval {
@@ -289,26 +238,15 @@ fn parse_recurring(p: &Params) -> Result<Option<Recurring>, ApiError> {
             "Invalid recurring[interval_count]: the maximum interval is one year (1 year, 12 months, 52 weeks or 365 days).",
         ));
     }
-    Ok(Some(Recurring {
-        interval,
-        interval_count: count,
-    }))
+    Ok(Some(Recurring { interval, interval_count: count }))
 }
 
 fn lookup_key_owner(sim: &Sim, key: &str) -> Option<String> {
-    sim.prices
-        .values()
-        .find(|p| p.lookup_key.as_deref() == Some(key))
-        .map(|p| p.id.clone())
+    sim.prices.values().find(|p| p.lookup_key.as_deref() == Some(key)).map(|p| p.id.clone())
 }
 
 /// Gives `key` to `price_id`, taking it from another price only with `transfer_lookup_key`.
-fn claim_lookup_key(
-    sim: &mut Sim,
-    key: &str,
-    price_id: &str,
-    transfer: bool,
-) -> Result<(), ApiError> {
+fn claim_lookup_key(sim: &mut Sim, key: &str, price_id: &str, transfer: bool) -> Result<(), ApiError> {
     if let Some(owner) = lookup_key_owner(sim, key) {
         if owner != price_id {
             if !transfer {
@@ -357,19 +295,11 @@ pub fn create_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     );
     let currency = p.required_str("currency")?.to_ascii_lowercase();
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
-        return Err(ApiError::invalid_request(
-            Some("currency"),
-            format!("Invalid currency: {currency}"),
-        ));
+        return Err(ApiError::invalid_request(Some("currency"), format!("Invalid currency: {currency}")));
     }
-    let unit_amount = p
-        .i64("unit_amount")?
-        .ok_or_else(|| ApiError::missing_param("unit_amount"))?;
+    let unit_amount = p.i64("unit_amount")?.ok_or_else(|| ApiError::missing_param("unit_amount"))?;
     if !(0..=99_999_999).contains(&unit_amount) {
-        return Err(ApiError::invalid_request(
-            Some("unit_amount"),
-            "Invalid unit_amount: must be between 0 and 99999999.",
-        ));
+        return Err(ApiError::invalid_request(Some("unit_amount"), "Invalid unit_amount: must be between 0 and 99999999."));
     }
     let recurring = parse_recurring(p)?;
     let product_name = nested_str(p, &["product_data", "name"])?;
@@ -382,25 +312,14 @@ pub fn create_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         }
         (None, Some(name)) if !name.is_empty() => insert_product(sim, None, name, None, true),
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid_request(
-                Some("product"),
-                "You may only specify one of these parameters: product, product_data.",
-            ))
+            return Err(ApiError::invalid_request(Some("product"), "You may only specify one of these parameters: product, product_data."))
         }
         _ => return Err(ApiError::missing_param("product")),
     };
     let id = new_id("price");
-    let lookup_key = p
-        .str("lookup_key")?
-        .filter(|k| !k.is_empty())
-        .map(str::to_string);
+    let lookup_key = p.str("lookup_key")?.filter(|k| !k.is_empty()).map(str::to_string);
     if let Some(key) = &lookup_key {
-        claim_lookup_key(
-            sim,
-            key,
-            &id,
-            p.bool("transfer_lookup_key")?.unwrap_or(false),
-        )?;
+        claim_lookup_key(sim, key, &id, p.bool("transfer_lookup_key")?.unwrap_or(false))?;
     }
     let mut metadata = Default::default();
     apply_metadata(&mut metadata, p)?;
@@ -425,31 +344,14 @@ pub fn create_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
-    sim.prices
-        .get(ctx.id(0))
-        .map(render_price)
-        .ok_or_else(|| ApiError::no_such("price", ctx.id(0), Some("id")))
+    sim.prices.get(ctx.id(0)).map(render_price).ok_or_else(|| ApiError::no_such("price", ctx.id(0), Some("id")))
 }
 
 pub fn update_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "active",
-            "nickname",
-            "metadata",
-            "lookup_key",
-            "transfer_lookup_key",
-        ],
-        "POST /v1/prices/{id}",
-    );
+    warn_unknown(p, &["active", "nickname", "metadata", "lookup_key", "transfer_lookup_key"], "POST /v1/prices/{id}");
     let id = ctx.id(0).to_string();
-    let current = sim
-        .prices
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| ApiError::no_such("price", &id, Some("id")))?;
+    let current = sim.prices.get(&id).cloned().ok_or_else(|| ApiError::no_such("price", &id, Some("id")))?;
     let mut next = current.clone();
     if let Some(a) = p.bool("active")? {
         next.active = a;
@@ -476,10 +378,7 @@ pub fn list_prices(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
     let keys = p.str_list("lookup_keys")?;
     if keys.len() > 10 {
-        return Err(ApiError::invalid_request(
-            Some("lookup_keys"),
-            "You may pass at most 10 lookup keys.",
-        ));
+        return Err(ApiError::invalid_request(Some("lookup_keys"), "You may pass at most 10 lookup keys."));
     }
     let product = p.str("product")?;
     let active = p.bool("active")?;

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{
-    apply_metadata, customers, metadata_json, nested_str, newest_first, paginate, warn_unknown, Ctx,
-};
+use super::{apply_metadata, customers, metadata_json, nested_str, newest_first, paginate, warn_unknown, Ctx};
 use crate::billing::{self, LineSpec};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -21,10 +19,7 @@ use crate::time::{add_intervals, Interval, DAY};
 
 pub fn render_item(sim: &Sim, sub_id: &str, item: &SubItem) -> Value {
     let (price, plan) = match sim.prices.get(&item.price) {
-        Some(p) => (
-            super::products::render_price(p),
-            super::products::render_plan(p),
-        ),
+        Some(p) => (super::products::render_price(p), super::products::render_plan(p)),
         None => (Value::Null, Value::Null),
     };
     let mut t = fixture("subscription_item");
@@ -113,16 +108,11 @@ pub fn render(sim: &Sim, s: &Subscription) -> Value {
 
 /// Renders by id (`Null` if it vanished, which the engine never does).
 pub fn render_id(sim: &Sim, id: &str) -> Value {
-    sim.subscriptions
-        .get(id)
-        .map(|s| render(sim, s))
-        .unwrap_or(Value::Null)
+    sim.subscriptions.get(id).map(|s| render(sim, s)).unwrap_or(Value::Null)
 }
 
 fn get<'a>(sim: &'a Sim, id: &str) -> Result<&'a Subscription, ApiError> {
-    sim.subscriptions
-        .get(id)
-        .ok_or_else(|| ApiError::no_such("subscription", id, Some("id")))
+    sim.subscriptions.get(id).ok_or_else(|| ApiError::no_such("subscription", id, Some("id")))
 }
 
 /// A validated `items[n]` entry of a create or update call.
@@ -138,58 +128,37 @@ fn parse_items(sim: &Sim, ctx: &Ctx) -> Result<Vec<ItemParam>, ApiError> {
     let mut out = Vec::new();
     for (n, item) in ctx.params.map_list("items")?.into_iter().enumerate() {
         let name = |f: &str| format!("items[{n}][{f}]");
-        let price = map_str(item, "price", &name("price"))?
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let price = map_str(item, "price", &name("price"))?.filter(|s| !s.is_empty()).map(str::to_string);
         if let Some(pr) = &price {
-            let price = sim
-                .prices
-                .get(pr)
-                .ok_or_else(|| ApiError::no_such_param("price", pr, &name("price")))?;
+            let price = sim.prices.get(pr).ok_or_else(|| ApiError::no_such_param("price", pr, &name("price")))?;
             if price.recurring.is_none() {
                 return Err(ApiError::invalid_request(
                     Some(&name("price")),
-                    format!("The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring` ({pr})."),
+                    format!(
+                        "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring` ({pr})."
+                    ),
                 ));
             }
             if !price.active {
-                return Err(ApiError::invalid_request(
-                    Some(&name("price")),
-                    format!("The price specified is inactive ({pr})."),
-                ));
+                return Err(ApiError::invalid_request(Some(&name("price")), format!("The price specified is inactive ({pr}).")));
             }
         }
         if item.contains_key("plan") {
-            return Err(ApiError::invalid_request(
-                Some(&name("plan")),
-                "stripe-sim supports `price`, not the legacy `plan` parameter.",
-            ));
+            return Err(ApiError::invalid_request(Some(&name("plan")), "stripe-sim supports `price`, not the legacy `plan` parameter."));
         }
         let quantity = match map_i64(item, "quantity", &name("quantity"))? {
             None => None,
             Some(q) if (1..=1_000_000).contains(&q) => Some(q as u64),
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    Some(&name("quantity")),
-                    "Invalid quantity: must be between 1 and 1000000.",
-                ))
-            }
+            Some(_) => return Err(ApiError::invalid_request(Some(&name("quantity")), "Invalid quantity: must be between 1 and 1000000.")),
         };
         let metadata = match item.get("metadata") {
             None => None,
             Some(Param::Map(m)) => Some(m.clone()),
             Some(Param::Value(v)) if v.is_empty() => Some(BTreeMap::new()),
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    Some(&name("metadata")),
-                    "Invalid hash.",
-                ))
-            }
+            Some(_) => return Err(ApiError::invalid_request(Some(&name("metadata")), "Invalid hash.")),
         };
         out.push(ItemParam {
-            id: map_str(item, "id", &name("id"))?
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            id: map_str(item, "id", &name("id"))?.filter(|s| !s.is_empty()).map(str::to_string),
             price,
             quantity,
             deleted: map_bool(item, "deleted", &name("deleted"))?.unwrap_or(false),
@@ -215,14 +184,8 @@ fn item_metadata(src: Option<&BTreeMap<String, Param>>) -> crate::state::Metadat
 fn common_terms(sim: &Sim, prices: &[&str]) -> Result<(String, Interval, u32), ApiError> {
     let mut terms: Option<(String, Interval, u32)> = None;
     for id in prices {
-        let p = sim
-            .prices
-            .get(*id)
-            .ok_or_else(|| ApiError::no_such_param("price", id, "items"))?;
-        let r = p
-            .recurring
-            .as_ref()
-            .ok_or_else(|| ApiError::invalid_request(Some("items"), "Prices must be recurring."))?;
+        let p = sim.prices.get(*id).ok_or_else(|| ApiError::no_such_param("price", id, "items"))?;
+        let r = p.recurring.as_ref().ok_or_else(|| ApiError::invalid_request(Some("items"), "Prices must be recurring."))?;
         let t = (p.currency.clone(), r.interval, r.interval_count);
         match &terms {
             None => terms = Some(t),
@@ -242,10 +205,7 @@ fn common_terms(sim: &Sim, prices: &[&str]) -> Result<(String, Interval, u32), A
 }
 
 fn parse_missing_pm(ctx: &Ctx) -> Result<Option<MissingPaymentMethod>, ApiError> {
-    let v = nested_str(
-        &ctx.params,
-        &["trial_settings", "end_behavior", "missing_payment_method"],
-    )?;
+    let v = nested_str(&ctx.params, &["trial_settings", "end_behavior", "missing_payment_method"])?;
     Ok(match v {
         None => None,
         Some("cancel") => Some(MissingPaymentMethod::Cancel),
@@ -285,10 +245,7 @@ fn parse_payment_behavior(ctx: &Ctx) -> Result<PaymentBehavior, ApiError> {
 }
 
 fn check_default_pm(sim: &Sim, customer: &str, pm: &str) -> Result<(), ApiError> {
-    let attached = sim
-        .payment_methods
-        .get(pm)
-        .is_some_and(|m| m.customer.as_deref() == Some(customer));
+    let attached = sim.payment_methods.get(pm).is_some_and(|m| m.customer.as_deref() == Some(customer));
     if attached {
         Ok(())
     } else {
@@ -303,24 +260,18 @@ fn check_default_pm(sim: &Sim, customer: &str, pm: &str) -> Result<(), ApiError>
 /// The 402 / 400 `error_if_incomplete` answers with when the first charge would fail.
 fn incomplete_error(sim: &Sim, pm: Option<&str>) -> ApiError {
     match pm.and_then(|id| sim.payment_methods.get(id)) {
-        None => ApiError::invalid_request(
-            None,
-            "This customer has no attached payment source or default payment method.",
-        )
-        .with_code("resource_missing"),
+        None => ApiError::invalid_request(None, "This customer has no attached payment source or default payment method.")
+            .with_code("resource_missing"),
         Some(m) => match m.card.behavior {
             crate::state::CardBehavior::RequiresAuthentication => ApiError::card_declined(
                 "authentication_required",
                 "authentication_required",
                 "Your card was declined. This transaction requires authentication.",
             ),
-            crate::state::CardBehavior::ChargesFail(dc)
-            | crate::state::CardBehavior::DeclinesOnAttach(dc) => {
+            crate::state::CardBehavior::ChargesFail(dc) | crate::state::CardBehavior::DeclinesOnAttach(dc) => {
                 ApiError::card_declined("card_declined", dc, "Your card was declined.")
             }
-            crate::state::CardBehavior::Succeeds => {
-                ApiError::internal("unexpected payment failure")
-            }
+            crate::state::CardBehavior::Succeeds => ApiError::internal("unexpected payment failure"),
         },
     }
 }
@@ -359,11 +310,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
                 "Items of a new subscription cannot name an existing item.",
             ));
         }
-        price_ids.push(
-            it.price
-                .clone()
-                .ok_or_else(|| ApiError::missing_param(&format!("items[{n}][price]")))?,
-        );
+        price_ids.push(it.price.clone().ok_or_else(|| ApiError::missing_param(&format!("items[{n}][price]")))?);
     }
     let refs: Vec<&str> = price_ids.iter().map(String::as_str).collect();
     let (currency, interval, count) = common_terms(sim, &refs)?;
@@ -377,10 +324,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     }
     if let Some(method) = p.str("collection_method")? {
         if method != "charge_automatically" {
-            return Err(ApiError::invalid_request(
-                Some("collection_method"),
-                "stripe-sim implements only `charge_automatically`.",
-            ));
+            return Err(ApiError::invalid_request(Some("collection_method"), "stripe-sim implements only `charge_automatically`."));
         }
     }
     let behavior = parse_payment_behavior(ctx)?;
@@ -392,10 +336,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         }
     };
     // Trial: `trial_end` (a time or `now`, which means no trial) or `trial_period_days`.
-    let trial_end = match (
-        p.timestamp_or_now("trial_end", now)?,
-        p.i64("trial_period_days")?,
-    ) {
+    let trial_end = match (p.timestamp_or_now("trial_end", now)?, p.i64("trial_period_days")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_request(
                 Some("trial_end"),
@@ -411,19 +352,13 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
                 ));
             }
             if t > now + 730 * DAY {
-                return Err(ApiError::invalid_request(
-                    Some("trial_end"),
-                    "Trials can be at most 730 days long.",
-                ));
+                return Err(ApiError::invalid_request(Some("trial_end"), "Trials can be at most 730 days long."));
             }
             Some(t)
         }
         (None, Some(days)) if (0..=730).contains(&days) => (days > 0).then_some(now + days * DAY),
         (None, Some(_)) => {
-            return Err(ApiError::invalid_request(
-                Some("trial_period_days"),
-                "trial_period_days must be between 0 and 730.",
-            ))
+            return Err(ApiError::invalid_request(Some("trial_period_days"), "trial_period_days must be between 0 and 730."))
         }
         (None, None) => None,
     };
@@ -435,11 +370,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let pm = billing::resolve_payment_method(sim, &customer.id, None, None, default_pm.as_deref());
     let pays = billing::would_pay(sim, pm.as_deref());
     if trial_end.is_none() && behavior == PaymentBehavior::Error && !pays {
-        let total: i64 = refs
-            .iter()
-            .filter_map(|id| sim.prices.get(*id))
-            .map(|p| p.unit_amount)
-            .sum();
+        let total: i64 = refs.iter().filter_map(|id| sim.prices.get(*id)).map(|p| p.unit_amount).sum();
         if total > 0 {
             return Err(incomplete_error(sim, pm.as_deref()));
         }
@@ -447,11 +378,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
     let (period_end, anchor) = match trial_end {
         Some(t) => (t, t),
-        None => (
-            add_intervals(now, interval, count, 1)
-                .ok_or_else(|| ApiError::internal("period overflow"))?,
-            now,
-        ),
+        None => (add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?, now),
     };
     let sub_id = new_id("sub");
     let sub_items: Vec<SubItem> = items
@@ -516,32 +443,19 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             .into_iter()
             .map(|l| LineSpec {
                 amount: 0,
-                description: format!(
-                    "Trial period for {}",
-                    l.description.split(" (at").next().unwrap_or("")
-                ),
+                description: format!("Trial period for {}", l.description.split(" (at").next().unwrap_or("")),
                 ..l
             })
             .collect()
     } else {
         billing::item_lines(sim, &sub_id, now, period_end)
     };
-    let inv_id = billing::build_subscription_invoice(
-        sim,
-        &sub_id,
-        "subscription_create",
-        now,
-        (now, now),
-        lines,
-    )?;
+    let inv_id = billing::build_subscription_invoice(sim, &sub_id, "subscription_create", now, (now, now), lines)?;
     let obj = render_id(sim, &sub_id);
     sim.emit("customer.subscription.created", obj, None, now);
     billing::announce_created(sim, &inv_id, now);
     billing::finalize(sim, &inv_id, now);
-    let open = sim
-        .invoices
-        .get(&inv_id)
-        .is_some_and(|i| i.status == crate::state::InvoiceStatus::Open);
+    let open = sim.invoices.get(&inv_id).is_some_and(|i| i.status == crate::state::InvoiceStatus::Open);
     // With nothing to charge, the first invoice simply waits for a payment method
     // (the client confirms its payment intent or pays the invoice).
     if open && pm.is_some() {
@@ -563,21 +477,11 @@ struct ItemChange {
 }
 
 fn product_name(sim: &Sim, price: &str) -> String {
-    sim.prices
-        .get(price)
-        .and_then(|p| sim.products.get(&p.product))
-        .map(|p| p.name.clone())
-        .unwrap_or_else(|| price.to_string())
+    sim.prices.get(price).and_then(|p| sim.products.get(&p.product)).map(|p| p.name.clone()).unwrap_or_else(|| price.to_string())
 }
 
 fn item_amount(sim: &Sim, price: &str, qty: u64) -> i64 {
-    sim.prices
-        .get(price)
-        .map(|p| {
-            p.unit_amount
-                .saturating_mul(i64::try_from(qty).unwrap_or(i64::MAX))
-        })
-        .unwrap_or(0)
+    sim.prices.get(price).map(|p| p.unit_amount.saturating_mul(i64::try_from(qty).unwrap_or(i64::MAX))).unwrap_or(0)
 }
 
 const UPDATE_PARAMS: &[&str] = &[
@@ -601,10 +505,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let sub = get(sim, ctx.id(0))?.clone();
     let now = sim.now_for_customer(&sub.customer);
     if sub.status.is_ended() {
-        if let Some(bad) = p
-            .keys()
-            .find(|k| !["metadata", "cancellation_details", "expand"].contains(k))
-        {
+        if let Some(bad) = p.keys().find(|k| !["metadata", "cancellation_details", "expand"].contains(k)) {
             return Err(ApiError::invalid_request(
                 Some(bad),
                 "A canceled subscription can only update its cancellation_details and metadata.",
@@ -628,10 +529,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         None => now,
         Some(t) if (period_start..=period_end).contains(&t) => t,
         Some(_) => {
-            return Err(ApiError::invalid_request(
-                Some("proration_date"),
-                "proration_date must be within the current billing period.",
-            ))
+            return Err(ApiError::invalid_request(Some("proration_date"), "proration_date must be within the current billing period."))
         }
     };
 
@@ -677,24 +575,14 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         match &it.id {
             Some(id) => {
                 let idx = next.items.iter().position(|i| &i.id == id).ok_or_else(|| {
-                    ApiError::invalid_request(
-                        Some(&format!("items[{n}][id]")),
-                        format!("No such subscription item: '{id}'"),
-                    )
-                    .with_code("resource_missing")
+                    ApiError::invalid_request(Some(&format!("items[{n}][id]")), format!("No such subscription item: '{id}'"))
+                        .with_code("resource_missing")
                 })?;
                 let old = next.items[idx].clone();
-                let old_amount = (
-                    old.price.clone(),
-                    item_amount(sim, &old.price, old.quantity),
-                );
+                let old_amount = (old.price.clone(), item_amount(sim, &old.price, old.quantity));
                 if it.deleted {
                     next.items.remove(idx);
-                    changes.push(ItemChange {
-                        item_id: old.id,
-                        old: Some(old_amount),
-                        new: None,
-                    });
+                    changes.push(ItemChange { item_id: old.id, old: Some(old_amount), new: None });
                     continue;
                 }
                 let item = &mut next.items[idx];
@@ -707,26 +595,16 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
                 if let Some(m) = &it.metadata {
                     item.metadata = item_metadata(Some(m));
                 }
-                let new_amount = (
-                    item.price.clone(),
-                    item_amount(sim, &item.price, item.quantity),
-                );
+                let new_amount = (item.price.clone(), item_amount(sim, &item.price, item.quantity));
                 if new_amount != old_amount {
-                    changes.push(ItemChange {
-                        item_id: item.id.clone(),
-                        old: Some(old_amount),
-                        new: Some(new_amount),
-                    });
+                    changes.push(ItemChange { item_id: item.id.clone(), old: Some(old_amount), new: Some(new_amount) });
                 }
             }
             None => {
                 if it.deleted {
                     return Err(ApiError::missing_param(&format!("items[{n}][id]")));
                 }
-                let price = it
-                    .price
-                    .clone()
-                    .ok_or_else(|| ApiError::missing_param(&format!("items[{n}][price]")))?;
+                let price = it.price.clone().ok_or_else(|| ApiError::missing_param(&format!("items[{n}][price]")))?;
                 if next.items.iter().any(|i| i.price == price) {
                     return Err(ApiError::invalid_request(
                         Some(&format!("items[{n}][price]")),
@@ -745,29 +623,20 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
                 changes.push(ItemChange {
                     item_id: item.id.clone(),
                     old: None,
-                    new: Some((
-                        item.price.clone(),
-                        item_amount(sim, &item.price, item.quantity),
-                    )),
+                    new: Some((item.price.clone(), item_amount(sim, &item.price, item.quantity))),
                 });
                 next.items.push(item);
             }
         }
     }
     if next.items.is_empty() {
-        return Err(ApiError::invalid_request(
-            Some("items"),
-            "A subscription must keep at least one item.",
-        ));
+        return Err(ApiError::invalid_request(Some("items"), "A subscription must keep at least one item."));
     }
     let refs: Vec<String> = next.items.iter().map(|i| i.price.clone()).collect();
     let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
     let (currency, interval, count) = common_terms(sim, &refs)?;
     if currency != sub.currency {
-        return Err(ApiError::invalid_request(
-            Some("items"),
-            "A subscription's currency cannot change.",
-        ));
+        return Err(ApiError::invalid_request(Some("items"), "A subscription's currency cannot change."));
     }
     let old_terms = billing::sub_interval(sim, &sub.id);
     let interval_changed = !changes.is_empty() && old_terms != Some((interval, count));
@@ -777,16 +646,11 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let mut end_trial_now = false;
     match trial {
         None => {}
-        Some(crate::form::TimeOrNow::Now(_)) if sub.status == SubStatus::Trialing => {
-            end_trial_now = true
-        }
+        Some(crate::form::TimeOrNow::Now(_)) if sub.status == SubStatus::Trialing => end_trial_now = true,
         Some(crate::form::TimeOrNow::Now(_)) => {}
         Some(crate::form::TimeOrNow::At(t)) => {
             if t <= now {
-                return Err(ApiError::invalid_request(
-                    Some("trial_end"),
-                    "Invalid timestamp: must be in the future, or `now`.",
-                ));
+                return Err(ApiError::invalid_request(Some("trial_end"), "Invalid timestamp: must be in the future, or `now`."));
             }
             if sub.status != SubStatus::Trialing {
                 return Err(ApiError::invalid_request(
@@ -804,22 +668,13 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     }
 
     // Whether this call invoices right away, and so whether error_if_incomplete applies.
-    let prorate = !changes.is_empty()
-        && proration != "none"
-        && next.status != SubStatus::Trialing
-        && !end_trial_now;
+    let prorate = !changes.is_empty() && proration != "none" && next.status != SubStatus::Trialing && !end_trial_now;
     // A new interval (outside a trial) or an ended trial starts a new period now,
     // billed in full at once, as Stripe does when the billing cycle anchor resets.
     let reset_period = end_trial_now || (interval_changed && next.status != SubStatus::Trialing);
     let invoice_now = reset_period || (prorate && proration == "always_invoice");
     if invoice_now && behavior == PaymentBehavior::Error {
-        let pm = billing::resolve_payment_method(
-            sim,
-            &sub.customer,
-            None,
-            None,
-            next.default_payment_method.as_deref(),
-        );
+        let pm = billing::resolve_payment_method(sim, &sub.customer, None, None, next.default_payment_method.as_deref());
         if !billing::would_pay(sim, pm.as_deref()) {
             return Err(incomplete_error(sim, pm.as_deref()));
         }
@@ -829,8 +684,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let before = render(sim, &sub);
     let sub_id = sub.id.clone();
     let new_period_end = if reset_period {
-        add_intervals(now, interval, count, 1)
-            .ok_or_else(|| ApiError::internal("period overflow"))?
+        add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?
     } else {
         period_end
     };
@@ -890,19 +744,8 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         }
     }
     let inv_id = if invoice_now {
-        let lines = if reset_period {
-            billing::item_lines(sim, &sub_id, now, new_period_end)
-        } else {
-            Vec::new()
-        };
-        Some(billing::build_subscription_invoice(
-            sim,
-            &sub_id,
-            "subscription_update",
-            now,
-            (now, now),
-            lines,
-        )?)
+        let lines = if reset_period { billing::item_lines(sim, &sub_id, now, new_period_end) } else { Vec::new() };
+        Some(billing::build_subscription_invoice(sim, &sub_id, "subscription_update", now, (now, now), lines)?)
     } else {
         None
     };
@@ -961,17 +804,10 @@ fn add_invoice_item(
 /// `DELETE /v1/subscriptions/{id}`: cancel now.
 pub fn cancel(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &["cancellation_details", "invoice_now", "prorate"],
-        "DELETE /v1/subscriptions/{id}",
-    );
+    warn_unknown(p, &["cancellation_details", "invoice_now", "prorate"], "DELETE /v1/subscriptions/{id}");
     let sub = get(sim, ctx.id(0))?.clone();
     if sub.status.is_ended() {
-        return Err(ApiError::invalid_request(
-            None,
-            format!("The subscription {} has already been canceled.", sub.id),
-        ));
+        return Err(ApiError::invalid_request(None, format!("The subscription {} has already been canceled.", sub.id)));
     }
     let now = sim.now_for_customer(&sub.customer);
     if let Some(s) = sim.subscriptions.get_mut(&sub.id) {
@@ -993,25 +829,18 @@ pub fn cancel(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 pub fn resume(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let sub = get(sim, ctx.id(0))?.clone();
     if sub.status != SubStatus::Paused {
-        return Err(ApiError::invalid_request(
-            None,
-            "Only a paused subscription can be resumed.",
-        ));
+        return Err(ApiError::invalid_request(None, "Only a paused subscription can be resumed."));
     }
     match ctx.params.str("billing_cycle_anchor")? {
         None | Some("now") => {}
         Some(_) => {
-            return Err(ApiError::invalid_request(
-                Some("billing_cycle_anchor"),
-                "stripe-sim resumes with `billing_cycle_anchor=now` only.",
-            ))
+            return Err(ApiError::invalid_request(Some("billing_cycle_anchor"), "stripe-sim resumes with `billing_cycle_anchor=now` only."))
         }
     }
     let now = sim.now_for_customer(&sub.customer);
-    let (interval, count) = billing::sub_interval(sim, &sub.id)
-        .ok_or_else(|| ApiError::internal("subscription without a recurring price"))?;
-    let end = add_intervals(now, interval, count, 1)
-        .ok_or_else(|| ApiError::internal("period overflow"))?;
+    let (interval, count) =
+        billing::sub_interval(sim, &sub.id).ok_or_else(|| ApiError::internal("subscription without a recurring price"))?;
+    let end = add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?;
     let before = render(sim, &sub);
     if let Some(s) = sim.subscriptions.get_mut(&sub.id) {
         s.status = SubStatus::Active;
@@ -1022,14 +851,7 @@ pub fn resume(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         }
     }
     let lines = billing::item_lines(sim, &sub.id, now, end);
-    let inv_id = billing::build_subscription_invoice(
-        sim,
-        &sub.id,
-        "subscription_update",
-        now,
-        (now, now),
-        lines,
-    )?;
+    let inv_id = billing::build_subscription_invoice(sim, &sub.id, "subscription_update", now, (now, now), lines)?;
     let after = render_id(sim, &sub.id);
     sim.emit("customer.subscription.resumed", after.clone(), None, now);
     sim.emit_updated("customer.subscription.updated", &before, after, now);
@@ -1048,10 +870,7 @@ pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let status = p.str("status")?;
     if let Some(s) = status {
         if !["all", "ended"].contains(&s) && SubStatus::parse(s).is_none() {
-            return Err(ApiError::invalid_request(
-                Some("status"),
-                format!("Invalid status: {s}"),
-            ));
+            return Err(ApiError::invalid_request(Some("status"), format!("Invalid status: {s}")));
         }
     }
     let items = newest_first(

@@ -30,11 +30,8 @@ fn validate_url(url: &str) -> Result<(), ApiError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(())
     } else {
-        Err(ApiError::invalid_request(
-            Some("url"),
-            format!("Invalid URL: {url}. URLs must begin with http:// or https://."),
-        )
-        .with_code("url_invalid"))
+        Err(ApiError::invalid_request(Some("url"), format!("Invalid URL: {url}. URLs must begin with http:// or https://."))
+            .with_code("url_invalid"))
     }
 }
 
@@ -42,14 +39,8 @@ fn validate_events(events: &[String]) -> Result<(), ApiError> {
     if events.is_empty() {
         return Err(ApiError::missing_param("enabled_events"));
     }
-    if let Some(bad) = events
-        .iter()
-        .find(|e| e.is_empty() || e.contains(char::is_whitespace))
-    {
-        return Err(ApiError::invalid_request(
-            Some("enabled_events"),
-            format!("Invalid event type: `{bad}`"),
-        ));
+    if let Some(bad) = events.iter().find(|e| e.is_empty() || e.contains(char::is_whitespace)) {
+        return Err(ApiError::invalid_request(Some("enabled_events"), format!("Invalid event type: `{bad}`")));
     }
     Ok(())
 }
@@ -64,19 +55,14 @@ pub fn insert(sim: &mut Sim, cfg: &WebhookEndpointConfig) -> Result<WebhookEndpo
         seq,
         created: wall_now(),
         url: cfg.url.clone(),
-        secret: cfg
-            .secret
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| random_id("whsec", 32)),
+        secret: cfg.secret.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| random_id("whsec", 32)),
         enabled_events: cfg.enabled_events.clone(),
         description: None,
         metadata: Default::default(),
         enabled: true,
         chaos: cfg.chaos.clone(),
     };
-    sim.webhook_endpoints
-        .insert(endpoint.id.clone(), endpoint.clone());
+    sim.webhook_endpoints.insert(endpoint.id.clone(), endpoint.clone());
     Ok(endpoint)
 }
 
@@ -84,17 +70,7 @@ pub fn insert(sim: &mut Sim, cfg: &WebhookEndpointConfig) -> Result<WebhookEndpo
 /// key the fixture (a retrieved endpoint) does not have.
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "url",
-            "enabled_events",
-            "description",
-            "metadata",
-            "api_version",
-        ],
-        "POST /v1/webhook_endpoints",
-    );
+    warn_unknown(p, &["url", "enabled_events", "description", "metadata", "api_version"], "POST /v1/webhook_endpoints");
     let cfg = WebhookEndpointConfig {
         url: p.required_str("url")?.to_string(),
         secret: None,
@@ -113,9 +89,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 }
 
 fn get<'a>(sim: &'a Sim, id: &str) -> Result<&'a WebhookEndpoint, ApiError> {
-    sim.webhook_endpoints
-        .get(id)
-        .ok_or_else(|| ApiError::no_such("webhook endpoint", id, Some("id")))
+    sim.webhook_endpoints.get(id).ok_or_else(|| ApiError::no_such("webhook endpoint", id, Some("id")))
 }
 
 pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
@@ -124,17 +98,7 @@ pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "url",
-            "enabled_events",
-            "description",
-            "metadata",
-            "disabled",
-        ],
-        "POST /v1/webhook_endpoints/{id}",
-    );
+    warn_unknown(p, &["url", "enabled_events", "description", "metadata", "disabled"], "POST /v1/webhook_endpoints/{id}");
     let mut next = get(sim, ctx.id(0))?.clone();
     if let Some(url) = p.str("url")? {
         validate_url(url)?;
@@ -162,17 +126,11 @@ pub fn delete(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     sim.webhook_endpoints.remove(&id);
     sim.dispatcher.close_endpoint(&id);
     let mut t = fixture("deleted_webhook_endpoint");
-    t.set("id", id)
-        .set("object", "webhook_endpoint")
-        .set("deleted", true);
+    t.set("id", id).set("object", "webhook_endpoint").set("deleted", true);
     Ok(t.into_value())
 }
 
 pub fn list(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
-    let items = newest_first(
-        sim.webhook_endpoints.values(),
-        |e| e.seq,
-        |e| (e.id.clone(), render(e)),
-    );
+    let items = newest_first(sim.webhook_endpoints.values(), |e| e.seq, |e| (e.id.clone(), render(e)));
     paginate(&ctx.params, items, "/v1/webhook_endpoints")
 }

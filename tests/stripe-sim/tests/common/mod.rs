@@ -46,30 +46,17 @@ impl Api {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("request reaches the sim");
+        let resp = req.bearer_auth(&self.key).send().await.expect("request reaches the sim");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}")),
-        )
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON body ({e}): {text}")))
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).form(form))
-            .await
+        self.send(self.http.post(format!("{}{path}", self.base)).form(form)).await
     }
 
-    pub async fn post_idem(
-        &self,
-        path: &str,
-        key: &str,
-        form: &[(&str, &str)],
-    ) -> (u16, Value, HeaderMap) {
+    pub async fn post_idem(&self, path: &str, key: &str, form: &[(&str, &str)]) -> (u16, Value, HeaderMap) {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -85,13 +72,11 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
     /// POST that must succeed; returns the object.
@@ -108,21 +93,12 @@ impl Api {
     }
 
     pub async fn clock(&self, frozen_time: i64) -> String {
-        let c = self
-            .ok(
-                "/v1/test_helpers/test_clocks",
-                &[("frozen_time", &frozen_time.to_string())],
-            )
-            .await;
+        let c = self.ok("/v1/test_helpers/test_clocks", &[("frozen_time", &frozen_time.to_string())]).await;
         c["id"].as_str().unwrap().to_string()
     }
 
     pub async fn advance(&self, clock: &str, to: i64) -> Value {
-        self.ok(
-            &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
-            &[("frozen_time", &to.to_string())],
-        )
-        .await
+        self.ok(&format!("/v1/test_helpers/test_clocks/{clock}/advance"), &[("frozen_time", &to.to_string())]).await
     }
 
     /// A customer on `clock`, optionally with a card (test token) as default payment method.
@@ -132,21 +108,13 @@ impl Api {
             form.push(("payment_method", card));
             form.push(("invoice_settings[default_payment_method]", card));
         }
-        self.ok("/v1/customers", &form).await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.ok("/v1/customers", &form).await["id"].as_str().unwrap().to_string()
     }
 
     /// Event types, oldest first, optionally only those starting with `prefix`.
     pub async fn event_types(&self) -> Vec<String> {
         let list = self.fetch("/v1/events?limit=100").await;
-        let mut v: Vec<String> = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["type"].as_str().unwrap().to_string())
-            .collect();
+        let mut v: Vec<String> = list["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect();
         v.reverse();
         v
     }
@@ -221,18 +189,11 @@ async fn receive(State(st): State<ReceiverState>, headers: HeaderMap, body: Byte
             return StatusCode::INTERNAL_SERVER_ERROR;
         }
     }
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let secret = st.secret.lock().unwrap().clone();
     let (signature_ok, signature_time) = verify(&secret, header, &body);
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    st.received.lock().unwrap().push(Received {
-        event,
-        signature_ok,
-        signature_time,
-    });
+    st.received.lock().unwrap().push(Received { event, signature_ok, signature_time });
     if signature_ok {
         StatusCode::OK
     } else {
@@ -249,9 +210,7 @@ impl Receiver {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/stripe/webhook", listener.local_addr().unwrap());
-        let app = Router::new()
-            .route("/stripe/webhook", post(receive))
-            .with_state(state.clone());
+        let app = Router::new().route("/stripe/webhook", post(receive)).with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -261,9 +220,7 @@ impl Receiver {
     /// Starts a receiver and registers it (all events) with the sim.
     pub async fn registered(sim: &SimHandle) -> Receiver {
         let r = Receiver::start().await;
-        let ep = sim
-            .add_webhook_endpoint(WebhookEndpointConfig::new(r.url.clone(), None))
-            .unwrap();
+        let ep = sim.add_webhook_endpoint(WebhookEndpointConfig::new(r.url.clone(), None)).unwrap();
         r.set_secret(&ep.secret);
         r
     }
@@ -281,10 +238,7 @@ impl Receiver {
     }
 
     pub fn types(&self) -> Vec<String> {
-        self.received()
-            .iter()
-            .map(|r| r.type_().to_string())
-            .collect()
+        self.received().iter().map(|r| r.type_().to_string()).collect()
     }
 
     /// Drops what was received so far.
@@ -294,20 +248,12 @@ impl Receiver {
 }
 
 pub async fn idle(sim: &SimHandle) {
-    assert!(
-        sim.wait_idle(Duration::from_secs(20)).await,
-        "webhook deliveries did not finish"
-    );
+    assert!(sim.wait_idle(Duration::from_secs(20)).await, "webhook deliveries did not finish");
 }
 
 /// Keys of a JSON object, sorted.
 pub fn keys(v: &Value) -> Vec<String> {
-    let mut k: Vec<String> = v
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"))
-        .keys()
-        .cloned()
-        .collect();
+    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
     k.sort();
     k
 }
@@ -318,9 +264,5 @@ pub fn assert_fixture_keys(v: &Value, resource: &str, extra: &[&str]) {
     assert!(!expected.is_empty(), "no fixture {resource}");
     expected.extend(extra.iter().map(|s| s.to_string()));
     expected.sort();
-    assert_eq!(
-        keys(v),
-        expected,
-        "{resource} key set differs from Stripe's fixture"
-    );
+    assert_eq!(keys(v), expected, "{resource} key set differs from Stripe's fixture");
 }
