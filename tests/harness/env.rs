@@ -58,6 +58,31 @@ impl TestEnv {
         TestEnv { moto, config, table, bus, queue_url, ddb, ses, events, sqs, store }
     }
 
+    /// Items in this test's table whose `pk` starts with `prefix` (`""`: every item), by a
+    /// paginated `Select::Count` scan — a test-only check of what was written.
+    pub async fn count_items(&self, prefix: &str) -> i32 {
+        let mut total = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(&self.table)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .filter_expression("begins_with(pk, :p)")
+                .expression_attribute_values(":p", aws_sdk_dynamodb::types::AttributeValue::S(prefix.to_owned()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan count");
+            total += page.count;
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return total,
+            }
+        }
+    }
+
     /// Every event delivered to the bus so far (the `detail-type`s and bodies), via SQS.
     pub async fn bus_events(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();

@@ -19,10 +19,6 @@ fn create(sub: &shared::domain::Subscription) -> Change {
     }
 }
 
-async fn item_count(env: &TestEnv) -> i32 {
-    env.ddb.scan().table_name(&env.table).select(aws_sdk_dynamodb::types::Select::Count).send().await.unwrap().count
-}
-
 #[tokio::test]
 async fn a_stale_version_is_refused_and_the_fresh_one_wins() {
     let env = TestEnv::new().await;
@@ -64,7 +60,7 @@ async fn a_failed_transaction_writes_nothing() {
         })
         .await
         .unwrap();
-    let before = item_count(&env).await;
+    let before = env.count_items("").await;
 
     // The ledger entry exists, so the whole change — subscription, history, outbox — must be refused.
     let mut change = create(&sub);
@@ -74,7 +70,7 @@ async fn a_failed_transaction_writes_nothing() {
     let err = env.store.commit(change).await.unwrap_err();
     assert!(matches!(err, StoreError::DuplicateEvent), "{err:?}");
 
-    assert_eq!(item_count(&env).await, before);
+    assert_eq!(env.count_items("").await, before);
     assert!(env.store.subscription(&u).await.unwrap().is_none());
     assert!(env.store.history(&u, 10).await.unwrap().is_empty());
     assert!(env.store.user_for(&StripeMapping::Customer("cus_atomic".into())).await.unwrap().is_none());

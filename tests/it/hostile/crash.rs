@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use expiry_jobs::{JobName, JobSettings};
 use harness::{process::ChildGuard, sim::Sim, Moto, TestEnv};
@@ -195,30 +195,6 @@ async fn finish_worker(mut spawn: Spawn, what: &str) {
     }
 }
 
-/// Items in the table whose `pk` starts with `prefix` (strongly consistent scan).
-async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
-    let mut total = 0;
-    let mut start = None;
-    loop {
-        let page = env
-            .ddb
-            .scan()
-            .table_name(&env.table)
-            .select(Select::Count)
-            .filter_expression("begins_with(pk, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan count");
-        total += page.count;
-        match page.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => return total,
-        }
-    }
-}
-
 /// Runs the worker until `k` items with `prefix` exist (then `jitter_ms` more) and SIGKILLs
 /// it. Returns whether the kill landed (false: the worker finished first).
 async fn kill_after(env: &TestEnv, vars: &[(&str, String)], log: PathBuf, prefix: &str, k: i32, jitter_ms: u64) -> bool {
@@ -228,7 +204,7 @@ async fn kill_after(env: &TestEnv, vars: &[(&str, String)], log: PathBuf, prefix
         if spawn.child.try_wait().expect("wait worker").is_some() {
             return false;
         }
-        if count_items(env, prefix).await >= k {
+        if env.count_items(prefix).await >= k {
             break;
         }
         assert!(Instant::now() < deadline, "the worker never reached {k} writes");
@@ -297,7 +273,7 @@ async fn webhook_state(env: &TestEnv, users: &[UserId]) -> WebhookState {
     for u in users {
         states.push(final_state(env, u).await);
     }
-    (states, outbox(env).await.into_keys().collect(), count_items(env, "STRIPE_EVENT#").await)
+    (states, outbox(env).await.into_keys().collect(), env.count_items("STRIPE_EVENT#").await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +355,7 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
             seed_user(&env, u, c).await;
         }
         let killed = kill_after(&env, &vars, dir.join(format!("kill-{p}.log")), "STRIPE_EVENT#", k, jitter).await;
-        let at_kill = count_items(&env, "STRIPE_EVENT#").await;
+        let at_kill = env.count_items("STRIPE_EVENT#").await;
         if killed {
             kills += 1;
             assert!((at_kill as usize) < events.len(), "point {p}: killed after every event was recorded");
@@ -508,7 +484,7 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
         if killed {
             kills += 1;
         }
-        let at_kill = count_items(&env, "OUTBOX#").await;
+        let at_kill = env.count_items("OUTBOX#").await;
         // Restart: the rerun of the same day (same `time`), then the next sweep, after the
         // lease of an item the killed run had claimed.
         finish_worker(spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))), &format!("job rerun after kill {p}")).await;

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use harness::{sim::Sim, webhook, TestEnv};
@@ -128,29 +128,6 @@ async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
             .commit(Change { user_id: Some(user.clone()), mappings: vec![StripeMapping::Customer(customer.clone())], ..Change::default() })
             .await
             .unwrap();
-    }
-}
-
-async fn count_items(env: &TestEnv, prefix: &str) -> i32 {
-    let mut total = 0;
-    let mut start = None;
-    loop {
-        let page = env
-            .ddb
-            .scan()
-            .table_name(&env.table)
-            .select(Select::Count)
-            .filter_expression("begins_with(pk, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan count");
-        total += page.count;
-        match page.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => return total,
-        }
     }
 }
 
@@ -324,7 +301,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
         proxy.abort();
     }
 
-    let ledger = count_items(&env, "STRIPE_EVENT#").await as usize;
+    let ledger = env.count_items("STRIPE_EVENT#").await as usize;
     let got = state(&env, &people).await;
     let first = tally.first.load(Ordering::SeqCst) as usize;
     let duplicate = tally.duplicate.load(Ordering::SeqCst) as usize;

@@ -273,10 +273,6 @@ fn request(body: Vec<u8>, header: Option<String>) -> Request {
     builder.body(Body::Binary(body)).expect("request")
 }
 
-async fn item_count(env: &TestEnv) -> i32 {
-    env.ddb.scan().table_name(&env.table).select(aws_sdk_dynamodb::types::Select::Count).send().await.expect("scan").count
-}
-
 #[tokio::test]
 async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
     let env = TestEnv::new().await;
@@ -310,7 +306,7 @@ async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
         ),
         ("NUL bytes", vec![0u8; 64]),
     ];
-    let before = item_count(&env).await;
+    let before = env.count_items("").await;
     let mut cases = 0;
     for (name, body) in bodies {
         let now = Utc::now().timestamp();
@@ -331,7 +327,7 @@ async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
             cases += 1;
         }
     }
-    assert_eq!(item_count(&env).await, before, "a refused delivery writes nothing");
+    assert_eq!(env.count_items("").await, before, "a refused delivery writes nothing");
     assert_eq!(sim.handle.request_count(), 0, "nothing refused reached Stripe");
     super::finish("webhook bodies end to end", cases, 0, 0);
 }
