@@ -40,6 +40,7 @@ emails:
 
 # Cross-compiles every function for arm64 with cargo-lambda (zig from the venv). Slow: release + LTO.
 sam-build: venv
+	rustup target add aarch64-unknown-linux-gnu
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --template-file template.yaml --beta-features
 
 fmt:
