@@ -83,6 +83,34 @@ impl TestEnv {
         }
     }
 
+    /// Every outbox item in this test's table as `(id, state)`, in scan order (a `Vec`, so a
+    /// duplicate id would show), by a consistent paginated scan.
+    pub async fn outbox_items(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("entity = :e")
+                .expression_attribute_values(":e", aws_sdk_dynamodb::types::AttributeValue::S("outbox".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan outbox");
+            for item in page.items() {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                out.push((text("id"), text("state")));
+            }
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return out,
+            }
+        }
+    }
+
     /// Every event delivered to the bus so far (the `detail-type`s and bodies), via SQS.
     pub async fn bus_events(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();

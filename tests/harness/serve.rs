@@ -109,21 +109,8 @@ pub fn event_for(parts: &axum::http::request::Parts, body: &[u8], claims: Option
         Err(_) => (json!(base64(body)), true),
     };
     let path = parts.uri.path();
-    let mut context = json!({
-        "accountId": "123456789012",
-        "apiId": "adminapi",
-        "domainName": "adminapi.execute-api.us-east-1.amazonaws.com",
-        "domainPrefix": "adminapi",
-        "http": {"method": parts.method.as_str(), "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent").cloned().unwrap_or_default()},
-        "requestId": uuid::Uuid::new_v4().to_string(),
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": "01/Mar/2026:12:00:00 +0000",
-        "timeEpoch": 1_772_366_400_000i64,
-    });
-    if let Some(claims) = claims {
-        context["authorizer"] = json!({"jwt": {"claims": claims, "scopes": null}});
-    }
+    let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
+    let context = admin_api::apigw::request_context(parts.method.as_str(), path, &user_agent, claims);
     json!({
         "version": "2.0",
         "routeKey": "$default",

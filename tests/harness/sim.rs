@@ -98,4 +98,16 @@ impl Sim {
         all.reverse();
         all
     }
+
+    /// The emitted events about subscriptions and invoices (what the webhook acts on), oldest first.
+    pub async fn subscription_events(&self) -> Vec<Value> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| {
+                let t = e["type"].as_str().unwrap_or_default();
+                t.starts_with("customer.subscription.") || t.starts_with("invoice.")
+            })
+            .collect()
+    }
 }

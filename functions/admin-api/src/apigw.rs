@@ -23,21 +23,7 @@ pub fn event(
     for (name, value) in headers {
         header_map.insert(name.to_ascii_lowercase(), json!(value));
     }
-    let mut context = json!({
-        "accountId": "123456789012",
-        "apiId": "adminapi",
-        "domainName": "adminapi.execute-api.us-east-1.amazonaws.com",
-        "domainPrefix": "adminapi",
-        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "admin-api-tests"},
-        "requestId": uuid::Uuid::new_v4().to_string(),
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": "01/Mar/2026:12:00:00 +0000",
-        "timeEpoch": 1_772_366_400_000i64,
-    });
-    if let Some(claims) = claims {
-        context["authorizer"] = json!({"jwt": {"claims": claims, "scopes": null}});
-    }
+    let context = request_context(method, path, "admin-api-tests", claims);
     json!({
         "version": "2.0",
         "routeKey": "$default",
@@ -48,6 +34,26 @@ pub fn event(
         "body": body.map(Value::to_string),
         "isBase64Encoded": false,
     })
+}
+
+/// The `requestContext` of an HTTP API v2 event; `claims: None` means no authorizer context.
+pub fn request_context(method: &str, path: &str, user_agent: &str, claims: Option<Value>) -> Value {
+    let mut context = json!({
+        "accountId": "123456789012",
+        "apiId": "adminapi",
+        "domainName": "adminapi.execute-api.us-east-1.amazonaws.com",
+        "domainPrefix": "adminapi",
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": user_agent},
+        "requestId": uuid::Uuid::new_v4().to_string(),
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": "01/Mar/2026:12:00:00 +0000",
+        "timeEpoch": 1_772_366_400_000i64,
+    });
+    if let Some(claims) = claims {
+        context["authorizer"] = json!({"jwt": {"claims": claims, "scopes": null}});
+    }
+    context
 }
 
 /// Claims of an admin (`cognito:groups` as HTTP APIs render a one-element array).

@@ -19,7 +19,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use expiry_jobs::{JobName, JobSettings};
 use harness::{process::ChildGuard, sim::Sim, Moto, TestEnv};
@@ -228,40 +227,16 @@ async fn seed_user(env: &TestEnv, user: &UserId, customer: &str) {
 /// (every outbox item id, each with its state) in the table.
 async fn outbox(env: &TestEnv) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = env
-            .ddb
-            .scan()
-            .table_name(&env.table)
-            .consistent_read(true)
-            .filter_expression("entity = :e")
-            .expression_attribute_values(":e", AttributeValue::S("outbox".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan outbox");
-        for item in page.items() {
-            let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let state = item.get("state").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            assert!(out.insert(id.clone(), state).is_none(), "outbox id {id} twice");
-        }
-        match page.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => return out,
-        }
+    for (id, state) in env.outbox_items().await {
+        assert!(out.insert(id.clone(), state).is_none(), "outbox id {id} twice");
     }
+    out
 }
 
 /// The user's record with run-dependent fields blanked (as `replay` in webhook.rs does),
 /// and the kinds of its history entries, newest first.
 async fn final_state(env: &TestEnv, user: &UserId) -> (Option<Subscription>, Vec<HistoryChange>) {
-    let mut local = env.store.subscription(user).await.unwrap();
-    if let Some(l) = local.as_mut() {
-        l.updated_at = DateTime::UNIX_EPOCH;
-        l.start_date = DateTime::UNIX_EPOCH;
-        l.version = 0;
-    }
+    let local = crate::fixtures::normalised(env.store.subscription(user).await.unwrap());
     let history = env.store.history(user, 50).await.unwrap().into_iter().map(|h| h.change).collect();
     (local, history)
 }
@@ -307,15 +282,7 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
         people.push((user, customer));
     }
     sim.advance(&clock, start + MONTH + DAY).await;
-    let events: Vec<Value> = sim
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| {
-            let t = e["type"].as_str().unwrap_or_default();
-            t.starts_with("customer.subscription.") || t.starts_with("invoice.")
-        })
-        .collect();
+    let events: Vec<Value> = sim.subscription_events().await;
     assert!(events.len() >= 12, "the scenario produced {} events", events.len());
     let dir = std::env::temp_dir().join(format!("hostile-crash-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -17,8 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use harness::{sim::Sim, webhook, TestEnv};
 use serde_json::Value;
@@ -133,36 +132,11 @@ async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
 
 /// Every outbox id (a `Vec`, so a duplicate would show) and the normalised records.
 async fn state(env: &TestEnv, people: &[(UserId, String)]) -> (Vec<String>, Vec<Option<Subscription>>) {
-    let mut ids = Vec::new();
-    let mut start = None;
-    loop {
-        let page = env
-            .ddb
-            .scan()
-            .table_name(&env.table)
-            .consistent_read(true)
-            .filter_expression("entity = :e")
-            .expression_attribute_values(":e", AttributeValue::S("outbox".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan outbox");
-        ids.extend(page.items().iter().filter_map(|i| i.get("id").and_then(|v| v.as_s().ok()).cloned()));
-        match page.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => break,
-        }
-    }
+    let mut ids: Vec<String> = env.outbox_items().await.into_iter().map(|(id, _)| id).collect();
     ids.sort();
     let mut records = Vec::new();
     for (user, _) in people {
-        let mut local = env.store.subscription(user).await.unwrap();
-        if let Some(l) = local.as_mut() {
-            l.updated_at = DateTime::UNIX_EPOCH;
-            l.start_date = DateTime::UNIX_EPOCH;
-            l.version = 0;
-        }
-        records.push(local);
+        records.push(crate::fixtures::normalised(env.store.subscription(user).await.unwrap()));
     }
     (ids, records)
 }
