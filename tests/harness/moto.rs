@@ -31,7 +31,12 @@ fn moto_binary() -> PathBuf {
 fn spawn_server() -> (String, ChildGuard) {
     let port = free_port();
     let mut command = Command::new(moto_binary());
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null());
+    // `MOTO_LOG=path`: moto's request log and tracebacks, for when it answers 500.
+    match std::env::var_os("MOTO_LOG").map(std::fs::File::create) {
+        Some(Ok(file)) => command.stderr(file),
+        _ => command.stderr(Stdio::null()),
+    };
     let child = ChildGuard::spawn(command)
         .unwrap_or_else(|e| panic!("cannot start moto_server ({}): {e}; run `make venv` or set MOTO_SERVER", moto_binary().display()));
     (format!("http://127.0.0.1:{port}"), child)
