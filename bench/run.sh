@@ -46,4 +46,6 @@ echo "arm64 package build: $(cat "$STATUS")"
 #    must not replace the functions' LTO artifacts in target/release (each run would relink them).
 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_TARGET_DIR=target/bench-build \
     cargo build --release -p bench
+# moto's own log (requests, tracebacks of any 500) beside the functions' logs.
+export MOTO_LOG=${MOTO_LOG:-$ROOT/target/bench/moto.log}
 exec target/bench-build/release/bench
