@@ -108,13 +108,15 @@ impl ProfileUpdate {
             }
             Some(raw) => EmailAddress::parse(raw).map_err(|e| errors.errors.extend(e.errors)).ok(),
         };
+        // Checked as sent (what openapi.yaml's maxLength and pattern describe), stored trimmed;
+        // blank means absent.
         let mut text = |field: &str, value: Option<String>| -> Option<String> {
-            let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())?;
+            let value = value?;
             if value.chars().count() > NAME_MAX || value.chars().any(char::is_control) {
                 errors.push(field, format!("must be at most {NAME_MAX} characters without control characters"));
                 return None;
             }
-            Some(value)
+            Some(value.trim().to_owned()).filter(|v| !v.is_empty())
         };
         let full_name = text("full_name", self.full_name);
         let username = text("username", self.username);
@@ -158,6 +160,19 @@ mod tests {
             .validate(user, Utc::now())
             .unwrap();
         assert_eq!(ok.full_name.as_deref(), Some("Ann"));
+    }
+
+    #[test]
+    fn names_are_checked_as_sent_and_stored_trimmed() {
+        let user = UserId::parse("u1").unwrap();
+        let with = |name: &str| ProfileUpdate { email: Some("a@b.co".into()), username: Some(name.into()), ..Default::default() };
+        // A control character is refused even where trimming would have removed it.
+        for bad in ["\tann", "ann\n", "a\u{0085}b", "a\u{7f}"] {
+            let err = with(bad).validate(user.clone(), Utc::now()).unwrap_err();
+            assert_eq!(err.errors[0].field, "username", "{bad:?}");
+        }
+        assert!(with(&format!("{} ", "x".repeat(NAME_MAX))).validate(user.clone(), Utc::now()).is_err());
+        assert_eq!(with("   ").validate(user, Utc::now()).unwrap().username, None);
     }
 
     proptest! {

@@ -15,6 +15,7 @@ const COMMENT_MAX: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionUpdate {
     pub tier: String,
+    #[serde(deserialize_with = "whole_number")]
     pub duration_months: i64,
     pub is_paid: bool,
     #[serde(default)]
@@ -22,6 +23,33 @@ pub struct SubscriptionUpdate {
     pub auto_renew: bool,
     #[serde(default)]
     pub payment_method_id: Option<String>,
+}
+
+/// A JSON integer as JSON Schema (and so openapi.yaml's `type: integer`) defines it: any
+/// number without a fractional part, so `8.0` is 8 while `8.5` is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct WholeNumber;
+    impl serde::de::Visitor<'_> for WholeNumber {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<i64, E> {
+            Ok(n)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<i64, E> {
+            i64::try_from(n).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<i64, E> {
+            // Range-checked in `validate`; beyond ±2^53 a float is no longer exact, so refuse it.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                Ok(f as i64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(f), &self))
+            }
+        }
+    }
+    deserializer.deserialize_any(WholeNumber)
 }
 
 /// How a subscription is paid for.
@@ -50,8 +78,9 @@ impl SubscriptionUpdate {
         if !(MIN_DURATION_MONTHS..=MAX_DURATION_MONTHS).contains(&self.duration_months) {
             errors.push("duration_months", format!("must be between {MIN_DURATION_MONTHS} and {MAX_DURATION_MONTHS}"));
         }
-        let payment_method = self.payment_method_id.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
-        let billing = match (self.is_paid, payment_method) {
+        // Taken as sent: a payment method id is an exact token, and openapi.yaml says exactly
+        // which ones are accepted (any value at all, even "", is refused for a granted one).
+        let billing = match (self.is_paid, self.payment_method_id) {
             (true, Some(pm)) if valid_payment_method(&pm) => Some(Billing::Paid { payment_method_id: pm }),
             (true, Some(_)) => {
                 errors.push("payment_method_id", "must be a Stripe payment method id (pm_…)");
@@ -70,10 +99,10 @@ impl SubscriptionUpdate {
         if tier == Some(Tier::Free) && self.is_paid {
             errors.push("is_paid", "the free tier cannot be paid for");
         }
-        let comment = self.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-        if comment.as_ref().is_some_and(|c| c.chars().count() > COMMENT_MAX) {
+        if self.comment.as_ref().is_some_and(|c| c.chars().count() > COMMENT_MAX) {
             errors.push("comment", format!("must be at most {COMMENT_MAX} characters"));
         }
+        let comment = self.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
         match (tier, billing) {
             (Some(tier), Some(billing)) if errors.is_empty() => Ok(SubscriptionRequest {
                 tier,
@@ -123,6 +152,37 @@ mod tests {
     fn granted_takes_no_card() {
         assert_eq!(update("enterprise", 3, false, None).validate().unwrap().billing, Billing::Granted);
         assert_eq!(fields(update("enterprise", 3, false, Some("pm_card_visa")).validate().unwrap_err()), ["payment_method_id"]);
+    }
+
+    #[test]
+    fn payment_method_is_taken_exactly_as_sent() {
+        // What openapi.yaml's pattern refuses, the server refuses: no trimming, and a granted
+        // subscription takes no value at all, not even an empty one.
+        assert_eq!(fields(update("premium", 1, true, Some(" pm_card_visa")).validate().unwrap_err()), ["payment_method_id"]);
+        assert_eq!(fields(update("premium", 1, true, Some("")).validate().unwrap_err()), ["payment_method_id"]);
+        assert_eq!(fields(update("premium", 1, false, Some("")).validate().unwrap_err()), ["payment_method_id"]);
+    }
+
+    #[test]
+    fn duration_is_any_json_integer() {
+        let body = |months: &str| format!(r#"{{"tier":"premium","duration_months":{months},"is_paid":false,"auto_renew":false}}"#);
+        for (raw, months) in [("8", 8), ("8.0", 8), ("1e1", 10), ("-3", -3)] {
+            let update: SubscriptionUpdate = serde_json::from_str(&body(raw)).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(update.duration_months, months, "{raw}");
+        }
+        for raw in ["8.5", "1e300", "\"8\"", "null"] {
+            assert!(serde_json::from_str::<SubscriptionUpdate>(&body(raw)).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn comment_length_counts_what_was_sent() {
+        let mut padded = update("premium", 1, false, None);
+        padded.comment = Some(format!("{} ", "x".repeat(COMMENT_MAX)));
+        assert_eq!(fields(padded.validate().unwrap_err()), ["comment"]);
+        let mut blank = update("premium", 1, false, None);
+        blank.comment = Some("   ".into());
+        assert_eq!(blank.validate().unwrap().comment, None);
     }
 
     #[test]
