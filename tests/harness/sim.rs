@@ -41,9 +41,18 @@ impl Sim {
 
     /// A raw form POST to the sim's API (for what the app itself never does, e.g. clocks).
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+        self.send(reqwest::Method::POST, path, form).await
+    }
+
+    /// A raw DELETE, as the Dashboard or another integration would cancel a subscription.
+    pub async fn delete(&self, path: &str) -> Value {
+        self.send(reqwest::Method::DELETE, path, &[]).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
         let response = self
             .http
-            .post(format!("{}{path}", self.handle.base_url()))
+            .request(method.clone(), format!("{}{path}", self.handle.base_url()))
             .bearer_auth(self.handle.secret_key())
             .form(form)
             .send()
@@ -51,7 +60,7 @@ impl Sim {
             .expect("sim request");
         let status = response.status();
         let body: Value = response.json().await.expect("sim JSON");
-        assert!(status.is_success(), "POST {path} -> {status}: {body}");
+        assert!(status.is_success(), "{method} {path} -> {status}: {body}");
         body
     }
 

@@ -309,6 +309,29 @@ async fn cancel_now_ends_access_and_a_new_subscription_can_follow() {
 }
 
 #[tokio::test]
+async fn a_subscription_ended_at_stripe_behind_our_back_is_a_409_not_a_502() {
+    // The local record says active; Stripe has already canceled it (the Dashboard, or a
+    // concurrent request) and its webhook has not arrived. Stripe refuses any change.
+    let api = AdminApi::start().await;
+    let created = subscribe_visa(&api, "ivy").await;
+    let stripe_id = created["subscription"]["stripe_subscription_id"].as_str().unwrap().to_owned();
+    api.sim.delete(&format!("/v1/subscriptions/{stripe_id}")).await;
+    let before = api.table_items().await;
+
+    for (method, path, body) in [
+        ("PUT", "/users/ivy/subscription", Some(paid("enterprise", "pm_card_visa"))),
+        ("POST", "/users/ivy/subscription/cancel", Some(json!({"immediately": false}))),
+    ] {
+        let answer = api.call(method, path, body).await;
+        assert_eq!((answer.status.as_u16(), answer.body["code"].as_str()), (409, Some("changed_at_stripe")), "{path}: {}", answer.body);
+        let detail = answer.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("canceled at Stripe") && detail.contains("not active"), "{detail}");
+    }
+    // Nothing was written: the webhook brings the record up to date, in order.
+    assert_eq!(api.table_items().await, before);
+}
+
+#[tokio::test]
 async fn retry_with_the_same_idempotency_key_makes_one_customer_and_one_subscription() {
     let api = AdminApi::start().await;
     api.create_profile("ivy").await;

@@ -27,11 +27,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Months, Utc};
 use sha2::{Digest, Sha256};
 use shared::{
-    billing::{BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration},
+    billing::{
+        BillingError, BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration,
+    },
     delivery::Deliver,
     domain::{
-        AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate, StripeSnapshot, Subscription, SubscriptionRequest,
-        SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
+        AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate, StripeSnapshot, StripeSubscriptionId, Subscription,
+        SubscriptionRequest, SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
     },
     email::{CancellationConfirmedContext, EmailContext, PlanChangedContext, SubscriptionConfirmationContext},
     store::{Change, StoreError, StripeMapping},
@@ -321,11 +323,10 @@ impl AdminService {
         let stripe_id = stripe_subscription(&cur)?;
         let now = self.clock.now();
         let key = self.key("subscription.put", &cur.user_id, caller, &request_fingerprint(&request), Some(&cur));
-        let snapshot = self
-            .billing
-            .change_tier(&stripe_id, request.tier, Proration::CreateProrations, &key)
-            .await
-            .map_err(|e| ApiError::from_billing(e, BillingStep::Subscription))?;
+        let snapshot = match self.billing.change_tier(&stripe_id, request.tier, Proration::CreateProrations, &key).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => return Err(self.subscription_refused(e, &stripe_id, &cur).await),
+        };
         let mut next = apply(&cur, &snapshot, request.tier, now);
         if request.comment.is_some() {
             next.comment = request.comment.clone();
@@ -371,12 +372,15 @@ impl AdminService {
         let now = self.clock.now();
         let fingerprint = if immediately { "immediately" } else { "at_period_end" };
         let key = self.key("subscription.cancel", &user, caller, fingerprint, Some(&cur));
-        let snapshot = if immediately {
+        let answer = if immediately {
             self.billing.cancel_now(&stripe_id, &key).await
         } else {
             self.billing.set_cancel_at_period_end(&stripe_id, true, &key).await
-        }
-        .map_err(|e| ApiError::from_billing(e, BillingStep::Subscription))?;
+        };
+        let snapshot = match answer {
+            Ok(snapshot) => snapshot,
+            Err(e) => return Err(self.subscription_refused(e, &stripe_id, &cur).await),
+        };
         let next = apply(&cur, &snapshot, cur.tier, now);
 
         let (change_kind, outcome, access_until, dedupe) = if immediately {
@@ -426,11 +430,10 @@ impl AdminService {
         let stripe_id = stripe_subscription(&cur)?;
         let now = self.clock.now();
         let key = self.key("subscription.reactivate", &user, caller, "reactivate", Some(&cur));
-        let snapshot = self
-            .billing
-            .set_cancel_at_period_end(&stripe_id, false, &key)
-            .await
-            .map_err(|e| ApiError::from_billing(e, BillingStep::Subscription))?;
+        let snapshot = match self.billing.set_cancel_at_period_end(&stripe_id, false, &key).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => return Err(self.subscription_refused(e, &stripe_id, &cur).await),
+        };
         let next = apply(&cur, &snapshot, cur.tier, now);
         if next.cancel_at_period_end {
             // Stripe still ends it: the end is the fixed term (`cancel_at`) chosen at creation
@@ -450,6 +453,33 @@ impl AdminService {
         }
         metrics::count("Reactivations", &[("Tier", next.tier.as_str())]);
         Ok(self.changed(Outcome::Reactivated, &next, "The scheduled cancellation was withdrawn.".into(), None))
+    }
+
+    /// Stripe refused a change to the user's existing subscription. When that is because the
+    /// subscription is no longer what the local record says — ended at Stripe by a request
+    /// running at the same time, the Dashboard, or a fixed term whose webhook has not arrived
+    /// yet — it is a conflict to re-read and retry (409 `changed_at_stripe`), not a failure of
+    /// the provider (502). Nothing is written here: the webhook (or `reconcile`) brings the
+    /// record up to date from Stripe's events, in order.
+    async fn subscription_refused(&self, err: BillingError, id: &StripeSubscriptionId, cur: &Subscription) -> ApiError {
+        let mapped = ApiError::from_billing(err.clone(), BillingStep::Subscription);
+        if !matches!(err, BillingError::InvalidRequest { .. }) || matches!(mapped, ApiError::Conflict { .. }) {
+            return mapped;
+        }
+        match self.billing.subscription(id).await {
+            Ok(at_stripe) if at_stripe.status != cur.status => {
+                tracing::warn!(local = %cur.status, stripe = %at_stripe.status, "stripe refused a change: the local record is behind stripe");
+                metrics::count("StaleSubscriptionConflicts", &[]);
+                ApiError::conflict(
+                    "changed_at_stripe",
+                    format!(
+                        "The subscription is {} at Stripe, not {} as recorded here; the record is brought up to date from Stripe's events within moments. Read it again before retrying.",
+                        at_stripe.status, cur.status
+                    ),
+                )
+            }
+            _ => mapped,
+        }
     }
 
     /// The user's subscription, when it can still be cancelled or reactivated.
@@ -501,7 +531,7 @@ impl AdminService {
     }
 
     /// A declined card is worth a metric; every billing error maps as usual.
-    fn declined(&self, err: shared::billing::BillingError, tier: Tier) -> ApiError {
+    fn declined(&self, err: BillingError, tier: Tier) -> ApiError {
         let mapped = ApiError::from_billing(err, BillingStep::PaymentMethod);
         if matches!(mapped, ApiError::CardDeclined { .. }) {
             metrics::count("CardDeclines", &[("Tier", tier.as_str())]);
