@@ -25,8 +25,8 @@ use harness::{admin::AdminApi, Moto, TestEnv};
 use serde_json::{json, Value};
 use shared::{
     config::Secret,
-    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId, UserProfile},
-    store::{keys, Change, SubscriptionWrite},
+    domain::{Subscription, SubscriptionStatus, UserId},
+    store::keys,
 };
 use stripe_webhook::{envelope, http::Webhook, processor::Processor, signature};
 
@@ -809,25 +809,7 @@ fn base_time() -> DateTime<Utc> {
 }
 
 fn granted(user: &UserId, status: SubscriptionStatus, end: DateTime<Utc>) -> Subscription {
-    Subscription {
-        id: format!("sub-{user}"),
-        user_id: user.clone(),
-        tier: Tier::Premium,
-        status,
-        source: SubscriptionSource::Granted,
-        start_date: end - ChronoDuration::days(30),
-        end_date: Some(end),
-        auto_renew: false,
-        cancel_at_period_end: false,
-        canceled_at: None,
-        stripe_customer_id: None,
-        stripe_subscription_id: None,
-        last_billing_date: None,
-        next_billing_date: None,
-        comment: None,
-        version: 1,
-        updated_at: end - ChronoDuration::days(30),
-    }
+    Subscription { status, ..harness::records::granted(user, end) }
 }
 
 /// The store's item format for a current subscription (as `shared::store::items::subscription`).
@@ -866,26 +848,8 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
             } else {
                 granted(&user, SubscriptionStatus::Trial, now - ChronoDuration::days(3) + ChronoDuration::minutes(i as i64))
             };
-            env.store
-                .put_profile(&UserProfile {
-                    user_id: user.clone(),
-                    email: shared::domain::EmailAddress::parse(&format!("{user}@example.com")).expect("email"),
-                    full_name: Some("Due User".into()),
-                    username: None,
-                    user_type: None,
-                    updated_at: now,
-                })
-                .await
-                .expect("profile");
-            env.store
-                .commit(Change {
-                    user_id: Some(user.clone()),
-                    subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
-                    history: vec![HistoryEntry::record(None, &sub, HistoryChange::Created, "bench", sub.start_date)],
-                    ..Change::default()
-                })
-                .await
-                .expect("commit due subscription");
+            harness::jobs::put_profile(&env, &user).await;
+            env.store.commit(harness::records::created(&sub)).await.expect("commit due subscription");
         }
         // Not due: live and ending months ahead (in the index, outside every window), or no longer live.
         let others: Vec<_> = (0..total - n)

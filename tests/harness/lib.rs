@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod moto;
 pub mod process;
 pub mod proxy;
+pub mod records;
 pub mod serve;
 pub mod sim;
 pub mod template;

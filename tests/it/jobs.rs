@@ -15,68 +15,29 @@ use harness::{
 use shared::{
     billing::{BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind},
     domain::{
-        HistoryChange, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource,
-        SubscriptionStatus, Tier, UserId,
+        HistoryChange, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
     },
-    store::{Change, SubscriptionWrite},
 };
 
-use crate::fixtures::{day, subscription, user};
+use crate::fixtures::{created, day, granted, subscription, user};
 
 /// 06:00 UTC on fixture day `n`: when the daily schedule fires.
 fn morning(n: i64) -> DateTime<Utc> {
     day(n) + Duration::hours(6)
 }
 
-/// A granted (comp) premium subscription without Stripe: it ends, it never renews.
-fn granted(user_id: &UserId, end: DateTime<Utc>) -> Subscription {
-    Subscription {
-        source: SubscriptionSource::Granted,
-        status: SubscriptionStatus::Trial,
-        auto_renew: false,
-        next_billing_date: None,
-        ..subscription(user_id, SubscriptionStatus::Trial, end)
-    }
-}
-
 async fn create(env: &TestEnv, sub: &Subscription) {
-    env.store
-        .commit(Change {
-            user_id: Some(sub.user_id.clone()),
-            subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
-            history: vec![HistoryEntry::record(None, sub, HistoryChange::Created, "test", sub.start_date)],
-            ..Change::default()
-        })
-        .await
-        .expect("create subscription");
+    env.store.commit(created(sub)).await.expect("create subscription");
 }
 
 /// Every outbox item in the table (any state), by id.
 async fn outbox(env: &TestEnv) -> HashMap<String, OutboxItem> {
     let mut out = HashMap::new();
-    let mut start = None;
-    loop {
-        let page = env
-            .ddb
-            .scan()
-            .table_name(&env.table)
-            .filter_expression("entity = :e")
-            .expression_attribute_values(":e", aws_sdk_dynamodb::types::AttributeValue::S("outbox".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan outbox");
-        for item in page.items() {
-            let id = item["id"].as_s().expect("outbox id").clone();
-            let state = item["state"].as_s().expect("state").clone();
-            let stored = env.store.outbox_item(&id).await.expect("read outbox").unwrap_or_else(|| panic!("{id} ({state}) vanished"));
-            out.insert(id, stored);
-        }
-        match page.last_evaluated_key {
-            Some(key) => start = Some(key),
-            None => return out,
-        }
+    for (id, state) in env.outbox_items().await {
+        let stored = env.store.outbox_item(&id).await.expect("read outbox").unwrap_or_else(|| panic!("{id} ({state}) vanished"));
+        out.insert(id, stored);
     }
+    out
 }
 
 fn ids_for<'a>(items: &'a HashMap<String, OutboxItem>, needle: &str) -> Vec<&'a str> {

@@ -8,16 +8,7 @@ use shared::{
     store::{Change, ExpiryRange, LedgerEntry, StoreError, StripeMapping, SubscriptionWrite},
 };
 
-use crate::fixtures::{day, subscription, user};
-
-fn create(sub: &shared::domain::Subscription) -> Change {
-    Change {
-        user_id: Some(sub.user_id.clone()),
-        subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
-        history: vec![HistoryEntry::record(None, sub, HistoryChange::Created, "test", sub.start_date)],
-        ..Change::default()
-    }
-}
+use crate::fixtures::{created as create, day, subscription, user};
 
 #[tokio::test]
 async fn a_stale_version_is_refused_and_the_fresh_one_wins() {

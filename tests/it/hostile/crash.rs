@@ -11,6 +11,8 @@
 //! its writes (plus a seeded jitter, so the kill lands inside an event or item, not only
 //! between them), restarts it to do the whole thing again, and compares.
 
+use super::Rng;
+use crate::fixtures::{created, granted};
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
@@ -25,8 +27,8 @@ use harness::{process::ChildGuard, sim::Sim, Moto, TestEnv};
 use serde_json::Value;
 use shared::{
     config::Secret,
-    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId},
-    store::{Change, StripeMapping, SubscriptionWrite},
+    domain::{HistoryChange, Subscription, UserId},
+    store::{Change, StripeMapping},
     stripe::{StripeBilling, StripeConfig},
 };
 use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
@@ -35,26 +37,6 @@ const SECRET: &str = "whsec_crash_tests";
 const WORKER: &str = "hostile::crash::worker";
 const DAY: i64 = 86_400;
 const MONTH: i64 = 31 * DAY;
-
-/// A small deterministic generator (splitmix64) for kill points and jitter.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed: u64 = std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_301);
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The worker (child process side).
@@ -309,7 +291,7 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
     assert!(expected.1.iter().any(|id| id.starts_with("email:payment_failed:")), "{:?}", expected.1);
 
     // Kill points: after k ledger writes (k from 0 to the end, seeded), plus 0–40 ms.
-    let mut rng = Rng::seeded();
+    let mut rng = Rng(super::seed() ^ 0x9E37_79B9_7F4A_7C15);
     let n = events.len() as u64;
     let points = super::scaled(6, 4);
     let mut kills = 0;
@@ -343,29 +325,6 @@ async fn a_webhook_killed_mid_sequence_and_redelivered_ends_like_no_crash() {
     super::finish("webhook killed mid-sequence", points, 0, kills);
 }
 
-/// A granted premium subscription (no Stripe) that ended at `end`.
-fn granted(user: &UserId, end: DateTime<Utc>) -> Subscription {
-    Subscription {
-        id: format!("sub-{user}"),
-        user_id: user.clone(),
-        tier: Tier::Premium,
-        status: SubscriptionStatus::Trial,
-        source: SubscriptionSource::Granted,
-        start_date: end - chrono::Duration::days(30),
-        end_date: Some(end),
-        auto_renew: false,
-        cancel_at_period_end: false,
-        canceled_at: None,
-        stripe_customer_id: None,
-        stripe_subscription_id: None,
-        last_billing_date: None,
-        next_billing_date: None,
-        comment: None,
-        version: 1,
-        updated_at: end - chrono::Duration::days(30),
-    }
-}
-
 /// Per-run job fixtures: `due` lapsed subscriptions and `ending` ones in the warning window.
 async fn seed_job_run(env: &TestEnv, run: &str, now: DateTime<Utc>, due: usize, ending: usize) -> Vec<UserId> {
     let mut users = Vec::new();
@@ -378,15 +337,7 @@ async fn seed_job_run(env: &TestEnv, run: &str, now: DateTime<Utc>, due: usize, 
             now + chrono::Duration::days(2) + chrono::Duration::hours(i as i64)
         };
         let sub = granted(&u, end);
-        env.store
-            .commit(Change {
-                user_id: Some(u.clone()),
-                subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
-                history: vec![HistoryEntry::record(None, &sub, HistoryChange::Created, "test", sub.start_date)],
-                ..Change::default()
-            })
-            .await
-            .unwrap();
+        env.store.commit(created(&sub)).await.unwrap();
         users.push(u);
     }
     users
@@ -432,7 +383,7 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
     assert_eq!(expected.1.len() as u64, writes, "{:?}", expected.1);
     assert!(expected.1.values().all(|s| s == "sent"), "{:?}", expected.1);
 
-    let mut rng = Rng::seeded();
+    let mut rng = Rng(super::seed() ^ 0x9E37_79B9_7F4A_7C15);
     let points = super::scaled(4, 3);
     let mut kills = 0;
     let mut runs = Vec::new();

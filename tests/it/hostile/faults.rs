@@ -8,6 +8,7 @@
 //!   (the same outbox items as an unfaulted delivery, none twice);
 //! - jobs: the faulted run fails, a rerun completes (one expiry, one e-mail queued).
 
+use crate::fixtures::{created, granted};
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
@@ -20,8 +21,8 @@ use harness::{
 use serde_json::{json, Value};
 use shared::{
     config::Secret,
-    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId},
-    store::{Change, DynamoStore, StripeMapping, SubscriptionWrite},
+    domain::{Subscription, SubscriptionStatus, Tier, UserId},
+    store::{Change, DynamoStore, StripeMapping},
     stripe::{RetryPolicy, StripeBilling, StripeConfig},
 };
 
@@ -275,25 +276,7 @@ async fn webhook_answers_5xx_under_faults_and_the_redelivery_applies_once() {
 }
 
 fn lapsed(user: &UserId, end: DateTime<Utc>) -> Subscription {
-    Subscription {
-        id: format!("local-{user}"),
-        user_id: user.clone(),
-        tier: Tier::Premium,
-        status: SubscriptionStatus::Trial,
-        source: SubscriptionSource::Granted,
-        start_date: end - chrono::Duration::days(30),
-        end_date: Some(end),
-        auto_renew: false,
-        cancel_at_period_end: true,
-        canceled_at: None,
-        stripe_customer_id: None,
-        stripe_subscription_id: None,
-        last_billing_date: None,
-        next_billing_date: None,
-        comment: None,
-        version: 1,
-        updated_at: end - chrono::Duration::days(30),
-    }
+    Subscription { id: format!("local-{user}"), cancel_at_period_end: true, ..granted(user, end) }
 }
 
 #[tokio::test]
@@ -305,16 +288,7 @@ async fn a_job_run_failed_by_a_fault_is_completed_by_the_rerun() {
         let user = UserId::parse(&format!("job-fault-{i}")).unwrap();
         harness::jobs::put_profile(&rig.env, &user).await;
         let sub = lapsed(&user, now - chrono::Duration::days(10 + i as i64));
-        rig.env
-            .store
-            .commit(Change {
-                user_id: Some(user.clone()),
-                subscription: Some(SubscriptionWrite { record: sub.clone(), expected_version: None }),
-                history: vec![HistoryEntry::record(None, &sub, HistoryChange::Created, "test", sub.start_date)],
-                ..Change::default()
-            })
-            .await
-            .unwrap();
+        rig.env.store.commit(created(&sub)).await.unwrap();
         // The jobs over the proxied store (their e-mail delivery uses the env's own store).
         let proxied_env = TestEnv {
             moto: rig.env.moto,

@@ -104,22 +104,6 @@ async fn serialised_store(env: &TestEnv) -> (DynamoStore, Option<tokio::task::Jo
     (DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table), Some(task))
 }
 
-/// splitmix64, seeded by `HOSTILE_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
     for (user, customer) in people {
         harness::jobs::put_profile(env, user).await;
@@ -211,7 +195,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
     let baseline_time = started.elapsed() - setup;
 
     // The burst: every event 1–4 times (about half of them more than once), shuffled.
-    let mut rng = Rng(std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_301));
+    let mut rng = super::Rng(super::seed());
     let mut plan: Vec<usize> = Vec::new();
     for i in 0..events.len() {
         let times = if rng.below(2) == 0 { 1 } else { 2 + rng.below(3) as usize };

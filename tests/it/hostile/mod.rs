@@ -65,3 +65,25 @@ pub fn finish(test: &str, cases: u64, faults: u64, crashes: u64) {
         ));
     }
 }
+
+/// The suite's seed: `HOSTILE_SEED`, else a fixed one, so a failure reproduces.
+pub fn seed() -> u64 {
+    std::env::var("HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_260_301)
+}
+
+/// A small deterministic generator (splitmix64) for kill points, jitter and interleavings.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
