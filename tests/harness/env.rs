@@ -1,15 +1,27 @@
 //! One test's own AWS resources on the shared moto server.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use shared::store::DynamoStore;
 
-use crate::{moto::Moto, template};
+use crate::{
+    mail::{MailSink, SentMail},
+    moto::Moto,
+    template,
+};
 
 pub const MAIL_FROM: &str = "billing@logiscore.test";
 
+#[derive(Clone)]
 pub struct TestEnv {
     pub moto: &'static Moto,
+    /// Every client but SES: straight to moto.
     pub config: SdkConfig,
+    /// For SES clients: through this test's [`MailSink`] to the same moto.
+    pub ses_config: SdkConfig,
+    /// What this test sent (`None` in a child process attached to a parent's env).
+    pub mail: Option<Arc<MailSink>>,
     pub table: String,
     pub bus: String,
     pub queue_url: String,
@@ -21,16 +33,18 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A unique table (from template.yaml), SES identity, event bus, and an SQS queue
-    /// subscribed to everything on that bus.
+    /// A unique table (from template.yaml), SES identity, event bus, an SQS queue
+    /// subscribed to everything on that bus, and a [`MailSink`] for this test's SES calls.
     pub async fn new() -> TestEnv {
         let moto = Moto::shared().await;
         let config = moto.sdk_config().await;
+        let mail = MailSink::start(moto).await;
+        let ses_config = mail.sdk_config().await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let table = format!("subs-{suffix}");
         let bus = format!("bus-{suffix}");
         let ddb = aws_sdk_dynamodb::Client::new(&config);
-        let ses = aws_sdk_sesv2::Client::new(&config);
+        let ses = aws_sdk_sesv2::Client::new(&ses_config);
         let events = aws_sdk_eventbridge::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
         template::create_table(&ddb, &table).await;
@@ -55,7 +69,39 @@ impl TestEnv {
             .await
             .expect("targets");
         let store = DynamoStore::new(ddb.clone(), &table);
-        TestEnv { moto, config, table, bus, queue_url, ddb, ses, events, sqs, store }
+        TestEnv { moto, config, ses_config, mail: Some(Arc::new(mail)), table, bus, queue_url, ddb, ses, events, sqs, store }
+    }
+
+    /// The resources a parent process created, seen from a child process: SES at
+    /// `ses_endpoint` (the parent's sink), everything else at `moto`.
+    pub async fn attach(moto: &'static Moto, table: String, bus: String, queue_url: String, ses_endpoint: &str) -> TestEnv {
+        let config = moto.sdk_config().await;
+        let ses_config = crate::moto::sdk_config_for(ses_endpoint).await;
+        let ddb = aws_sdk_dynamodb::Client::new(&config);
+        TestEnv {
+            moto,
+            ses: aws_sdk_sesv2::Client::new(&ses_config),
+            events: aws_sdk_eventbridge::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            store: DynamoStore::new(ddb.clone(), &table),
+            ddb,
+            config,
+            ses_config,
+            mail: None,
+            table,
+            bus,
+            queue_url,
+        }
+    }
+
+    /// This test's [`MailSink`].
+    pub fn mail(&self) -> &MailSink {
+        self.mail.as_deref().expect("this TestEnv was attached from a child process and records no mail")
+    }
+
+    /// The messages SES accepted for `address` from this test.
+    pub fn mail_to(&self, address: &str) -> Vec<SentMail> {
+        self.mail().sent_to(address)
     }
 
     /// Items in this test's table whose `pk` starts with `prefix` (`""`: every item), by a

@@ -99,15 +99,3 @@ pub async fn put_profile(env: &TestEnv, user: &UserId) -> String {
     env.store.put_profile(&profile).await.expect("put profile");
     address
 }
-
-/// The e-mails moto's SES recorded for `address`.
-pub async fn mail_to(env: &TestEnv, address: &str) -> Vec<serde_json::Value> {
-    let data = env.moto.data().await;
-    data["ses"]["Message"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m["destinations"]["ToAddresses"].as_array().is_some_and(|to| to.iter().any(|a| a == address)))
-        .collect()
-}

@@ -3,10 +3,13 @@
 //! - [`Moto`]: a moto server (DynamoDB, SES v2, EventBridge, SQS) on a free port.
 //! - [`TestEnv`]: a fresh table (created from `template.yaml`), SES identity, event bus
 //!   and an SQS queue that receives every event on the bus, unique to one test.
+//! - [`mail::MailSink`]: what one test sent through SES, read without asking moto for the
+//!   state of every test.
 
 pub mod admin;
 pub mod env;
 pub mod jobs;
+pub mod mail;
 pub mod moto;
 pub mod process;
 pub mod proxy;

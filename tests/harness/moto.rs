@@ -14,6 +14,8 @@ use crate::{free_port, process::ChildGuard, workspace_root};
 pub struct Moto {
     endpoint: String,
     child: Option<Mutex<ChildGuard>>,
+    /// Started for one test alone ([`Moto::start`]), so its state is that test's.
+    dedicated: bool,
 }
 
 fn moto_binary() -> PathBuf {
@@ -46,7 +48,7 @@ impl Moto {
     /// A dedicated moto server for one test (use it when a test resets or stops it).
     pub async fn start() -> Moto {
         let (endpoint, child) = spawn_server();
-        let moto = Moto { endpoint, child: Some(Mutex::new(child)) };
+        let moto = Moto { endpoint, child: Some(Mutex::new(child)), dedicated: true };
         moto.wait_ready(Duration::from_secs(30)).await;
         moto
     }
@@ -65,7 +67,7 @@ impl Moto {
         }
         let moto = match std::env::var("MOTO_ENDPOINT") {
             Ok(endpoint) => {
-                let moto = Moto { endpoint, child: None };
+                let moto = Moto { endpoint, child: None, dedicated: false };
                 moto.wait_ready(Duration::from_secs(30)).await;
                 moto
             }
@@ -81,7 +83,7 @@ impl Moto {
                     }
                 });
                 let (endpoint, child) = rx.recv().expect("moto spawn thread");
-                let moto = Moto { endpoint, child: Some(Mutex::new(child)) };
+                let moto = Moto { endpoint, child: Some(Mutex::new(child)), dedicated: false };
                 moto.wait_ready(Duration::from_secs(30)).await;
                 moto
             }
@@ -110,13 +112,18 @@ impl Moto {
         sdk_config_for(&self.endpoint).await
     }
 
-    /// Everything moto recorded (sent SES mail is under `ses.Message`). moto serialises its
-    /// whole state for this and can fail while other tests are writing, so it is retried.
+    /// Everything moto recorded (sent SES mail is under `ses.Message`), from a server this
+    /// test started for itself. moto builds this from every object it ever held, so on the
+    /// shared server its cost would grow with every other test: there it is refused, and a
+    /// test reads its own mail from [`crate::mail::MailSink`] instead.
     pub async fn data(&self) -> serde_json::Value {
+        assert!(self.dedicated, "Moto::data() on the shared server costs what every test wrote; use TestEnv::mail() or Moto::start()");
         let client = reqwest::Client::new();
+        let url = format!("{}/moto-api/data.json", self.endpoint);
+        let timeout = Duration::from_secs(10);
         let mut last_error = String::new();
-        for _ in 0..10 {
-            match client.get(format!("{}/moto-api/data.json", self.endpoint)).timeout(Duration::from_secs(20)).send().await {
+        for _ in 0..3 {
+            match client.get(&url).timeout(timeout).send().await {
                 Ok(response) if response.status().is_success() => match response.json().await {
                     Ok(value) => return value,
                     Err(e) => last_error = e.to_string(),
@@ -126,7 +133,7 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("moto data.json unavailable: {last_error}");
+        panic!("{url}: no usable answer in 3 attempts of up to {timeout:?} each: {last_error}");
     }
 
     /// Stops the server (a dedicated one only), e.g. to make AWS "unavailable".
@@ -137,6 +144,10 @@ impl Moto {
     }
 }
 
+/// SDK configuration for a test's clients at `endpoint`. moto answers in milliseconds when
+/// idle but, being one Python process serving every test of a parallel run, can take
+/// seconds under load on a 2-core machine: the attempt timeout is generous for that and
+/// still bounds a request that hangs (a test about timeouts sets its own).
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -144,8 +155,8 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "harness"))
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(2))
                 .build(),
         )
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))

@@ -13,6 +13,10 @@
 //!   and the connection reset: the client cannot know whether it happened;
 //! - `Status(500 | 429 | …)`: answered by the proxy with that status and a JSON error body
 //!   that reads as an error to the AWS SDK and to the Stripe client; nothing reaches upstream.
+//!
+//! A proxy started with [`Proxy::recording`] also keeps every forwarded request and its
+//! response ([`Exchange`]), so a test can read what *it* sent at a cost of what it sent
+//! (e.g. [`crate::mail::MailSink`]), instead of asking the upstream for its whole state.
 
 use std::{
     net::SocketAddr,
@@ -49,11 +53,24 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// One forwarded request and the upstream's answer, as a recording proxy kept them.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
+    pub request_body: Vec<u8>,
+    pub status: u16,
+    pub response_body: Vec<u8>,
+}
+
 struct Shared {
     upstream: SocketAddr,
     fault: Mutex<Fault>,
     requests: AtomicU64,
     injected: AtomicU64,
+    /// `Some` for a recording proxy: every exchange that got an answer from upstream.
+    recorded: Option<Mutex<Vec<Exchange>>>,
 }
 
 pub struct Proxy {
@@ -72,12 +89,26 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy in `Pass` mode in front of `upstream` (`http://127.0.0.1:port`).
     pub async fn start(upstream: &str) -> Proxy {
+        Self::spawn(upstream, false).await
+    }
+
+    /// A proxy that also records every exchange (see [`Proxy::exchanges`]).
+    pub async fn recording(upstream: &str) -> Proxy {
+        Self::spawn(upstream, true).await
+    }
+
+    async fn spawn(upstream: &str, record: bool) -> Proxy {
         let authority = upstream.trim_start_matches("http://").trim_end_matches('/');
         let upstream: SocketAddr = authority.parse().unwrap_or_else(|e| panic!("proxy upstream {authority}: {e}"));
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let shared =
-            Arc::new(Shared { upstream, fault: Mutex::new(Fault::Pass), requests: AtomicU64::new(0), injected: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            upstream,
+            fault: Mutex::new(Fault::Pass),
+            requests: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            recorded: record.then(|| Mutex::new(Vec::new())),
+        });
         let accept = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -108,6 +139,45 @@ impl Proxy {
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::SeqCst)
     }
+
+    /// What a recording proxy forwarded and got answered, in the order the answers came
+    /// (empty for a proxy started without recording).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.recorded.as_ref().map(|r| r.lock().expect("recording lock").clone()).unwrap_or_default()
+    }
+}
+
+/// The method and target of a request head (`POST /v2/email/outbound-emails HTTP/1.1`).
+fn request_line(head: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(head);
+    let mut parts = text.split("\r\n").next().unwrap_or_default().split(' ');
+    (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned())
+}
+
+/// The status code of a response head (`HTTP/1.1 200 OK`); 0 when unreadable.
+fn status_code(head: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").next().and_then(|line| line.split(' ').nth(1)).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// A body as sent on the wire, without chunked framing.
+fn dechunk(head: &[u8], body: &[u8]) -> Vec<u8> {
+    let chunked = header_value(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if !chunked {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(end) = find(rest, b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16) else { break };
+        if size == 0 || rest.len() < end + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[end + 2..end + 2 + size]);
+        rest = &rest[(end + 4 + size).min(rest.len())..];
+    }
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -249,6 +319,17 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
         return Ok(());
     };
     let response_body = read_body(&mut upstream, &response_head, rest, true).await?;
+    if let Some(recorded) = &shared.recorded {
+        let (method, path) = request_line(&head);
+        let exchange = Exchange {
+            method,
+            path,
+            request_body: dechunk(&head, &body),
+            status: status_code(&response_head),
+            response_body: dechunk(&response_head, &response_body),
+        };
+        recorded.lock().expect("recording lock").push(exchange);
+    }
     let head = close_head(&response_head);
     if fault == Fault::Cut {
         // Half of the body (or of the head, when there is no body), then a reset.

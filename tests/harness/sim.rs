@@ -84,7 +84,12 @@ impl Sim {
 
     pub async fn advance(&self, clock: &str, unix: i64) {
         self.post(&format!("/v1/test_helpers/test_clocks/{clock}/advance"), &[("frozen_time", &unix.to_string())]).await;
-        assert!(self.handle.wait_idle(Duration::from_secs(30)).await, "webhook deliveries did not finish");
+        let timeout = Duration::from_secs(30);
+        assert!(
+            self.handle.wait_idle(timeout).await,
+            "advancing clock {clock}: {} webhook deliveries still queued or in flight after {timeout:?}",
+            self.handle.pending_deliveries()
+        );
     }
 
     /// Every event the sim emitted, oldest first.

@@ -46,10 +46,6 @@ async fn queue_trial_ending(env: &TestEnv, user: &UserId) -> String {
     id
 }
 
-fn sent_to(data: &serde_json::Value, address: &str) -> usize {
-    data["ses"]["Message"].as_array().map(|m| m.iter().filter(|msg| msg["destinations"]["ToAddresses"][0] == address).count()).unwrap_or(0)
-}
-
 #[tokio::test]
 async fn pending_items_are_sent_once_to_the_current_address() {
     let env = TestEnv::new().await;
@@ -59,17 +55,18 @@ async fn pending_items_are_sent_once_to_the_current_address() {
     // The user changes address after the mail was queued: the new one receives it.
     profile(&env.store, &user, "new-address@example.com").await;
 
-    let delivery = delivery(&env, &env.config, policy());
+    let delivery = delivery(&env, &env.ses_config, policy());
     let (report, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
     assert_eq!((report.sent, report.failed, report.retry_later), (2, 0, 0));
     assert_eq!(scanned, 2);
 
-    let data = env.moto.data().await;
-    assert_eq!(sent_to(&data, "new-address@example.com"), 1);
-    assert_eq!(sent_to(&data, "old-address@example.com"), 0);
+    let sent = env.mail_to("new-address@example.com");
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(env.mail_to("old-address@example.com").len(), 0);
     let item = env.store.outbox_item(&email_id).await.unwrap().unwrap();
     assert_eq!(item.state, OutboxState::Sent);
-    assert!(item.delivery_id.is_some(), "the SES message id is stored");
+    assert!(!sent[0].message_id.is_empty());
+    assert_eq!(item.delivery_id.as_deref(), Some(sent[0].message_id.as_str()), "the SES message id is stored");
 
     let events = env.bus_events().await;
     assert_eq!(events.len(), 1);
@@ -79,7 +76,7 @@ async fn pending_items_are_sent_once_to_the_current_address() {
     // A second sweep finds nothing to do and sends nothing.
     let (again, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
     assert_eq!((again.sent, scanned), (0, 0));
-    assert_eq!(sent_to(&env.moto.data().await, "new-address@example.com"), 1);
+    assert_eq!(env.mail_to("new-address@example.com").len(), 1);
     // Delivering an already-sent item directly is skipped too.
     let report = delivery.deliver(&[item]).await;
     assert_eq!((report.sent, report.skipped), (0, 1));
@@ -111,10 +108,10 @@ async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
     assert_eq!(report.retry_later + report.sent + report.dead_lettered, 0);
 
     // SES is back: a later run delivers it.
-    let healthy = delivery(&env, &env.config, policy.clone());
+    let healthy = delivery(&env, &env.ses_config, policy.clone());
     let (report, _) = healthy.deliver_pending(now + Duration::minutes(5), 100).await.unwrap();
     assert_eq!(report.sent, 1);
-    assert_eq!(sent_to(&env.moto.data().await, "outage@example.com"), 1);
+    assert_eq!(env.mail_to("outage@example.com").len(), 1);
 
     // Another item that never gets through is dead-lettered after max_attempts.
     let user3 = UserId::parse("deliver-3").unwrap();
@@ -134,7 +131,7 @@ async fn a_rejected_recipient_is_failed_for_good_not_retried() {
     // No SES identity for this sender: moto refuses the message as MessageRejected.
     let config = EmailConfig { mail_from: "unverified@nowhere.test".into(), ..email_config() };
     let renderer = Arc::new(EmailRenderer::embedded(&config).unwrap());
-    let mailer = Arc::new(SesMailer::new(&env.config, &config));
+    let mailer = Arc::new(SesMailer::new(&env.ses_config, &config));
     let publisher = Arc::new(EventBridgePublisher::new(env.events.clone(), &env.bus));
     let delivery = OutboxDelivery::new(env.store.clone(), renderer, mailer, publisher, policy());
     let user = UserId::parse("deliver-4").unwrap();
@@ -146,6 +143,7 @@ async fn a_rejected_recipient_is_failed_for_good_not_retried() {
     let item = env.store.outbox_item(&id).await.unwrap().unwrap();
     assert_eq!((item.state, item.attempts), (OutboxState::Failed, 1));
     assert!(item.last_error.unwrap().contains("MessageRejected"));
+    assert!(env.mail().sent().is_empty(), "SES accepted nothing");
     let (again, scanned) = delivery.deliver_pending(Utc::now() + Duration::days(1), 100).await.unwrap();
     assert_eq!((again.sent + again.failed, scanned), (0, 0));
 }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
 use chrono::{DateTime, Duration, Utc};
 use expiry_jobs::{JobError, JobName, JobSettings, CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
 use harness::{
-    jobs::{delivery_via, jobs as jobs_for, jobs_with_delivery, mail_to, put_profile, run, run_in_slices, unreachable_billing},
+    jobs::{delivery_via, jobs as jobs_for, jobs_with_delivery, put_profile, run, run_in_slices, unreachable_billing},
     sim::Sim,
     Moto, TestEnv,
 };
@@ -174,7 +174,7 @@ async fn a_lapsed_subscription_expires_after_its_grace_and_a_rerun_changes_nothi
     assert_eq!((delivered.counts.delivered, delivered.counts.retry_later), (2, 0), "{delivered:?}");
     let again = run(&jobs, JobName::DeliverPending, morning(11) + Duration::minutes(10)).await;
     assert_eq!(again.counts.delivered, 0);
-    let mails = mail_to(&env, &address).await;
+    let mails = env.mail_to(&address);
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let events = env.bus_events().await;
     let expired_events: Vec<_> = events.iter().filter(|e| e["detail-type"] == "SubscriptionExpired").collect();
@@ -271,7 +271,7 @@ async fn mail_stays_pending_while_ses_is_down_and_goes_out_on_a_later_run() {
     let pending = env.store.outbox_item(mail_id).await.unwrap().unwrap();
     assert_eq!((pending.state, pending.attempts), (OutboxState::Pending, 1));
     assert!(pending.last_error.is_some());
-    assert!(mail_to(&env, &address).await.is_empty());
+    assert!(env.mail_to(&address).is_empty());
 
     // Before its backoff is over the item is not due; an hour later it is, and SES is back.
     let healthy = jobs_for(&env, unreachable_billing(), quiet_settings());
@@ -281,7 +281,7 @@ async fn mail_stays_pending_while_ses_is_down_and_goes_out_on_a_later_run() {
     assert_eq!((later.counts.delivered, later.counts.retry_later), (1, 0), "{later:?}");
     let sent = env.store.outbox_item(mail_id).await.unwrap().unwrap();
     assert_eq!((sent.state, sent.attempts), (OutboxState::Sent, 2));
-    assert_eq!(mail_to(&env, &address).await.len(), 1);
+    assert_eq!(env.mail_to(&address).len(), 1);
 }
 
 #[tokio::test]

@@ -55,23 +55,17 @@ fn worker() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        // MOTO_ENDPOINT is set: this is the parent's server, not a new one.
+        // MOTO_ENDPOINT is set: this is the parent's server, not a new one; SES goes
+        // through the parent's mail sink, so the parent sees what the worker sent.
         let moto = Moto::shared().await;
-        let config = moto.sdk_config().await;
-        let ddb = aws_sdk_dynamodb::Client::new(&config);
-        let table = var("HOSTILE_CRASH_TABLE");
-        let env = TestEnv {
+        let env = TestEnv::attach(
             moto,
-            table: table.clone(),
-            bus: var("HOSTILE_CRASH_BUS"),
-            queue_url: var("HOSTILE_CRASH_QUEUE"),
-            ses: aws_sdk_sesv2::Client::new(&config),
-            events: aws_sdk_eventbridge::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            store: shared::store::DynamoStore::new(ddb.clone(), &table),
-            ddb,
-            config,
-        };
+            var("HOSTILE_CRASH_TABLE"),
+            var("HOSTILE_CRASH_BUS"),
+            var("HOSTILE_CRASH_QUEUE"),
+            &var("HOSTILE_CRASH_SES"),
+        )
+        .await;
         match var("HOSTILE_CRASH_MODE").as_str() {
             "webhook" => {
                 let billing = StripeBilling::new(StripeConfig {
@@ -152,6 +146,7 @@ fn spawn_worker(env: &TestEnv, vars: &[(&str, String)], log: PathBuf) -> Spawn {
         .env("HOSTILE_CRASH_TABLE", &env.table)
         .env("HOSTILE_CRASH_BUS", &env.bus)
         .env("HOSTILE_CRASH_QUEUE", &env.queue_url)
+        .env("HOSTILE_CRASH_SES", env.mail().url())
         .env_remove("TORTURE")
         .env("RUST_LOG", "off")
         .stdout(Stdio::null())
@@ -415,33 +410,29 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
             "hostile crash job: point {p}: killed={killed} at {at_kill}/{writes} outbox items (k={k}, +{jitter} ms); later sweep delivered {}",
             sweep.counts.delivered
         ));
-        runs.push((run, users));
+        runs.push((run, env.mail().sent()));
     }
     assert!(kills * 2 >= points, "only {kills} of {points} kills landed before the worker finished");
 
-    // E-mail actually sent (moto's SES), per recipient: the same as the uninterrupted run,
+    // E-mail actually sent (accepted by moto's SES, as each run's mail sink saw it), per recipient: the same as the uninterrupted run,
     // i.e. one expiry notice per lapsed user and one warning per ending user. A kill
     // between SES accepting a mail and the outbox recording it resends it after the lease
     // (documented at-least-once); counted and reported, never a lost mail.
-    let data = base_env.moto.data().await;
-    let messages = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
-    let sent_to = |run: &str| -> BTreeMap<String, usize> {
+    let sent_to = |messages: &[harness::mail::SentMail], run: &str| -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for m in &messages {
-            for to in m["destinations"]["ToAddresses"].as_array().into_iter().flatten() {
-                if let Some(to) = to.as_str().filter(|t| t.starts_with(&format!("{run}-"))) {
-                    *counts.entry(to.replace(run, "RUN")).or_insert(0) += 1;
-                }
+        for m in messages {
+            for to in m.to.iter().filter(|t| t.starts_with(&format!("{run}-"))) {
+                *counts.entry(to.replace(run, "RUN")).or_insert(0) += 1;
             }
         }
         counts
     };
-    let expected_mail = sent_to(&base_run);
+    let expected_mail = sent_to(&base_env.mail().sent(), &base_run);
     assert_eq!(expected_mail.len(), due + ending, "{expected_mail:?}");
     assert!(expected_mail.values().all(|&n| n == 1), "{expected_mail:?}");
     let mut resent = 0;
-    for (run, _) in &runs {
-        let got = sent_to(run);
+    for (run, messages) in &runs {
+        let got = sent_to(messages, run);
         assert_eq!(got.keys().collect::<Vec<_>>(), expected_mail.keys().collect::<Vec<_>>(), "{run}: recipients differ (lost mail)");
         let extra: usize = got.values().map(|n| n - 1).sum();
         assert!(extra <= 1, "{run}: {extra} resent mails for one kill: {got:?}");

@@ -290,18 +290,7 @@ async fn a_job_run_failed_by_a_fault_is_completed_by_the_rerun() {
         let sub = lapsed(&user, now - chrono::Duration::days(10 + i as i64));
         rig.env.store.commit(created(&sub)).await.unwrap();
         // The jobs over the proxied store (their e-mail delivery uses the env's own store).
-        let proxied_env = TestEnv {
-            moto: rig.env.moto,
-            config: rig.env.config.clone(),
-            table: rig.env.table.clone(),
-            bus: rig.env.bus.clone(),
-            queue_url: rig.env.queue_url.clone(),
-            ddb: rig.env.ddb.clone(),
-            ses: rig.env.ses.clone(),
-            events: rig.env.events.clone(),
-            sqs: rig.env.sqs.clone(),
-            store: rig.store.clone(),
-        };
+        let proxied_env = TestEnv { store: rig.store.clone(), ..rig.env.clone() };
         let settings = expiry_jobs::JobSettings { page_size: 25, concurrency: 1, ..expiry_jobs::JobSettings::default() };
         let jobs = harness::jobs::jobs(&proxied_env, harness::jobs::unreachable_billing(), settings);
         let request = expiry_jobs::JobRequest { job: expiry_jobs::JobName::ExpireLapsed, time: Some(now), cursor: None };
