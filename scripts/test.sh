@@ -22,6 +22,9 @@ start_moto "$MOTO_PORT" target/test-logs/moto.log
 export MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
 echo "== cargo test --workspace"
+# Test threads: cargo's default, one per core (2 on CI). The integration binary is bound by
+# the one shared moto server, not by CPU: on a 2-core machine it took 122 s at 2 threads and
+# 112 s at 4, so more threads buy little and add contention on moto.
 cargo test --workspace --locked 2>&1 | tee target/test-logs/cargo-test.log
 
 echo "== e-mail previews rendered and opened in headless Chromium"

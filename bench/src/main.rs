@@ -878,7 +878,7 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
             }
         }
         let load = load_started.elapsed();
-        let jobs = harness::jobs::jobs(&env, Arc::new(sim.billing()), expiry_jobs::JobSettings::default());
+        let jobs = harness::jobs::jobs(&env, sim.stripe_config(), expiry_jobs::JobSettings::default());
         stack.proxy.reset();
         let started = Instant::now();
         let summary = harness::jobs::run(&jobs, expiry_jobs::JobName::Daily, now).await;

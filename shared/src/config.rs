@@ -67,6 +67,42 @@ impl AwsResources {
     }
 }
 
+/// The AWS clients a function is built with, made once per cold start (tests make their
+/// own, e.g. with SES behind a recording proxy).
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// With the SDK's retries off: the mailer's [`crate::email::RetryPolicy`] retries.
+    pub ses: aws_sdk_sesv2::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+}
+
+impl AwsClients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Self::with_ses(sdk, sdk)
+    }
+
+    /// SES from `ses`, everything else from `sdk`.
+    pub fn with_ses(sdk: &SdkConfig, ses: &SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            ses: crate::email::ses_client(ses),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+        }
+    }
+}
+
+/// Why a function could not start: every cause is a cold-start failure, never a request's.
+#[derive(Debug, Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("stripe client: {0}")]
+    Stripe(#[from] crate::billing::BillingError),
+    #[error("e-mail templates: {0}")]
+    Templates(#[from] crate::email::TemplateError),
+}
+
 /// The AWS SDK configuration every client is built from: region and endpoint from the
 /// environment (`AWS_REGION`, `AWS_ENDPOINT_URL` for moto), plus explicit timeouts and a
 /// bounded retry so no AWS call can hang a Lambda until its deadline.

@@ -2,12 +2,20 @@
 //! `main.rs` over this crate.
 //!
 //! - [`domain`]: the pure model (no I/O, no clock reads; time is passed in).
-//! - [`store`]: the single-table DynamoDB store, with its transactional outbox.
+//! - [`store`]: the [`store::Store`] port, its write model, and the single-table DynamoDB
+//!   adapter with its transactional outbox.
+//! - [`billing`]: the Stripe port ([`billing::BillingGateway`]); [`stripe`] implements it
+//!   with async-stripe.
+//! - [`clock`]: "now" as a port.
+//! - [`delivery`]: sending outbox items (e-mail, domain events) and recording the outcome.
 //! - [`email`]: notification templates, rendering and SES delivery.
+//! - [`events`]: publishing domain events to EventBridge.
 //! - [`config`]: typed configuration read once at start-up.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
 pub mod billing;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -1,22 +1,21 @@
-//! The admin API wired to one test's own resources: the real router over the real
-//! DynamoDB store (moto), the real Stripe client (at stripe-sim) and the real outbox
-//! delivery (moto's SES and EventBridge), driven with API Gateway v2 events carrying
-//! JWT claims — the same conversion `lambda_http` does in AWS.
-
-use std::{sync::Arc, time::Duration};
+//! The admin API wired to one test's own resources: the real router, built by the
+//! function's own [`admin_api::app`] over the real DynamoDB store (moto), the real Stripe
+//! client (at stripe-sim) and the real outbox delivery (moto's SES and EventBridge),
+//! driven with API Gateway v2 events carrying JWT claims — the same conversion
+//! `lambda_http` does in AWS.
 
 use admin_api::{
     apigw::{self, Answer},
-    AdminService, AppState, RouteSpec, ROUTES,
+    RouteSpec, ROUTES,
 };
 use serde_json::Value;
-use shared::{
-    delivery::{DeliveryPolicy, OutboxDelivery},
-    email::{EmailConfig, EmailRenderer, RetryPolicy, SesMailer},
-    events::EventBridgePublisher,
-};
+use shared::delivery::{DeliveryPolicy, OutboxDelivery};
 
-use crate::{env::MAIL_FROM, sim::Sim, TestEnv};
+use crate::{
+    env::{email_config, quick_mail_retry},
+    sim::Sim,
+    TestEnv,
+};
 
 pub use admin_api::apigw::{admin_claims, claims_with_groups};
 
@@ -28,37 +27,35 @@ pub struct AdminApi {
     pub router: axum::Router,
 }
 
-fn email_config() -> EmailConfig {
-    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
+/// The admin API's configuration for `env` and `sim`.
+pub fn config(env: &TestEnv, sim: &Sim) -> admin_api::Config {
+    admin_api::Config {
+        aws: env.resources(),
+        admin_group: "admin".into(),
+        stripe: sim.stripe_config(),
+        email: email_config(),
+        delivery: delivery_policy(),
+        mail_retry: quick_mail_retry(),
+    }
 }
 
-/// The real outbox delivery over the env's SES and bus, one quick SES attempt per item.
+/// The admin API's delivery right after a change: production's, without SES pacing.
+fn delivery_policy() -> DeliveryPolicy {
+    DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() }
+}
+
+/// The real outbox delivery over the env's SES and bus, one quick SES attempt per item,
+/// as the admin API delivers (for tests that wire the service by hand).
 pub fn delivery(env: &TestEnv) -> OutboxDelivery {
-    let config = email_config();
-    let renderer = Arc::new(EmailRenderer::embedded(&config).expect("e-mail templates render"));
-    let retry = RetryPolicy {
-        attempts: 1,
-        attempt_timeout: Duration::from_secs(3),
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(10),
-    };
-    let mailer = SesMailer::from_client(env.ses.clone(), &config).with_retry_policy(retry);
-    let publisher = EventBridgePublisher::new(env.events.clone(), &env.bus);
-    let policy = DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() };
-    OutboxDelivery::new(env.store.clone(), renderer, Arc::new(mailer), Arc::new(publisher), policy)
+    OutboxDelivery::over_aws(env.store.clone(), &env.aws_clients(), &env.bus, &email_config(), quick_mail_retry(), delivery_policy())
+        .expect("e-mail templates render")
 }
 
 impl AdminApi {
     pub async fn start() -> AdminApi {
         let env = TestEnv::new().await;
         let sim = Sim::start().await;
-        let service = AdminService::new(
-            Arc::new(env.store.clone()),
-            Arc::new(sim.billing()),
-            Arc::new(delivery(&env)),
-            Arc::new(admin_api::SystemClock),
-        );
-        let router = admin_api::router(AppState::new(service, "admin"));
+        let router = admin_api::app(&config(&env, &sim), &env.aws_clients()).expect("admin-api builds");
         AdminApi { env, sim, router }
     }
 

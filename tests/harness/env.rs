@@ -3,7 +3,12 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use shared::store::DynamoStore;
+use shared::{
+    config::{AwsClients, AwsResources},
+    delivery::DeliveryPolicy,
+    email::{EmailConfig, RetryPolicy},
+    store::{DynamoStore, Store},
+};
 
 use crate::{
     mail::{MailSink, SentMail},
@@ -12,6 +17,26 @@ use crate::{
 };
 
 pub const MAIL_FROM: &str = "billing@logiscore.test";
+
+/// The functions' e-mail configuration in tests.
+pub fn email_config() -> EmailConfig {
+    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
+}
+
+/// One quick SES attempt per delivery, so an outage shows at once (the outbox retries).
+pub fn quick_mail_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 1,
+        attempt_timeout: std::time::Duration::from_secs(3),
+        base_backoff: std::time::Duration::from_millis(10),
+        max_backoff: std::time::Duration::from_millis(10),
+    }
+}
+
+/// Delivery without SES pacing and with three attempts before dead-lettering.
+pub fn test_delivery_policy() -> DeliveryPolicy {
+    DeliveryPolicy { max_attempts: 3, sends_per_second: None, ..DeliveryPolicy::default() }
+}
 
 #[derive(Clone)]
 pub struct TestEnv {
@@ -29,7 +54,7 @@ pub struct TestEnv {
     pub ses: aws_sdk_sesv2::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub sqs: aws_sdk_sqs::Client,
-    pub store: DynamoStore,
+    pub store: Arc<dyn Store>,
 }
 
 impl TestEnv {
@@ -68,7 +93,7 @@ impl TestEnv {
             .send()
             .await
             .expect("targets");
-        let store = DynamoStore::new(ddb.clone(), &table);
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb.clone(), &table));
         TestEnv { moto, config, ses_config, mail: Some(Arc::new(mail)), table, bus, queue_url, ddb, ses, events, sqs, store }
     }
 
@@ -83,7 +108,7 @@ impl TestEnv {
             ses: aws_sdk_sesv2::Client::new(&ses_config),
             events: aws_sdk_eventbridge::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
-            store: DynamoStore::new(ddb.clone(), &table),
+            store: Arc::new(DynamoStore::new(ddb.clone(), &table)),
             ddb,
             config,
             ses_config,
@@ -92,6 +117,16 @@ impl TestEnv {
             bus,
             queue_url,
         }
+    }
+
+    /// The table and bus, as the functions' configuration names them.
+    pub fn resources(&self) -> AwsResources {
+        AwsResources { table_name: self.table.clone(), event_bus_name: self.bus.clone() }
+    }
+
+    /// The clients the functions are built with: SES through the mail sink.
+    pub fn aws_clients(&self) -> AwsClients {
+        AwsClients::with_ses(&self.config, &self.ses_config)
     }
 
     /// This test's [`MailSink`].

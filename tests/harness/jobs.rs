@@ -1,64 +1,53 @@
-//! The expiry jobs wired to one test's own resources: the real store, the real outbox
-//! delivery over moto's SES and EventBridge, the real Stripe client (at stripe-sim, or at a
+//! The expiry jobs wired to one test's own resources, built by the function's own
+//! [`expiry_jobs::app`]: the real store, the real outbox delivery over moto's SES (through
+//! the test's mail sink) and EventBridge, the real Stripe client (at stripe-sim, or at a
 //! port where nothing listens), and continuations on the test's bus.
 
-use std::{sync::Arc, time::Duration};
-
 use chrono::{DateTime, Utc};
-use expiry_jobs::{Budget, ContinuationPublisher, JobName, JobRequest, JobSettings, Jobs, RunSummary};
+use expiry_jobs::{Budget, JobName, JobRequest, JobSettings, Jobs, RunSummary};
 use shared::{
-    billing::BillingGateway,
-    config::Secret,
-    delivery::{DeliveryPolicy, OutboxDelivery},
+    config::{AwsClients, Secret},
     domain::{EmailAddress, UserId, UserProfile},
-    email::{EmailConfig, EmailRenderer, RetryPolicy, SesMailer},
-    events::EventBridgePublisher,
-    stripe::{StripeBilling, StripeConfig},
+    stripe::StripeConfig,
 };
 
-use crate::{env::MAIL_FROM, free_port, TestEnv};
+use crate::{
+    env::{email_config, quick_mail_retry, test_delivery_policy},
+    free_port, TestEnv,
+};
 
-pub fn email_config() -> EmailConfig {
-    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
-}
-
-/// The shared outbox delivery, sending e-mail through `ses` (the env's, or one pointed at a
-/// stopped server) with a single SES attempt per delivery so an outage is quick to see.
-pub fn delivery_via(env: &TestEnv, ses: aws_sdk_sesv2::Client) -> OutboxDelivery {
-    let config = email_config();
-    let renderer = Arc::new(EmailRenderer::embedded(&config).expect("e-mail templates render"));
-    let retry = RetryPolicy {
-        attempts: 1,
-        attempt_timeout: Duration::from_secs(3),
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(10),
-    };
-    let mailer = SesMailer::from_client(ses, &config).with_retry_policy(retry);
-    let publisher = EventBridgePublisher::new(env.events.clone(), &env.bus);
-    let policy = DeliveryPolicy { max_attempts: 3, sends_per_second: None, ..DeliveryPolicy::default() };
-    OutboxDelivery::new(env.store.clone(), renderer, Arc::new(mailer), Arc::new(publisher), policy)
-}
-
-/// A real Stripe client aimed at a loopback port nobody listens on: jobs over records
-/// without a Stripe id never call it, and one that did would see Stripe unavailable.
-pub fn unreachable_billing() -> Arc<dyn BillingGateway> {
-    let config = StripeConfig {
+/// Stripe at a loopback port nobody listens on: jobs over records without a Stripe id
+/// never call it, and one that did would see Stripe unavailable.
+pub fn unreachable_stripe() -> StripeConfig {
+    StripeConfig {
         secret_key: Secret::new("sk_test_unreachable"),
         api_base: Some(format!("http://127.0.0.1:{}", free_port())),
         price_premium: "price_premium_monthly".into(),
         price_enterprise: "price_enterprise_monthly".into(),
-    };
-    Arc::new(StripeBilling::new(config).expect("stripe client builds"))
+    }
 }
 
-/// The jobs over `env`, with `billing`, the env's SES, and `settings`.
-pub fn jobs(env: &TestEnv, billing: Arc<dyn BillingGateway>, settings: JobSettings) -> Jobs {
-    jobs_with_delivery(env, billing, delivery_via(env, env.ses.clone()), settings)
+/// The jobs' configuration for `env`: one quick SES attempt per delivery so an outage is
+/// quick to see, three attempts before dead-lettering, no SES pacing.
+pub fn config(env: &TestEnv, stripe: StripeConfig, settings: JobSettings) -> expiry_jobs::Config {
+    expiry_jobs::Config {
+        aws: env.resources(),
+        stripe,
+        email: email_config(),
+        mail_retry: quick_mail_retry(),
+        delivery: test_delivery_policy(),
+        settings,
+    }
 }
 
-pub fn jobs_with_delivery(env: &TestEnv, billing: Arc<dyn BillingGateway>, delivery: OutboxDelivery, settings: JobSettings) -> Jobs {
-    let continuations = ContinuationPublisher::new(env.events.clone(), &env.bus);
-    Jobs::new(env.store.clone(), billing, Arc::new(delivery), continuations, settings)
+/// The jobs over `env`, with Stripe at `stripe`, and `settings`.
+pub fn jobs(env: &TestEnv, stripe: StripeConfig, settings: JobSettings) -> Jobs {
+    jobs_over(env, &env.aws_clients(), stripe, settings)
+}
+
+/// The jobs over `env`'s resources reached through `aws` (e.g. SES at a stopped server).
+pub fn jobs_over(env: &TestEnv, aws: &AwsClients, stripe: StripeConfig, settings: JobSettings) -> Jobs {
+    expiry_jobs::app(&config(env, stripe, settings), aws).expect("expiry-jobs builds")
 }
 
 /// Runs `job` as of `now` with no budget limit.

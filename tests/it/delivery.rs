@@ -9,7 +9,7 @@ use shared::{
     domain::{DomainEvent, DomainEventKind, OutboxState, ProfileUpdate, SubscriptionStatus, UserId},
     email::{EmailConfig, EmailContext, EmailRenderer, SesMailer, TrialEndingContext},
     events::EventBridgePublisher,
-    store::{Change, DynamoStore},
+    store::{Change, Store},
 };
 
 use crate::fixtures::{day, subscription};
@@ -29,7 +29,7 @@ fn policy() -> DeliveryPolicy {
     DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() }
 }
 
-async fn profile(store: &DynamoStore, user: &UserId, email: &str) {
+async fn profile(store: &Arc<dyn Store>, user: &UserId, email: &str) {
     let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }
         .validate(user.clone(), Utc::now())
         .unwrap();

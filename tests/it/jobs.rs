@@ -3,12 +3,12 @@
 //! nothing, interrupted runs that continue, delivery through an SES outage, index reads
 //! independent of table size, and repairs from Stripe's current state.
 
-use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
+use std::{collections::HashMap, time::Duration as StdDuration};
 
 use chrono::{DateTime, Duration, Utc};
 use expiry_jobs::{JobError, JobName, JobSettings, CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
 use harness::{
-    jobs::{delivery_via, jobs as jobs_for, jobs_with_delivery, put_profile, run, run_in_slices, unreachable_billing},
+    jobs::{jobs as jobs_for, jobs_over, put_profile, run, run_in_slices, unreachable_stripe},
     sim::Sim,
     Moto, TestEnv,
 };
@@ -56,7 +56,7 @@ fn quiet_settings() -> JobSettings {
 #[tokio::test]
 async fn each_subscription_is_warned_once_per_period_whatever_the_replays() {
     let env = TestEnv::new().await;
-    let jobs = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let ends = user("warn-ends");
     let renews = user("warn-renews");
     create(&env, &granted(&ends, day(13))).await;
@@ -103,7 +103,7 @@ async fn each_subscription_is_warned_once_per_period_whatever_the_replays() {
 async fn a_reminder_window_adds_exactly_one_last_mail() {
     let env = TestEnv::new().await;
     let settings = JobSettings { reminder_days: Some(1), ..quiet_settings() };
-    let jobs = jobs_for(&env, unreachable_billing(), settings);
+    let jobs = jobs_for(&env, unreachable_stripe(), settings);
     let u = user("remind-1");
     create(&env, &granted(&u, day(13))).await;
     for now in [morning(9), morning(10), morning(11), morning(11), morning(12), morning(12)] {
@@ -126,7 +126,7 @@ async fn a_reminder_window_adds_exactly_one_last_mail() {
 #[tokio::test]
 async fn a_lapsed_subscription_expires_after_its_grace_and_a_rerun_changes_nothing() {
     let env = TestEnv::new().await;
-    let jobs = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let u = user("expire-1");
     let address = put_profile(&env, &u).await;
     let sub = granted(&u, day(10));
@@ -193,7 +193,7 @@ async fn runs_stopped_after_k_items_and_continued_handle_everything_exactly_once
     const ENDING: usize = 6;
     for k in [1u64, 2, 3, 5] {
         let env = TestEnv::new().await;
-        let jobs = jobs_for(&env, unreachable_billing(), JobSettings { page_size: 4, ..quiet_settings() });
+        let jobs = jobs_for(&env, unreachable_stripe(), JobSettings { page_size: 4, ..quiet_settings() });
         let mut lapsed = Vec::new();
         for i in 0..LAPSED {
             let u = user(&format!("slice{k}-lapsed-{i}"));
@@ -259,9 +259,9 @@ async fn mail_stays_pending_while_ses_is_down_and_goes_out_on_a_later_run() {
 
     // SES on a server of its own that is then stopped: the endpoint refuses connections.
     let dead = Moto::start().await;
-    let dead_ses = aws_sdk_sesv2::Client::new(&dead.sdk_config().await);
+    let dead_ses = shared::config::AwsClients::with_ses(&env.config, &dead.sdk_config().await);
     dead.stop();
-    let outage = jobs_with_delivery(&env, unreachable_billing(), delivery_via(&env, dead_ses), quiet_settings());
+    let outage = jobs_over(&env, &dead_ses, unreachable_stripe(), quiet_settings());
 
     let summary = run(&outage, JobName::Daily, morning(11)).await;
     assert_eq!(summary.counts.expired, 1, "{summary:?}");
@@ -274,7 +274,7 @@ async fn mail_stays_pending_while_ses_is_down_and_goes_out_on_a_later_run() {
     assert!(env.mail_to(&address).is_empty());
 
     // Before its backoff is over the item is not due; an hour later it is, and SES is back.
-    let healthy = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let healthy = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let too_soon = run(&healthy, JobName::DeliverPending, morning(11) + Duration::seconds(10)).await;
     assert_eq!(too_soon.counts.delivered, 0, "{too_soon:?}");
     let later = run(&healthy, JobName::DeliverPending, morning(11) + Duration::hours(1)).await;
@@ -287,7 +287,7 @@ async fn mail_stays_pending_while_ses_is_down_and_goes_out_on_a_later_run() {
 #[tokio::test]
 async fn items_read_do_not_grow_with_subscriptions_that_are_not_due() {
     let env = TestEnv::new().await;
-    let jobs = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
     const DUE: usize = 5;
     for i in 0..DUE {
         create(&env, &granted(&user(&format!("read-due-{i}")), day(12) + Duration::hours(i as i64))).await;
@@ -315,7 +315,7 @@ async fn items_read_do_not_grow_with_subscriptions_that_are_not_due() {
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
     let env = TestEnv::new().await;
-    let jobs = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let u = user("bad-input-1");
     create(&env, &granted(&u, day(1))).await;
     let deadline = std::time::SystemTime::now() + StdDuration::from_secs(60);
@@ -390,7 +390,7 @@ fn local_from(name: &str, snap: &StripeSnapshot) -> Subscription {
 async fn reconcile_repairs_a_record_that_missed_its_webhook() {
     let env = TestEnv::new().await;
     let sim = Sim::start().await;
-    let jobs = jobs_for(&env, Arc::new(sim.billing()), quiet_settings());
+    let jobs = jobs_for(&env, sim.stripe_config(), quiet_settings());
     let now = Utc::now();
 
     let in_line = stripe_subscription(&sim, "recon-same").await;
@@ -434,7 +434,7 @@ async fn reconcile_repairs_a_record_that_missed_its_webhook() {
 async fn a_late_renewal_is_applied_instead_of_expiring_a_paying_customer() {
     let env = TestEnv::new().await;
     let sim = Sim::start().await;
-    let jobs = jobs_for(&env, Arc::new(sim.billing()), quiet_settings());
+    let jobs = jobs_for(&env, sim.stripe_config(), quiet_settings());
     let now = Utc::now();
 
     // Stripe renewed (its period runs for another month) but the local record still has the
@@ -473,7 +473,7 @@ async fn a_late_renewal_is_applied_instead_of_expiring_a_paying_customer() {
     assert_eq!(ids_for(&items, "SubscriptionRenewed").len(), 1, "{:?}", items.keys());
 
     // When Stripe cannot be asked, nobody is expired: the item waits for the next run.
-    let blind = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let blind = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let u = user("late-unknown");
     let mut unknown = local_from("late-unknown", &renewed);
     unknown.end_date = Some(now - Duration::days(3));
@@ -486,7 +486,7 @@ async fn a_late_renewal_is_applied_instead_of_expiring_a_paying_customer() {
 #[tokio::test]
 async fn a_run_without_budget_fails_instead_of_continuing_for_ever() {
     let env = TestEnv::new().await;
-    let jobs = jobs_for(&env, unreachable_billing(), quiet_settings());
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
     let u = user("no-budget-1");
     create(&env, &granted(&u, day(1))).await;
     let request = expiry_jobs::JobRequest { job: JobName::ExpireLapsed, time: Some(morning(10)), cursor: None };

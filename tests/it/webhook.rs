@@ -12,7 +12,7 @@ use shared::{
     domain::{ProfileUpdate, Subscription, SubscriptionStatus, Tier, UserId},
     store::{Change, StripeMapping},
 };
-use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
+use stripe_webhook::{http::Webhook, signature::sign_header};
 
 const SECRET: &str = "whsec_test_primary";
 const MONTH: i64 = 31 * 86_400;
@@ -25,14 +25,15 @@ struct Rig {
     http: reqwest::Client,
 }
 
+/// The webhook as the function builds it, over `env` and `sim`, accepting `secrets`.
 fn build_webhook(env: &TestEnv, sim: &Sim, secrets: &[&str]) -> Arc<Webhook> {
-    let clock = Arc::new(Utc::now);
-    Arc::new(Webhook {
-        processor: Processor::new(env.store.clone(), Arc::new(sim.billing()), clock.clone()),
-        secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
+    let config = stripe_webhook::config::Config {
+        aws: env.resources(),
+        stripe: sim.stripe_config(),
+        webhook_secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
         tolerance_secs: 300,
-        clock,
-    })
+    };
+    Arc::new(stripe_webhook::app(&config, &env.aws_clients()).expect("stripe-webhook builds"))
 }
 
 impl Rig {

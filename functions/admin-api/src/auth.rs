@@ -1,4 +1,4 @@
-//! Admin authorisation (DESIGN.md, "Admin auth").
+//! Admin authorisation: only members of the admin group (`ADMIN_GROUP`) are served.
 //!
 //! In AWS, the HTTP API's JWT authorizer has already validated the token; this layer
 //! only decides whether the validated caller is an admin, from

@@ -3,7 +3,8 @@
 
 use shared::{
     config::{optional, AwsResources, ConfigError},
-    email::EmailConfig,
+    delivery::DeliveryPolicy,
+    email::{EmailConfig, RetryPolicy},
     stripe::StripeConfig,
 };
 
@@ -19,6 +20,11 @@ pub struct Config {
     pub stripe: StripeConfig,
     /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`: for delivering the outbox right after a change.
     pub email: EmailConfig,
+    /// How the outbox items a change queues are delivered right after it (what fails is
+    /// left pending for `deliver-pending`).
+    pub delivery: DeliveryPolicy,
+    /// SES attempts per e-mail within that delivery.
+    pub mail_retry: RetryPolicy,
 }
 
 impl Config {
@@ -32,6 +38,8 @@ impl Config {
                 app_base_url: shared::config::required("APP_BASE_URL")?,
                 configuration_set: optional("SES_CONFIGURATION_SET"),
             },
+            delivery: DeliveryPolicy::default(),
+            mail_retry: RetryPolicy::default(),
         })
     }
 }

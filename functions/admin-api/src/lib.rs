@@ -1,11 +1,12 @@
 //! The LogiScore admin subscription API: an axum [`Router`](axum::Router) served by
 //! `lambda_http` behind an API Gateway HTTP API with a JWT authorizer.
 //!
-//! - [`routes`]: the routes (the contract in `shared/DESIGN.md`, documented in
-//!   `openapi.yaml`), thin handlers and the request-scope/auth middleware.
+//! - [`routes`]: the routes (documented in `openapi.yaml`, which a test holds to the
+//!   route table), thin handlers and the request-scope/auth middleware.
 //! - [`auth`]: the admin-group rule on the authorizer's claims.
 //! - [`service`]: the use cases (Stripe first, then one DynamoDB transaction, then delivery).
 //! - [`problem`]: every error as one enum, answered as RFC 9457 problem+json.
+//! - [`setup`]: configuration and clients → the ready router (for `main` and the tests).
 //! - [`apigw`]: API Gateway v2 events, to drive the router as Lambda does (tests, tools).
 
 pub mod apigw;
@@ -14,12 +15,12 @@ pub mod config;
 pub mod dto;
 pub mod extract;
 pub mod metrics;
-pub mod ports;
 pub mod problem;
 pub mod routes;
 pub mod service;
+pub mod setup;
 
 pub use config::Config;
-pub use ports::{AdminStore, Clock, SystemClock};
 pub use routes::{router, AppState, RouteSpec, ROUTES};
 pub use service::AdminService;
+pub use setup::app;

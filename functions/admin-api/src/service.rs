@@ -30,13 +30,14 @@ use shared::{
     billing::{
         BillingError, BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration,
     },
+    clock::Clock,
     delivery::Deliver,
     domain::{
         AccessPolicy, Billing, HistoryChange, HistoryEntry, OutboxItem, ProfileUpdate, StripeSnapshot, StripeSubscriptionId, Subscription,
         SubscriptionRequest, SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, Transition, UserId, UserProfile,
     },
     email::{CancellationConfirmedContext, EmailContext, PlanChangedContext, SubscriptionConfirmationContext},
-    store::{Change, StoreError, StripeMapping},
+    store::{Change, Store, StoreError, StripeMapping},
 };
 use tracing::instrument;
 
@@ -44,7 +45,6 @@ use crate::{
     auth::Admin,
     dto::{HistoryResponse, Outcome, PaymentActionResponse, ProfileResponse, SubscriptionChange, SubscriptionResponse},
     metrics,
-    ports::{AdminStore, Clock},
     problem::{ApiError, BillingStep},
 };
 
@@ -60,7 +60,7 @@ pub struct Caller {
 }
 
 pub struct AdminService {
-    store: Arc<dyn AdminStore>,
+    store: Arc<dyn Store>,
     billing: Arc<dyn BillingGateway>,
     deliver: Arc<dyn Deliver>,
     clock: Arc<dyn Clock>,
@@ -76,7 +76,7 @@ enum Committed {
 }
 
 impl AdminService {
-    pub fn new(store: Arc<dyn AdminStore>, billing: Arc<dyn BillingGateway>, deliver: Arc<dyn Deliver>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn Store>, billing: Arc<dyn BillingGateway>, deliver: Arc<dyn Deliver>, clock: Arc<dyn Clock>) -> Self {
         Self { store, billing, deliver, clock, access: AccessPolicy::default() }
     }
 

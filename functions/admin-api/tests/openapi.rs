@@ -8,15 +8,16 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Arc};
 use admin_api::{
     apigw::{admin_claims, event, invoke},
     problem::{ApiError, PROBLEM_BASE},
-    router, AdminService, AdminStore, AppState, ROUTES,
+    router, AdminService, AppState, ROUTES,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_yaml::Value as Yaml;
 use shared::{
     billing::*,
     delivery::{Deliver, DeliveryReport},
     domain::*,
-    store::{Change, StoreError},
+    store::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping},
 };
 
 fn openapi() -> Yaml {
@@ -94,7 +95,7 @@ fn every_problem_type_is_in_the_problem_schema() {
 struct Down;
 
 #[async_trait]
-impl AdminStore for Down {
+impl Store for Down {
     async fn profile(&self, _: &UserId) -> Result<Option<UserProfile>, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
@@ -108,6 +109,24 @@ impl AdminStore for Down {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn commit(&self, _: Change) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn user_for(&self, _: &StripeMapping) -> Result<Option<UserId>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn event_seen(&self, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn outbox_item(&self, _: &str) -> Result<Option<OutboxItem>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn expiring(&self, _: ExpiryRange, _: Option<ExpiryCursor>, _: i32) -> Result<ExpiryPage, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn pending_outbox(&self, _: DateTime<Utc>, _: i32) -> Result<PendingPage, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn update_outbox(&self, _: &OutboxItem, _: u32) -> Result<bool, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
 }
@@ -170,7 +189,7 @@ impl Deliver for Down {
 
 fn app() -> axum::Router {
     let down = Arc::new(Down);
-    let service = AdminService::new(down.clone(), down.clone(), down, Arc::new(admin_api::SystemClock));
+    let service = AdminService::new(down.clone(), down.clone(), down, Arc::new(shared::clock::SystemClock));
     router(AppState::new(service, "admin"))
 }
 

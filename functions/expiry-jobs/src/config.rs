@@ -3,7 +3,46 @@
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use shared::config::{number, optional, ConfigError};
+use shared::{
+    config::{number, optional, required, AwsResources, ConfigError},
+    delivery::DeliveryPolicy,
+    email::{EmailConfig, RetryPolicy},
+    stripe::StripeConfig,
+};
+
+/// Everything the function is configured with, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TABLE_NAME`, `EVENT_BUS_NAME`.
+    pub aws: AwsResources,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
+    pub stripe: StripeConfig,
+    /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`.
+    pub email: EmailConfig,
+    /// SES attempts per e-mail within one delivery (the outbox retries across runs).
+    pub mail_retry: RetryPolicy,
+    /// Outbox delivery: from the settings' `MAX_DELIVERY_ATTEMPTS` and `SES_SEND_RATE`.
+    pub delivery: DeliveryPolicy,
+    pub settings: JobSettings,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let settings = JobSettings::from_env()?;
+        Ok(Self {
+            aws: AwsResources::from_env()?,
+            stripe: StripeConfig::from_env()?,
+            email: EmailConfig {
+                mail_from: required("MAIL_FROM")?,
+                app_base_url: required("APP_BASE_URL")?,
+                configuration_set: optional("SES_CONFIGURATION_SET"),
+            },
+            mail_retry: RetryPolicy::default(),
+            delivery: settings.delivery_policy(),
+            settings,
+        })
+    }
+}
 
 /// How the jobs behave. Every field has a production default; see [`JobSettings::from_env`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +79,13 @@ pub struct JobSettings {
     /// `JOB_MAX_CONTINUATIONS` (default 50): a chain of continuations longer than this fails
     /// loudly instead of re-invoking itself for ever.
     pub max_continuations: u32,
+}
+
+impl JobSettings {
+    /// Delivery as these settings ask: `max_delivery_attempts`, paced at `send_rate`.
+    pub fn delivery_policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy { max_attempts: self.max_delivery_attempts, sends_per_second: Some(self.send_rate), ..DeliveryPolicy::default() }
+    }
 }
 
 impl Default for JobSettings {

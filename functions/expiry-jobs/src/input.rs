@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::store::ExpiryCursor;
 
-/// The jobs this function runs (the names are contract, see DESIGN.md).
+/// The jobs this function runs. The names are a contract: the schedules in
+/// `template.yaml`, `events/jobs/` and the README name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobName {

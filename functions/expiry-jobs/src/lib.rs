@@ -1,6 +1,7 @@
 //! The scheduled jobs of the LogiScore subscription backend, as a library so they run
 //! (and are tested) without Lambda: `main.rs` only reads configuration, builds the
-//! clients once and hands each invocation to [`Jobs::handle`].
+//! clients once, builds the jobs with [`app`] (as the tests do) and hands each invocation
+//! to [`Jobs::handle`].
 //!
 //! | job | does |
 //! | --- | --- |
@@ -19,19 +20,25 @@ pub mod config;
 pub mod continuation;
 pub mod input;
 pub mod jobs;
+pub mod setup;
 pub mod summary;
 
 use std::{sync::Arc, time::SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::{billing::BillingGateway, delivery::OutboxDelivery, store::DynamoStore, store::StoreError};
+use shared::{
+    billing::BillingGateway,
+    delivery::OutboxDelivery,
+    store::{Store, StoreError},
+};
 use tracing::Instrument;
 
 pub use budget::Budget;
-pub use config::JobSettings;
+pub use config::{Config, JobSettings};
 pub use continuation::{ContinuationPublisher, CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
 pub use input::{InputError, JobCursor, JobName, JobRequest};
+pub use setup::app;
 pub use summary::{Counts, RunSummary};
 
 /// Why a run failed. Input errors happen before anything is read or written.
@@ -74,7 +81,7 @@ impl From<JobError> for lambda_runtime::Diagnostic {
 
 /// Everything a run needs, built once per cold start.
 pub struct Jobs {
-    pub(crate) store: DynamoStore,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) billing: Arc<dyn BillingGateway>,
     pub(crate) delivery: Arc<OutboxDelivery>,
     pub(crate) continuations: ContinuationPublisher,
@@ -83,7 +90,7 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(
-        store: DynamoStore,
+        store: Arc<dyn Store>,
         billing: Arc<dyn BillingGateway>,
         delivery: Arc<OutboxDelivery>,
         continuations: ContinuationPublisher,

@@ -1,9 +1,14 @@
 //! The webhook's configuration, read once at cold start.
 
-use shared::config::{self, AwsResources, ConfigError, Secret};
+use shared::{
+    config::{self, AwsResources, ConfigError, Secret},
+    stripe::StripeConfig,
+};
 
 pub struct Config {
     pub aws: AwsResources,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`: the re-fetch of each event's objects.
+    pub stripe: StripeConfig,
     /// Every secret currently accepted (`STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation).
     pub webhook_secrets: Vec<Secret>,
     pub tolerance_secs: i64,
@@ -15,6 +20,7 @@ impl Config {
         let webhook_secrets = parse_secrets(&raw)?;
         Ok(Self {
             aws: AwsResources::from_env()?,
+            stripe: StripeConfig::from_env()?,
             webhook_secrets,
             tolerance_secs: config::number("STRIPE_WEBHOOK_TOLERANCE_SECS", crate::signature::DEFAULT_TOLERANCE_SECS)?,
         })

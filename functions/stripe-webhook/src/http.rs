@@ -7,12 +7,11 @@
 
 use std::{sync::Arc, time::Instant};
 
-use chrono::{DateTime, Utc};
 use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde_json::json;
 use tracing::Instrument;
 
-use shared::{config::Secret, metrics::Metrics};
+use shared::{clock::Clock, config::Secret, metrics::Metrics};
 
 use crate::{envelope, processor::Processor, signature};
 
@@ -22,7 +21,7 @@ pub struct Webhook {
     pub processor: Processor,
     pub secrets: Vec<Secret>,
     pub tolerance_secs: i64,
-    pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    pub clock: Arc<dyn Clock>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: serde_json::Value) -> Response<Body> {
@@ -82,7 +81,7 @@ impl Webhook {
         let started = Instant::now();
         let body: &[u8] = request.body().as_ref();
         let header = request.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
-        let now = (self.clock)().timestamp();
+        let now = self.clock.now().timestamp();
         if let Err(err) = signature::verify(body, header, &self.secrets, now, self.tolerance_secs) {
             tracing::warn!(reason = %err, "webhook rejected");
             count("rejected", "rejected");

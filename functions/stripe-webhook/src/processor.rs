@@ -17,6 +17,7 @@ use tracing::instrument;
 
 use shared::{
     billing::{BillingError, BillingGateway, InvoiceSnapshot},
+    clock::Clock,
     domain::{
         HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, StripeSubscriptionId, Subscription, SubscriptionSource,
         SubscriptionStatus, Tier, Transition, UserId,
@@ -25,7 +26,7 @@ use shared::{
         EmailContext, PaymentFailedContext, PaymentReceiptContext, PlanChangedContext, SubscriptionConfirmationContext,
         SubscriptionExpiredContext, TrialEndingContext,
     },
-    store::{Change, DynamoStore, LedgerEntry, StoreError, StripeMapping, SubscriptionWrite},
+    store::{Change, LedgerEntry, Store, StoreError, StripeMapping, SubscriptionWrite},
 };
 
 use crate::envelope::{StripeEvent, Subject};
@@ -89,13 +90,13 @@ impl From<BillingError> for ProcessError {
 const MAX_ATTEMPTS: usize = 4;
 
 pub struct Processor {
-    store: DynamoStore,
+    store: Arc<dyn Store>,
     billing: Arc<dyn BillingGateway>,
-    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Processor {
-    pub fn new(store: DynamoStore, billing: Arc<dyn BillingGateway>, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
+    pub fn new(store: Arc<dyn Store>, billing: Arc<dyn BillingGateway>, clock: Arc<dyn Clock>) -> Self {
         Self { store, billing, clock }
     }
 
@@ -140,7 +141,7 @@ impl Processor {
     }
 
     fn ledger(&self, event: &StripeEvent) -> LedgerEntry {
-        LedgerEntry { event_id: event.id.clone(), event_type: event.event_type.clone(), received_at: (self.clock)() }
+        LedgerEntry { event_id: event.id.clone(), event_type: event.event_type.clone(), received_at: self.clock.now() }
     }
 
     async fn owner(&self, subscription: &str, customer: Option<&str>, hint: Option<&str>) -> Result<Option<UserId>, ProcessError> {
@@ -183,7 +184,7 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             };
             let local = self.store.subscription(&user).await?;
-            let now = (self.clock)();
+            let now = self.clock.now();
             let Some(plan) = plan(&user, local.as_ref(), &snapshot, now) else {
                 tracing::warn!(user_id = %user, stripe_subscription_id = subscription_id, "event for a superseded subscription; recorded only");
                 return self.record_only(event, Outcome::Ignored).await;

@@ -10,11 +10,12 @@ use tracing::instrument;
 
 use super::{Deliver, DeliveryReport};
 use crate::{
+    clock::Clock,
     domain::{OutboxItem, OutboxPayload, OutboxState},
     email::{EmailRenderer, Mailer, SendError},
     events::{EventPublisher, PublishError},
     metrics::Metrics,
-    store::{DynamoStore, StoreError},
+    store::{Store, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -59,29 +60,53 @@ enum AttemptError {
 }
 
 pub struct OutboxDelivery {
-    store: DynamoStore,
+    store: Arc<dyn Store>,
     renderer: Arc<EmailRenderer>,
     mailer: Arc<dyn Mailer>,
     publisher: Arc<dyn EventPublisher>,
     policy: DeliveryPolicy,
-    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    clock: Arc<dyn Clock>,
     /// When the next e-mail may go out, for SES rate pacing.
     next_send: Mutex<tokio::time::Instant>,
 }
 
 impl OutboxDelivery {
     pub fn new(
-        store: DynamoStore,
+        store: Arc<dyn Store>,
         renderer: Arc<EmailRenderer>,
         mailer: Arc<dyn Mailer>,
         publisher: Arc<dyn EventPublisher>,
         policy: DeliveryPolicy,
     ) -> Self {
-        Self { store, renderer, mailer, publisher, policy, clock: Arc::new(Utc::now), next_send: Mutex::new(tokio::time::Instant::now()) }
+        Self {
+            store,
+            renderer,
+            mailer,
+            publisher,
+            policy,
+            clock: crate::clock::system(),
+            next_send: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// The production wiring: e-mail through SES (`aws.ses`, retried per `retry`) rendered
+    /// from the embedded templates, domain events to `event_bus` on EventBridge.
+    pub fn over_aws(
+        store: Arc<dyn Store>,
+        aws: &crate::config::AwsClients,
+        event_bus: &str,
+        email: &crate::email::EmailConfig,
+        retry: crate::email::RetryPolicy,
+        policy: DeliveryPolicy,
+    ) -> Result<Self, crate::email::TemplateError> {
+        let renderer = Arc::new(EmailRenderer::embedded(email)?);
+        let mailer = Arc::new(crate::email::SesMailer::from_client(aws.ses.clone(), email).with_retry_policy(retry));
+        let publisher = Arc::new(crate::events::EventBridgePublisher::new(aws.eventbridge.clone(), event_bus));
+        Ok(Self::new(store, renderer, mailer, publisher, policy))
     }
 
     /// Uses `clock` for "now" (tests replay days; jobs pass the event's time).
-    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
@@ -227,7 +252,7 @@ impl OutboxDelivery {
 #[async_trait]
 impl Deliver for OutboxDelivery {
     async fn deliver(&self, items: &[OutboxItem]) -> DeliveryReport {
-        self.deliver_all(items.to_vec(), (self.clock)()).await
+        self.deliver_all(items.to_vec(), self.clock.now()).await
     }
 }
 

@@ -33,4 +33,4 @@ pub use context::{
 };
 pub use mailer::{redact_address, Mailer, RetryPolicy, SendError};
 pub use render::{EmailRenderer, RenderError, RenderedEmail, TemplateError};
-pub use ses::SesMailer;
+pub use ses::{client as ses_client, SesMailer};

@@ -14,6 +14,12 @@ use crate::domain::{EmailAddress, NotificationKind};
 use super::mailer::redact_addresses_in;
 use super::{EmailConfig, Mailer, RenderedEmail, RetryPolicy, SendError};
 
+/// An SES client for a [`SesMailer`]: the SDK's own retries off, so the mailer's
+/// [`RetryPolicy`] is the only retry loop (otherwise attempts multiply).
+pub fn client(sdk_config: &SdkConfig) -> Client {
+    Client::from_conf(aws_sdk_sesv2::config::Builder::from(sdk_config).retry_config(RetryConfig::disabled()).build())
+}
+
 /// Sends through SES with the configured sender and configuration set, tagging
 /// each message `notification=<kind>` for SES event destinations and metrics.
 #[derive(Debug, Clone)]
@@ -28,8 +34,7 @@ impl SesMailer {
     /// A mailer on its own SES client. The SDK's built-in retries are switched off
     /// so [`RetryPolicy`] is the only retry loop (otherwise attempts multiply).
     pub fn new(sdk_config: &SdkConfig, config: &EmailConfig) -> Self {
-        let ses_config = aws_sdk_sesv2::config::Builder::from(sdk_config).retry_config(RetryConfig::disabled()).build();
-        Self::from_client(Client::from_conf(ses_config), config)
+        Self::from_client(client(sdk_config), config)
     }
 
     /// A mailer on an existing client (its own retry settings then apply too).

@@ -1,7 +1,6 @@
-//! [`DynamoStore`]: every read and write of the table.
+//! [`DynamoStore`]: the [`Store`] port over one DynamoDB table (key schema in the module docs).
 
-use std::collections::HashMap;
-
+use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::SdkError,
     operation::transact_write_items::TransactWriteItemsError,
@@ -9,101 +8,10 @@ use aws_sdk_dynamodb::{
     Client,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
-use super::{items, items::Item, keys, StoreError};
+use super::{items, items::Item, keys, Change, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping};
 use crate::domain::{HistoryEntry, OutboxItem, OutboxState, Subscription, UserId, UserProfile};
-
-/// The subscription half of a [`Change`].
-#[derive(Debug, Clone)]
-pub struct SubscriptionWrite {
-    pub record: Subscription,
-    /// The version the writer read: `None` means "there must be no subscription yet".
-    pub expected_version: Option<u64>,
-}
-
-/// A Stripe id that must point at this user from now on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StripeMapping {
-    Customer(String),
-    Subscription(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct LedgerEntry {
-    pub event_id: String,
-    pub event_type: String,
-    pub received_at: DateTime<Utc>,
-}
-
-/// Everything one state change writes, committed in a single `TransactWriteItems`:
-/// the subscription (guarded by its version), its history, the outbox items it causes,
-/// the Stripe event that caused it (guarded by `attribute_not_exists`), and id mappings.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    pub user_id: Option<UserId>,
-    pub subscription: Option<SubscriptionWrite>,
-    pub history: Vec<HistoryEntry>,
-    pub outbox: Vec<OutboxItem>,
-    pub stripe_event: Option<LedgerEntry>,
-    pub mappings: Vec<StripeMapping>,
-}
-
-impl Change {
-    /// A change that writes `record` over `expected_version` (`None`: there must be no
-    /// subscription yet) together with its history entry; outbox items and mappings are
-    /// added with the builder methods.
-    pub fn subscription(record: Subscription, expected_version: Option<u64>, history: HistoryEntry) -> Self {
-        Self {
-            user_id: Some(record.user_id.clone()),
-            subscription: Some(SubscriptionWrite { record, expected_version }),
-            history: vec![history],
-            ..Self::default()
-        }
-    }
-
-    pub fn with_outbox(mut self, items: impl IntoIterator<Item = OutboxItem>) -> Self {
-        self.outbox.extend(items);
-        self
-    }
-
-    pub fn with_mappings(mut self, mappings: impl IntoIterator<Item = StripeMapping>) -> Self {
-        self.mappings.extend(mappings);
-        self
-    }
-}
-
-/// Which end dates an expiry query selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpiryRange {
-    /// `from <= end <= to`: subscriptions ending inside a warning window.
-    EndingBetween(DateTime<Utc>, DateTime<Utc>),
-    /// `end < before`: subscriptions already past their end and still live.
-    EndedBefore(DateTime<Utc>),
-}
-
-/// Where an expiry query stopped, to continue in the next page or invocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpiryCursor {
-    pub shard: u32,
-    /// The index key to start after, within `shard`.
-    pub after: Option<HashMap<String, String>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ExpiryPage {
-    pub subscriptions: Vec<Subscription>,
-    /// Items DynamoDB read to answer (the sum of the queries' `ScannedCount`).
-    pub scanned: u64,
-    pub next: Option<ExpiryCursor>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PendingPage {
-    pub items: Vec<OutboxItem>,
-    pub scanned: u64,
-}
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -135,111 +43,6 @@ impl DynamoStore {
             .await;
         dynamo_call("GetItem", if out.is_ok() { "ok" } else { "error" }, started);
         Ok(out.map_err(unavailable)?.item)
-    }
-
-    #[instrument(skip(self), fields(user_id = %user))]
-    pub async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
-        self.get(keys::user_pk(user), keys::PROFILE_SK).await?.map(items::from_item).transpose()
-    }
-
-    #[instrument(skip_all, fields(user_id = %profile.user_id))]
-    pub async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
-        self.client.put_item().table_name(&self.table).set_item(Some(items::profile(profile)?)).send().await.map_err(unavailable)?;
-        Ok(())
-    }
-
-    #[instrument(skip(self), fields(user_id = %user))]
-    pub async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError> {
-        self.get(keys::user_pk(user), keys::SUBSCRIPTION_SK).await?.map(items::from_item).transpose()
-    }
-
-    /// The user a Stripe customer or subscription belongs to.
-    #[instrument(skip(self))]
-    pub async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
-        let pk = match mapping {
-            StripeMapping::Customer(id) => keys::customer_pk(id),
-            StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
-        };
-        let Some(item) = self.get(pk, keys::MAP_SK).await? else { return Ok(None) };
-        let raw = item.get("user_id").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("mapping without user_id".into()))?;
-        UserId::parse(raw).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-
-    /// Whether a Stripe event id is in the ledger already.
-    pub async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.get(keys::event_pk(event_id), keys::LEDGER_SK).await?.is_some())
-    }
-
-    pub async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
-        self.get(keys::outbox_pk(id), keys::OUTBOX_SK).await?.as_ref().map(items::outbox_from).transpose()
-    }
-
-    /// The user's history, newest first.
-    #[instrument(skip(self), fields(user_id = %user))]
-    pub async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
-            .expression_attribute_values(":prefix", AttributeValue::S(keys::HISTORY_PREFIX.into()))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.items.unwrap_or_default().into_iter().map(items::from_item).collect()
-    }
-
-    /// Commits a [`Change`] atomically. Outbox items that already exist (the same logical
-    /// notification queued by an earlier cause) are dropped and the rest is retried, so a
-    /// notification is queued once however many causes it has.
-    #[instrument(skip_all, fields(user_id = ?change.user_id, event_id = ?change.stripe_event.as_ref().map(|e| &e.event_id)))]
-    pub async fn commit(&self, mut change: Change) -> Result<(), StoreError> {
-        for _ in 0..=MAX_OUTBOX_RETRIES {
-            let (writes, roles) = self.transaction(&change)?;
-            if writes.is_empty() {
-                return Ok(());
-            }
-            let started = std::time::Instant::now();
-            let result = self.client.transact_write_items().set_transact_items(Some(writes)).send().await;
-            let err = match result {
-                Ok(_) => {
-                    dynamo_call("TransactWriteItems", "ok", started);
-                    return Ok(());
-                }
-                Err(err) => err,
-            };
-            let reasons = match cancellation_codes(&err) {
-                Some(reasons) => reasons,
-                None => {
-                    dynamo_call("TransactWriteItems", "error", started);
-                    return Err(unavailable(err));
-                }
-            };
-            dynamo_call("TransactWriteItems", "conditional", started);
-            let mut existing_outbox = Vec::new();
-            for (role, code) in roles.iter().zip(reasons.iter()) {
-                if code.as_deref() != Some("ConditionalCheckFailed") {
-                    continue;
-                }
-                match role {
-                    Role::Ledger => return Err(StoreError::DuplicateEvent),
-                    Role::Subscription => return Err(StoreError::Conflict("subscription version changed".into())),
-                    Role::Mapping => return Err(StoreError::Conflict("stripe id belongs to another user".into())),
-                    Role::Outbox(id) => existing_outbox.push(id.clone()),
-                    Role::History => return Err(StoreError::Conflict("history entry exists".into())),
-                }
-            }
-            if existing_outbox.is_empty() {
-                // Cancelled for another reason (e.g. a concurrent transaction on the same item).
-                return Err(StoreError::Conflict(format!("transaction cancelled: {reasons:?}")));
-            }
-            tracing::info!(duplicates = ?existing_outbox, "outbox items already queued; committing without them");
-            change.outbox.retain(|o| !existing_outbox.contains(&o.id));
-        }
-        Err(StoreError::Conflict("outbox kept conflicting".into()))
     }
 
     fn transaction(&self, change: &Change) -> Result<(Vec<TransactWriteItem>, Vec<Role>), StoreError> {
@@ -290,12 +93,120 @@ impl DynamoStore {
         let put = put.build().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        self.get(keys::user_pk(user), keys::PROFILE_SK).await?.map(items::from_item).transpose()
+    }
+
+    #[instrument(skip_all, fields(user_id = %profile.user_id))]
+    async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
+        self.client.put_item().table_name(&self.table).set_item(Some(items::profile(profile)?)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError> {
+        self.get(keys::user_pk(user), keys::SUBSCRIPTION_SK).await?.map(items::from_item).transpose()
+    }
+
+    /// The user a Stripe customer or subscription belongs to.
+    #[instrument(skip(self))]
+    async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
+        let pk = match mapping {
+            StripeMapping::Customer(id) => keys::customer_pk(id),
+            StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
+        };
+        let Some(item) = self.get(pk, keys::MAP_SK).await? else { return Ok(None) };
+        let raw = item.get("user_id").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("mapping without user_id".into()))?;
+        UserId::parse(raw).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Whether a Stripe event id is in the ledger already.
+    async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(keys::event_pk(event_id), keys::LEDGER_SK).await?.is_some())
+    }
+
+    async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
+        self.get(keys::outbox_pk(id), keys::OUTBOX_SK).await?.as_ref().map(items::outbox_from).transpose()
+    }
+
+    /// The user's history, newest first.
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+            .expression_attribute_values(":prefix", AttributeValue::S(keys::HISTORY_PREFIX.into()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items.unwrap_or_default().into_iter().map(items::from_item).collect()
+    }
+
+    /// Commits a [`Change`] atomically. Outbox items that already exist (the same logical
+    /// notification queued by an earlier cause) are dropped and the rest is retried, so a
+    /// notification is queued once however many causes it has.
+    #[instrument(skip_all, fields(user_id = ?change.user_id, event_id = ?change.stripe_event.as_ref().map(|e| &e.event_id)))]
+    async fn commit(&self, mut change: Change) -> Result<(), StoreError> {
+        for _ in 0..=MAX_OUTBOX_RETRIES {
+            let (writes, roles) = self.transaction(&change)?;
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            let result = self.client.transact_write_items().set_transact_items(Some(writes)).send().await;
+            let err = match result {
+                Ok(_) => {
+                    dynamo_call("TransactWriteItems", "ok", started);
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            let reasons = match cancellation_codes(&err) {
+                Some(reasons) => reasons,
+                None => {
+                    dynamo_call("TransactWriteItems", "error", started);
+                    return Err(unavailable(err));
+                }
+            };
+            dynamo_call("TransactWriteItems", "conditional", started);
+            let mut existing_outbox = Vec::new();
+            for (role, code) in roles.iter().zip(reasons.iter()) {
+                if code.as_deref() != Some("ConditionalCheckFailed") {
+                    continue;
+                }
+                match role {
+                    Role::Ledger => return Err(StoreError::DuplicateEvent),
+                    Role::Subscription => return Err(StoreError::Conflict("subscription version changed".into())),
+                    Role::Mapping => return Err(StoreError::Conflict("stripe id belongs to another user".into())),
+                    Role::Outbox(id) => existing_outbox.push(id.clone()),
+                    Role::History => return Err(StoreError::Conflict("history entry exists".into())),
+                }
+            }
+            if existing_outbox.is_empty() {
+                // Cancelled for another reason (e.g. a concurrent transaction on the same item).
+                return Err(StoreError::Conflict(format!("transaction cancelled: {reasons:?}")));
+            }
+            tracing::info!(duplicates = ?existing_outbox, "outbox items already queued; committing without them");
+            change.outbox.retain(|o| !existing_outbox.contains(&o.id));
+        }
+        Err(StoreError::Conflict("outbox kept conflicting".into()))
+    }
 
     /// One page of live subscriptions in `range`, walking the expiry index shard by
     /// shard. Reads only index entries inside the range: `scanned` equals the number of
     /// subscriptions returned (plus nothing: key conditions, no filter).
     #[instrument(skip(self))]
-    pub async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError> {
+    async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError> {
         let mut cursor = cursor.unwrap_or(ExpiryCursor { shard: 0, after: None });
         let mut subscriptions = Vec::new();
         let mut scanned = 0u64;
@@ -344,7 +255,7 @@ impl DynamoStore {
 
     /// Pending outbox items due at `now`, oldest first per shard, at most `limit`.
     #[instrument(skip(self))]
-    pub async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError> {
+    async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError> {
         let mut items_out = Vec::new();
         let mut scanned = 0;
         for shard in 0..keys::PENDING_SHARDS {
@@ -376,7 +287,7 @@ impl DynamoStore {
     /// being pending with the attempt count the caller saw, so two concurrent sweepers
     /// cannot both record a send. Returns `false` when another worker got there first.
     #[instrument(skip(self, item), fields(outbox_id = %item.id, state = ?item.state))]
-    pub async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError> {
+    async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError> {
         let started = std::time::Instant::now();
         let result = self
             .client

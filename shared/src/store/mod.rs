@@ -29,13 +29,56 @@
 //! - `gsi_pending` (`pend_pk`, `pend_sk`): only pending outbox items, `OUTBOX#<shard>` and
 //!   `<next attempt at>#<id>`; the delivery sweep queries what is due now.
 
+//!
+//! # The port
+//! [`Store`] is what every function needs from the table; the use cases and the function
+//! crates hold an `Arc<dyn Store>`, and [`DynamoStore`] is its one implementation. The
+//! write model ([`Change`] and its parts) lives in [`model`], outside the adapter.
+
 mod dynamo;
 mod error;
 mod items;
 pub mod keys;
+mod model;
 
-pub use dynamo::{Change, DynamoStore, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, PendingPage, StripeMapping, SubscriptionWrite};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{HistoryEntry, OutboxItem, Subscription, UserId, UserProfile};
+
+pub use dynamo::DynamoStore;
 pub use error::StoreError;
+pub use model::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, PendingPage, StripeMapping, SubscriptionWrite};
+
+/// Every read and write the functions make of the subscription table. Reads are strongly
+/// consistent unless they go through an index (`expiring`, `pending_outbox`).
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError>;
+    async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
+    /// The user's current subscription record.
+    async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError>;
+    /// The user a Stripe customer or subscription belongs to.
+    async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError>;
+    /// Whether a Stripe event id is in the ledger already.
+    async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError>;
+    async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError>;
+    /// The user's history, newest first, at most `limit` entries.
+    async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Commits a [`Change`] atomically: all of it or nothing. An outbox item that already
+    /// exists (the same logical notification queued by an earlier cause) is dropped and the
+    /// rest committed, so a notification is queued once however many causes it has.
+    /// [`StoreError::Conflict`] when the subscription's version moved, [`StoreError::DuplicateEvent`]
+    /// when the Stripe event is in the ledger already.
+    async fn commit(&self, change: Change) -> Result<(), StoreError>;
+    /// One page of live subscriptions whose end date is in `range`, from `cursor`.
+    async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError>;
+    /// Pending outbox items due at `now`, at most `limit`.
+    async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError>;
+    /// Records a delivery attempt's outcome, only if the item is still pending with
+    /// `seen_attempts` attempts; `false` when another worker got there first.
+    async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError>;
+}
 
 /// An error and its sources on one line. The AWS SDK's own `Display` is terse
 /// ("service error"); the chain says what actually happened.

@@ -83,7 +83,7 @@ fn worker() {
             }
             "job" => {
                 let now: DateTime<Utc> = var("HOSTILE_CRASH_TIME").parse().expect("time");
-                let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
+                let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_stripe(), job_settings());
                 let job: JobName = serde_json::from_value(Value::String(var("HOSTILE_CRASH_JOB"))).expect("job name");
                 let summary = harness::jobs::run(&jobs, job, now).await;
                 assert_eq!(summary.counts.errors, 0, "{summary:?}");
@@ -372,7 +372,7 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
     let base_env = TestEnv::new().await;
     let base_users = seed_job_run(&base_env, &base_run, now, due, ending).await;
     finish_worker(spawn_worker(&base_env, &vars, dir.join("baseline.log")), "baseline job").await;
-    let base_jobs = harness::jobs::jobs(&base_env, harness::jobs::unreachable_billing(), job_settings());
+    let base_jobs = harness::jobs::jobs(&base_env, harness::jobs::unreachable_stripe(), job_settings());
     harness::jobs::run(&base_jobs, JobName::DeliverPending, later).await;
     let expected = job_state(&base_env, &base_run, &base_users).await;
     assert_eq!(expected.1.len() as u64, writes, "{:?}", expected.1);
@@ -401,7 +401,7 @@ async fn a_daily_job_killed_mid_run_and_rerun_ends_like_no_crash() {
         // Restart: the rerun of the same day (same `time`), then the next sweep, after the
         // lease of an item the killed run had claimed.
         finish_worker(spawn_worker(&env, &vars, dir.join(format!("rerun-{p}.log"))), &format!("job rerun after kill {p}")).await;
-        let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_billing(), job_settings());
+        let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_stripe(), job_settings());
         let sweep = harness::jobs::run(&jobs, JobName::DeliverPending, later).await;
         let got = job_state(&env, &run, &users).await;
         assert_eq!(got.0, expected.0, "kill point {p} (k={k}, +{jitter} ms): records differ");

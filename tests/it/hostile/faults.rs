@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use shared::{
     config::Secret,
     domain::{Subscription, SubscriptionStatus, Tier, UserId},
-    store::{Change, DynamoStore, StripeMapping},
+    store::{Change, DynamoStore, Store, StripeMapping},
     stripe::{RetryPolicy, StripeBilling, StripeConfig},
 };
 
@@ -63,7 +63,9 @@ struct Rig {
     sim: Sim,
     ddb: Proxy,
     stripe: Proxy,
-    store: DynamoStore,
+    store: Arc<dyn Store>,
+    /// DynamoDB through the `ddb` proxy (what `store` uses).
+    ddb_client: aws_sdk_dynamodb::Client,
 }
 
 impl Rig {
@@ -72,8 +74,9 @@ impl Rig {
         let sim = Sim::start().await;
         let ddb = Proxy::start(env.moto.endpoint()).await;
         let stripe = Proxy::start(sim.handle.base_url()).await;
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_through(&ddb).await), &env.table);
-        Rig { env, sim, ddb, stripe, store }
+        let ddb_client = aws_sdk_dynamodb::Client::new(&sdk_through(&ddb).await);
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb_client.clone(), &env.table));
+        Rig { env, sim, ddb, stripe, store, ddb_client }
     }
 
     fn proxy(&self, dep: Dep) -> &Proxy {
@@ -122,10 +125,10 @@ fn is_problem_5xx(answer: &admin_api::apigw::Answer, allowed: &[u16]) -> bool {
 async fn admin_answers_502_or_503_writes_nothing_half_and_the_retry_completes_once() {
     let rig = Rig::new().await;
     let service = admin_api::AdminService::new(
-        Arc::new(rig.store.clone()),
+        rig.store.clone(),
         Arc::new(billing_through(&rig.sim, &rig.stripe)),
         Arc::new(harness::admin::delivery(&rig.env)),
-        Arc::new(admin_api::SystemClock),
+        Arc::new(shared::clock::SystemClock),
     );
     let router = admin_api::router(admin_api::AppState::new(service, "admin"));
     let call = |method: &'static str, path: String, body: Option<Value>, key: Option<String>| {
@@ -289,10 +292,10 @@ async fn a_job_run_failed_by_a_fault_is_completed_by_the_rerun() {
         harness::jobs::put_profile(&rig.env, &user).await;
         let sub = lapsed(&user, now - chrono::Duration::days(10 + i as i64));
         rig.env.store.commit(created(&sub)).await.unwrap();
-        // The jobs over the proxied store (their e-mail delivery uses the env's own store).
-        let proxied_env = TestEnv { store: rig.store.clone(), ..rig.env.clone() };
+        // The jobs with DynamoDB behind the fault proxy.
+        let proxied = shared::config::AwsClients { dynamodb: rig.ddb_client.clone(), ..rig.env.aws_clients() };
         let settings = expiry_jobs::JobSettings { page_size: 25, concurrency: 1, ..expiry_jobs::JobSettings::default() };
-        let jobs = harness::jobs::jobs(&proxied_env, harness::jobs::unreachable_billing(), settings);
+        let jobs = harness::jobs::jobs_over(&rig.env, &proxied, harness::jobs::unreachable_stripe(), settings);
         let request = expiry_jobs::JobRequest { job: expiry_jobs::JobName::ExpireLapsed, time: Some(now), cursor: None };
 
         rig.ddb.set(fault);

@@ -24,15 +24,15 @@ use serde_json::Value;
 use shared::{
     config::Secret,
     domain::{Subscription, UserId},
-    store::{Change, DynamoStore, StripeMapping},
+    store::{Change, DynamoStore, Store, StripeMapping},
 };
 use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
 
 const SECRET: &str = "whsec_load_tests";
 const SENDERS: usize = 8;
 
-fn webhook_for(store: DynamoStore, sim: &Sim) -> Arc<Webhook> {
-    let clock = Arc::new(Utc::now);
+fn webhook_for(store: Arc<dyn Store>, sim: &Sim) -> Arc<Webhook> {
+    let clock: Arc<dyn shared::clock::Clock> = Arc::new(shared::clock::SystemClock);
     Arc::new(Webhook {
         processor: Processor::new(store, Arc::new(sim.billing()), clock.clone()),
         secrets: vec![Secret::new(SECRET)],
@@ -88,7 +88,7 @@ async fn serial_forward(
 
 /// A store on `env`'s table whose requests go through a [`Serial`] proxy (or straight to
 /// moto under `HOSTILE_LOAD_DIRECT=1`).
-async fn serialised_store(env: &TestEnv) -> (DynamoStore, Option<tokio::task::JoinHandle<()>>) {
+async fn serialised_store(env: &TestEnv) -> (Arc<dyn Store>, Option<tokio::task::JoinHandle<()>>) {
     if std::env::var("HOSTILE_LOAD_DIRECT").as_deref() == Ok("1") {
         return (env.store.clone(), None);
     }
@@ -101,7 +101,7 @@ async fn serialised_store(env: &TestEnv) -> (DynamoStore, Option<tokio::task::Jo
         let _ = axum::serve(listener, app).await;
     });
     let config = harness::moto::sdk_config_for(&url).await;
-    (DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table), Some(task))
+    (Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table)), Some(task))
 }
 
 async fn seed(env: &TestEnv, people: &[(UserId, String)]) {

@@ -1,0 +1,100 @@
+//! The write model and the read shapes of the [`Store`](super::Store) port: what one
+//! state change commits ([`Change`]) and what the paged index reads return. Nothing here
+//! knows DynamoDB; the adapter maps it onto items (see the module docs for the keys).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{HistoryEntry, OutboxItem, Subscription, UserId};
+
+/// The subscription half of a [`Change`].
+#[derive(Debug, Clone)]
+pub struct SubscriptionWrite {
+    pub record: Subscription,
+    /// The version the writer read: `None` means "there must be no subscription yet".
+    pub expected_version: Option<u64>,
+}
+
+/// A Stripe id that must point at this user from now on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripeMapping {
+    Customer(String),
+    Subscription(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Everything one state change writes, committed in a single `TransactWriteItems`:
+/// the subscription (guarded by its version), its history, the outbox items it causes,
+/// the Stripe event that caused it (guarded by `attribute_not_exists`), and id mappings.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub user_id: Option<UserId>,
+    pub subscription: Option<SubscriptionWrite>,
+    pub history: Vec<HistoryEntry>,
+    pub outbox: Vec<OutboxItem>,
+    pub stripe_event: Option<LedgerEntry>,
+    pub mappings: Vec<StripeMapping>,
+}
+
+impl Change {
+    /// A change that writes `record` over `expected_version` (`None`: there must be no
+    /// subscription yet) together with its history entry; outbox items and mappings are
+    /// added with the builder methods.
+    pub fn subscription(record: Subscription, expected_version: Option<u64>, history: HistoryEntry) -> Self {
+        Self {
+            user_id: Some(record.user_id.clone()),
+            subscription: Some(SubscriptionWrite { record, expected_version }),
+            history: vec![history],
+            ..Self::default()
+        }
+    }
+
+    pub fn with_outbox(mut self, items: impl IntoIterator<Item = OutboxItem>) -> Self {
+        self.outbox.extend(items);
+        self
+    }
+
+    pub fn with_mappings(mut self, mappings: impl IntoIterator<Item = StripeMapping>) -> Self {
+        self.mappings.extend(mappings);
+        self
+    }
+}
+
+/// Which end dates an expiry query selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryRange {
+    /// `from <= end <= to`: subscriptions ending inside a warning window.
+    EndingBetween(DateTime<Utc>, DateTime<Utc>),
+    /// `end < before`: subscriptions already past their end and still live.
+    EndedBefore(DateTime<Utc>),
+}
+
+/// Where an expiry query stopped, to continue in the next page or invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryCursor {
+    pub shard: u32,
+    /// The index key to start after, within `shard`.
+    pub after: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpiryPage {
+    pub subscriptions: Vec<Subscription>,
+    /// Items DynamoDB read to answer (the sum of the queries' `ScannedCount`).
+    pub scanned: u64,
+    pub next: Option<ExpiryCursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingPage {
+    pub items: Vec<OutboxItem>,
+    pub scanned: u64,
+}
