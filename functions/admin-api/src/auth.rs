@@ -19,24 +19,10 @@ use axum::{
 };
 use lambda_http::request::RequestContext;
 
-use crate::{problem::ApiError, routes::AppState};
+use crate::{caller::Admin, problem::ApiError, state::AppState};
 
 /// The claim API Gateway fills from the Cognito token.
 pub const GROUPS_CLAIM: &str = "cognito:groups";
-
-/// The authenticated admin, available to handlers as an extension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admin {
-    /// The token's `sub`.
-    pub subject: String,
-}
-
-impl Admin {
-    /// The history `actor` of changes this admin makes.
-    pub fn actor(&self) -> String {
-        format!("admin:{}", self.subject)
-    }
-}
 
 /// The groups of a `cognito:groups` claim as HTTP APIs deliver it.
 pub fn parse_groups(raw: &str) -> Vec<&str> {

@@ -3,7 +3,8 @@
 //!
 //! - [`routes`]: the routes (documented in `openapi.yaml`, which a test holds to the
 //!   route table), thin handlers and the request-scope/auth middleware.
-//! - [`auth`]: the admin-group rule on the authorizer's claims.
+//! - [`auth`]: the admin-group rule on the authorizer's claims; [`caller`]: who asks.
+//! - [`state`]: what every request shares.
 //! - [`service`]: the use cases (Stripe first, then one DynamoDB transaction, then delivery).
 //! - [`problem`]: every error as one enum, answered as RFC 9457 problem+json.
 //! - [`setup`]: configuration and clients → the ready router (for `main` and the tests).
@@ -11,6 +12,7 @@
 
 pub mod apigw;
 pub mod auth;
+pub mod caller;
 pub mod config;
 pub mod dto;
 pub mod extract;
@@ -19,6 +21,7 @@ pub mod problem;
 pub mod routes;
 pub mod service;
 pub mod setup;
+pub mod state;
 
 pub use config::Config;
 pub use routes::{router, AppState, RouteSpec, ROUTES};

@@ -215,15 +215,19 @@ pub struct Problem {
     pub stripe_code: Option<String>,
 }
 
+/// What a problem response was about, for the request's log line (see
+/// `routes::request_scope`): kept in the response's extensions, never sent.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub code: &'static str,
+    /// The full cause (for 5xx it names internals the body hides).
+    pub cause: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            // The full cause goes to the log only.
-            tracing::error!(status = status.as_u16(), code = self.code(), error = %self, "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), code = self.code(), "request rejected");
-        }
         let problem = self.to_problem();
         let body = serde_json::to_vec(&problem).unwrap_or_else(|_| br#"{"title":"Internal error","status":500}"#.to_vec());
         let mut response = (status, body).into_response();
@@ -237,6 +241,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::ALLOW, value);
             }
         }
+        response.extensions_mut().insert(Failure { status: status.as_u16(), code: self.code(), cause: self.to_string() });
         response
     }
 }

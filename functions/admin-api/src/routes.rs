@@ -1,7 +1,7 @@
 //! The router: routes, thin handlers, and the middleware every request passes
 //! (request scope → admin check → handler).
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use axum::{
     extract::{Query, Request, State},
@@ -16,26 +16,15 @@ use shared::domain::{ProfileUpdate, SubscriptionUpdate, ValidationErrors};
 use tracing::Instrument;
 
 use crate::{
-    auth::{self, Admin},
+    auth,
+    caller::{Admin, Caller},
     dto::{CancelRequest, Outcome, SubscriptionChange},
     extract::{IdempotencyHeader, JsonBody, OptionalJsonBody, UserPath},
-    problem::{ApiError, REQUEST_ID},
-    service::{AdminService, Caller, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT},
+    problem::{ApiError, Failure, REQUEST_ID},
+    service::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT},
 };
 
-/// Shared by every request.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<AdminService>,
-    /// The `cognito:groups` entry that makes a caller an admin (`ADMIN_GROUP`).
-    pub admin_group: Arc<str>,
-}
-
-impl AppState {
-    pub fn new(service: AdminService, admin_group: impl Into<Arc<str>>) -> Self {
-        Self { service: Arc::new(service), admin_group: admin_group.into() }
-    }
-}
+pub use crate::state::AppState;
 
 /// One route and every status its handler can answer with (checked against `openapi.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +86,18 @@ async fn request_scope(request: Request, next: Next) -> Response {
         admin = tracing::field::Empty,
     );
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
-    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request served"));
+    span.in_scope(|| {
+        // Problems carry their cause in the response's extensions (never in its body): it
+        // is logged here, once, so turning an error into a response has no side effects.
+        match response.extensions().get::<Failure>() {
+            Some(failure) if failure.status >= 500 => {
+                tracing::error!(status = failure.status, code = failure.code, error = %failure.cause, "request failed")
+            }
+            Some(failure) => tracing::info!(status = failure.status, code = failure.code, "request rejected"),
+            None => {}
+        }
+        tracing::info!(status = response.status().as_u16(), "request served")
+    });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -42,7 +42,7 @@ use shared::{
 use tracing::instrument;
 
 use crate::{
-    auth::Admin,
+    caller::Caller,
     dto::{HistoryResponse, Outcome, PaymentActionResponse, ProfileResponse, SubscriptionChange, SubscriptionResponse},
     metrics,
     problem::{ApiError, BillingStep},
@@ -50,14 +50,6 @@ use crate::{
 
 pub const HISTORY_DEFAULT_LIMIT: i32 = 20;
 pub const HISTORY_MAX_LIMIT: i32 = 100;
-
-/// Who asks, and under which idempotency key.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub admin: Admin,
-    /// The `Idempotency-Key` header, when sent.
-    pub idempotency_key: Option<String>,
-}
 
 pub struct AdminService {
     store: Arc<dyn Store>,
