@@ -34,3 +34,25 @@ where
 pub fn system() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
+
+/// The time as one run sees it: it starts at the run's own "now" (the schedule's time, or a
+/// replayed day) and advances with the wall clock from there. Leases taken during a run are
+/// measured on it, so an item claimed a minute into a run stays hidden for a full lease
+/// after that claim, whatever time the run started at.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: DateTime<Utc>,
+    started: std::time::Instant,
+}
+
+impl RunClock {
+    pub fn starting_at(start: DateTime<Utc>) -> Self {
+        Self { start, started: std::time::Instant::now() }
+    }
+}
+
+impl Clock for RunClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.start + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
+}

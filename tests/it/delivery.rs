@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use harness::{env::MAIL_FROM, Moto, TestEnv};
 use shared::{
+    clock::RunClock,
     delivery::{Deliver, DeliveryPolicy, OutboxDelivery},
     domain::{DomainEvent, DomainEventKind, OutboxState, ProfileUpdate, SubscriptionStatus, UserId},
     email::{EmailConfig, EmailContext, EmailRenderer, SesMailer, TrialEndingContext},
@@ -56,7 +57,7 @@ async fn pending_items_are_sent_once_to_the_current_address() {
     profile(&env.store, &user, "new-address@example.com").await;
 
     let delivery = delivery(&env, &env.ses_config, policy());
-    let (report, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    let (report, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
     assert_eq!((report.sent, report.failed, report.retry_later), (2, 0, 0));
     assert_eq!(scanned, 2);
 
@@ -74,7 +75,7 @@ async fn pending_items_are_sent_once_to_the_current_address() {
     assert_eq!(events[0]["source"], "logiscore.subscriptions");
 
     // A second sweep finds nothing to do and sends nothing.
-    let (again, scanned) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    let (again, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
     assert_eq!((again.sent, scanned), (0, 0));
     assert_eq!(env.mail_to("new-address@example.com").len(), 1);
     // Delivering an already-sent item directly is skipped too.
@@ -97,19 +98,19 @@ async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
     let broken = delivery(&env, &dead_config, policy.clone());
 
     let now = Utc::now();
-    let (report, _) = broken.deliver_pending(now, 100).await.unwrap();
+    let (report, _) = broken.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap();
     assert_eq!((report.sent, report.retry_later), (1, 1), "the event went out, the e-mail waits");
     let item = env.store.outbox_item(&email_id).await.unwrap().unwrap();
     assert_eq!((item.state, item.attempts), (OutboxState::Pending, 1));
     assert!(item.next_attempt_at > now, "backed off");
 
     // Not due yet: the next sweep leaves it alone.
-    let (report, _) = broken.deliver_pending(now, 100).await.unwrap();
+    let (report, _) = broken.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap();
     assert_eq!(report.retry_later + report.sent + report.dead_lettered, 0);
 
     // SES is back: a later run delivers it.
     let healthy = delivery(&env, &env.ses_config, policy.clone());
-    let (report, _) = healthy.deliver_pending(now + Duration::minutes(5), 100).await.unwrap();
+    let (report, _) = healthy.deliver_pending(&RunClock::starting_at(now + Duration::minutes(5)), 100).await.unwrap();
     assert_eq!(report.sent, 1);
     assert_eq!(env.mail_to("outage@example.com").len(), 1);
 
@@ -117,11 +118,11 @@ async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
     let user3 = UserId::parse("deliver-3").unwrap();
     profile(&env.store, &user3, "doomed@example.com").await;
     let doomed = queue_trial_ending(&env, &user3).await;
-    let (r1, _) = broken.deliver_pending(now, 100).await.unwrap();
-    let (r2, _) = broken.deliver_pending(now + Duration::hours(1), 100).await.unwrap();
+    let (r1, _) = broken.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap();
+    let (r2, _) = broken.deliver_pending(&RunClock::starting_at(now + Duration::hours(1)), 100).await.unwrap();
     assert_eq!((r1.retry_later, r2.dead_lettered), (1, 1));
     assert_eq!(env.store.outbox_item(&doomed).await.unwrap().unwrap().state, OutboxState::DeadLettered);
-    let (r3, scanned) = healthy.deliver_pending(now + Duration::days(2), 100).await.unwrap();
+    let (r3, scanned) = healthy.deliver_pending(&RunClock::starting_at(now + Duration::days(2)), 100).await.unwrap();
     assert_eq!((r3.sent, scanned), (0, 0), "dead-lettered items are out of the sweep");
 }
 
@@ -138,12 +139,45 @@ async fn a_rejected_recipient_is_failed_for_good_not_retried() {
     profile(&env.store, &user, "someone@example.com").await;
     let id = queue_trial_ending(&env, &user).await;
 
-    let (report, _) = delivery.deliver_pending(Utc::now(), 100).await.unwrap();
+    let (report, _) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
     assert_eq!(report.failed, 1);
     let item = env.store.outbox_item(&id).await.unwrap().unwrap();
     assert_eq!((item.state, item.attempts), (OutboxState::Failed, 1));
     assert!(item.last_error.unwrap().contains("MessageRejected"));
     assert!(env.mail().sent().is_empty(), "SES accepted nothing");
-    let (again, scanned) = delivery.deliver_pending(Utc::now() + Duration::days(1), 100).await.unwrap();
+    let (again, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now() + Duration::days(1)), 100).await.unwrap();
     assert_eq!((again.sent + again.failed, scanned), (0, 0));
+}
+
+/// Two sweeps that overlap, as a long deliver-pending run and the next scheduled one do:
+/// the lease of an item is counted from its claim, not from the start of the run that
+/// claimed it, so the second sweep never takes an item the first is still sending.
+#[tokio::test]
+async fn overlapping_sweeps_never_send_one_item_twice() {
+    let env = TestEnv::new().await;
+    let n = 24;
+    let mut addresses = Vec::new();
+    for i in 0..n {
+        let user = UserId::parse(&format!("overlap-{i}")).unwrap();
+        let address = format!("overlap-{i}@example.com");
+        profile(&env.store, &user, &address).await;
+        queue_trial_ending(&env, &user).await;
+        addresses.push(address);
+    }
+    // Paced at 4 e-mails/s, four at a time: the first sweep needs ~6 s, each claim is sent
+    // within ~1 s, and the 3 s lease is shorter than the sweep (as 2 min is shorter than a
+    // production run of up to ~5 min) but longer than a claim's wait to be sent.
+    let policy = DeliveryPolicy { lease: Duration::seconds(3), sends_per_second: Some(4), concurrency: 4, ..policy() };
+    let first = delivery(&env, &env.ses_config, policy.clone());
+    let second = delivery(&env, &env.ses_config, policy);
+    let start = Utc::now();
+    let (a, b) = tokio::join!(async { first.deliver_pending(&RunClock::starting_at(start), 100).await.unwrap().0 }, async {
+        tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+        second.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap().0
+    });
+    for address in &addresses {
+        assert_eq!(env.mail_to(address).len(), 1, "{address}: first sweep {a:?}, second {b:?}");
+    }
+    assert!(b.sent > 0 || b.skipped > 0, "the second sweep overlapped the first: {b:?}");
+    assert_eq!(env.mail().sent().len(), n);
 }

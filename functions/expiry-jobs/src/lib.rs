@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{
     billing::BillingGateway,
+    clock::RunClock,
     delivery::OutboxDelivery,
     store::{Store, StoreError},
 };
@@ -125,6 +126,8 @@ impl Jobs {
 
     async fn run_steps(&self, request: JobRequest, now: DateTime<Utc>, budget: &Budget) -> Result<RunSummary, JobError> {
         let started = std::time::Instant::now();
+        // The run's time from `now` on: outbox leases are measured on it (see RunClock).
+        let clock = RunClock::starting_at(now);
         let job = request.job;
         let cursor = request.cursor.unwrap_or_default();
         if cursor.hops > self.settings.max_continuations {
@@ -137,7 +140,7 @@ impl Jobs {
         let mut stopped = None;
         for &step in &steps[first..] {
             let span = tracing::info_span!("step", step = step.as_str());
-            let outcome = self.step(step, now, index.take(), budget, &mut counts).instrument(span).await;
+            let outcome = self.step(step, now, &clock, index.take(), budget, &mut counts).instrument(span).await;
             match outcome {
                 Ok(jobs::Progress::Done) => {}
                 Ok(jobs::Progress::Stopped(resume)) => {
@@ -172,14 +175,17 @@ impl Jobs {
         &self,
         step: JobName,
         now: DateTime<Utc>,
+        clock: &RunClock,
         index: Option<shared::store::ExpiryCursor>,
         budget: &Budget,
         counts: &mut Counts,
     ) -> Result<jobs::Progress, StoreError> {
+        // Every step but delivery works as of the run's `now`; delivery's leases need the
+        // time of each claim.
         match step {
             JobName::ExpiryWarnings => self.expiry_warnings(now, index, budget, counts).await,
             JobName::ExpireLapsed => self.expire_lapsed(now, index, budget, counts).await,
-            JobName::DeliverPending => self.deliver_pending(now, budget, counts).await,
+            JobName::DeliverPending => self.deliver_pending(clock, budget, counts).await,
             JobName::Reconcile => self.reconcile(now, index, budget, counts).await,
             // `daily` is expanded into its steps by the caller.
             JobName::Daily => Ok(jobs::Progress::Done),

@@ -3,14 +3,14 @@
 use std::{sync::Arc, time::Duration as StdDuration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use futures::{stream, StreamExt};
 use tokio::sync::Mutex;
 use tracing::instrument;
 
 use super::{Deliver, DeliveryReport};
 use crate::{
-    clock::Clock,
+    clock::{Clock, RunClock},
     domain::{OutboxItem, OutboxPayload, OutboxState},
     email::{EmailRenderer, Mailer, SendError},
     events::{EventPublisher, PublishError},
@@ -111,18 +111,18 @@ impl OutboxDelivery {
         self
     }
 
-    /// Delivers up to `limit` pending items due at `now`. Returns the outcome counts and
-    /// how many index items were read.
+    /// Delivers up to `limit` pending items due now on the run's `clock`. Returns the
+    /// outcome counts and how many index items were read.
     #[instrument(skip(self))]
-    pub async fn deliver_pending(&self, now: DateTime<Utc>, limit: i32) -> Result<(DeliveryReport, u64), StoreError> {
-        let page = self.store.pending_outbox(now, limit).await?;
-        let report = self.deliver_all(page.items, now).await;
+    pub async fn deliver_pending(&self, clock: &RunClock, limit: i32) -> Result<(DeliveryReport, u64), StoreError> {
+        let page = self.store.pending_outbox(clock.now(), limit).await?;
+        let report = self.deliver_all(page.items, clock).await;
         Ok((report, page.scanned))
     }
 
-    async fn deliver_all(&self, items: Vec<OutboxItem>, now: DateTime<Utc>) -> DeliveryReport {
+    async fn deliver_all(&self, items: Vec<OutboxItem>, clock: &RunClock) -> DeliveryReport {
         let reports: Vec<DeliveryReport> =
-            stream::iter(items).map(|item| self.deliver_one(item, now)).buffer_unordered(self.policy.concurrency.max(1)).collect().await;
+            stream::iter(items).map(|item| self.deliver_one(item, clock)).buffer_unordered(self.policy.concurrency.max(1)).collect().await;
         let mut total = DeliveryReport::default();
         for r in reports {
             total.add(r);
@@ -131,10 +131,11 @@ impl OutboxDelivery {
     }
 
     /// One item: claim it (a conditional write bumping its attempt count and hiding it
-    /// for the lease), send it, record the outcome. A lost claim means another worker
-    /// has it; a crash after sending and before recording resends after the lease.
-    #[instrument(skip(self, item), fields(outbox_id = %item.id, kind = item.kind_label(), attempt = item.attempts + 1))]
-    async fn deliver_one(&self, item: OutboxItem, now: DateTime<Utc>) -> DeliveryReport {
+    /// for the lease, counted from the moment of the claim), send it, record the outcome.
+    /// A lost claim means another worker has it; a crash after sending and before
+    /// recording resends after the lease.
+    #[instrument(skip(self, item, clock), fields(outbox_id = %item.id, kind = item.kind_label(), attempt = item.attempts + 1))]
+    async fn deliver_one(&self, item: OutboxItem, clock: &RunClock) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         if item.state != OutboxState::Pending {
             report.skipped += 1;
@@ -142,7 +143,7 @@ impl OutboxDelivery {
         }
         let mut claimed = item.clone();
         claimed.attempts += 1;
-        claimed.next_attempt_at = now + self.policy.lease;
+        claimed.next_attempt_at = clock.now() + self.policy.lease;
         match self.store.update_outbox(&claimed, item.attempts).await {
             Ok(true) => {}
             Ok(false) => {
@@ -157,6 +158,7 @@ impl OutboxDelivery {
         }
 
         let outcome = self.attempt(&claimed).await;
+        let now = clock.now();
         let mut done = claimed.clone();
         match outcome {
             Ok(delivery_id) => {
@@ -252,7 +254,7 @@ impl OutboxDelivery {
 #[async_trait]
 impl Deliver for OutboxDelivery {
     async fn deliver(&self, items: &[OutboxItem]) -> DeliveryReport {
-        self.deliver_all(items.to_vec(), self.clock.now()).await
+        self.deliver_all(items.to_vec(), &RunClock::starting_at(self.clock.now())).await
     }
 }
 

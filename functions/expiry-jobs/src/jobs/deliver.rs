@@ -8,8 +8,7 @@
 //! spent, or a batch delivers nothing at all (the provider is down: the rest waits for the
 //! next run instead of burning an attempt each).
 
-use chrono::{DateTime, Utc};
-use shared::store::StoreError;
+use shared::{clock::RunClock, store::StoreError};
 
 use super::Progress;
 use crate::{budget::Budget, summary::Counts, Jobs};
@@ -18,7 +17,7 @@ use crate::{budget::Budget, summary::Counts, Jobs};
 const BATCH_SECONDS: u32 = 5;
 
 impl Jobs {
-    pub(crate) async fn deliver_pending(&self, now: DateTime<Utc>, budget: &Budget, counts: &mut Counts) -> Result<Progress, StoreError> {
+    pub(crate) async fn deliver_pending(&self, clock: &RunClock, budget: &Budget, counts: &mut Counts) -> Result<Progress, StoreError> {
         let batch = u64::from(self.settings.send_rate.saturating_mul(BATCH_SECONDS)).clamp(1, 1000);
         loop {
             let claimed = budget.take_up_to(batch);
@@ -26,7 +25,7 @@ impl Jobs {
                 return Ok(Progress::Stopped(None));
             }
             let limit = i32::try_from(claimed).unwrap_or(i32::MAX);
-            let (report, scanned) = self.delivery.deliver_pending(now, limit).await?;
+            let (report, scanned) = self.delivery.deliver_pending(clock, limit).await?;
             counts.items_read += scanned;
             counts.add_delivery(report);
             let handled = report.sent + report.failed + report.dead_lettered + report.retry_later + report.skipped;
