@@ -439,3 +439,53 @@ fn any_delivery_order_with_duplicates_ends_like_in_order_delivery() {
         events.iter().filter(|e| e["type"] == "invoice.paid").filter_map(|e| e["data"]["object"]["id"].as_str()).collect();
     assert_eq!(receipts, paid_invoices.len(), "{:?}", expected.1);
 }
+
+/// The admin API creates at Stripe first and commits locally after; Stripe sends the new
+/// subscription's events at once, so they can arrive before that commit has written the
+/// id mappings. They are applied from the subscription's `metadata.user_id` (set by the
+/// project's own adapter), not recorded as "unknown" and lost — paid and granted alike.
+#[tokio::test]
+async fn events_that_beat_the_creating_commit_are_applied_from_the_metadata() {
+    use shared::billing::{BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind};
+    use shared::domain::SubscriptionSource;
+    let rig = Rig::new().await;
+    let billing = rig.sim.billing();
+    for (name, paid) in [("early-paid", true), ("early-granted", false)] {
+        let user = UserId::parse(name).unwrap();
+        let profile =
+            ProfileUpdate { email: Some(format!("{name}@example.com")), ..Default::default() }.validate(user.clone(), Utc::now()).unwrap();
+        rig.env.store.put_profile(&profile).await.unwrap();
+        // What the admin API's create does at Stripe, through the same adapter; the local
+        // commit that would follow never comes (the function died, or is still running).
+        let key = |step: &str| IdempotencyKey::new(format!("{name}-{step}"));
+        let details = CustomerDetails { user_id: user.clone(), email: format!("{name}@example.com"), name: None };
+        let customer = billing.ensure_customer(&details, &key("customer")).await.unwrap();
+        let kind = if paid {
+            let payment_method = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.unwrap();
+            NewSubscriptionKind::Paid { payment_method, cancel_at: None }
+        } else {
+            NewSubscriptionKind::Granted { trial_end: Utc::now() + chrono::Duration::days(30) }
+        };
+        let new = NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: Tier::Premium, kind };
+        let created = billing.create_subscription(&new, &key("subscription")).await.unwrap();
+        rig.settle().await;
+
+        let local = rig.local(&user).await;
+        assert_eq!(local.stripe_subscription_id.as_ref(), Some(&created.snapshot.subscription_id), "{name}");
+        let (status, source) = if paid {
+            (SubscriptionStatus::Active, SubscriptionSource::Paid)
+        } else {
+            (SubscriptionStatus::Trial, SubscriptionSource::Granted)
+        };
+        assert_eq!((local.status, local.source, local.tier), (status, source, Tier::Premium), "{name}");
+        assert_eq!(local.auto_renew, paid, "{name}: a granted trial never renews into a charge");
+        // The webhook's commit wrote the mappings the admin commit would have.
+        let mapped = rig.env.store.user_for(&StripeMapping::Subscription(created.snapshot.subscription_id.to_string())).await.unwrap();
+        assert_eq!(mapped.as_ref(), Some(&user), "{name}");
+        assert_eq!(rig.env.store.user_for(&StripeMapping::Customer(customer.to_string())).await.unwrap().as_ref(), Some(&user));
+    }
+    let ids = rig.outbox_ids().await;
+    let confirmations = ids.iter().filter(|i| i.starts_with("email:subscription_confirmation:")).count();
+    assert_eq!(confirmations, 2, "one confirmation per subscription: {ids:?}");
+    assert_eq!(ids.iter().filter(|i| i.starts_with("email:payment_receipt:")).count(), 1, "the paid one's first invoice: {ids:?}");
+}

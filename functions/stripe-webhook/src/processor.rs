@@ -169,20 +169,29 @@ impl Processor {
         if let Some(customer) = customer {
             span.record("stripe_customer_id", customer);
         }
-        let Some(user) = self.owner(subscription_id, customer, user_hint).await? else {
-            tracing::warn!(stripe_subscription_id = subscription_id, "event for a subscription this service does not know");
-            return self.record_only(event, Outcome::Ignored).await;
-        };
-        span.record("user_id", user.as_str());
         let Ok(stripe_id) = StripeSubscriptionId::parse(subscription_id) else {
             return self.record_only(event, Outcome::Ignored).await;
         };
+        let mapped = self.owner(subscription_id, customer, user_hint).await?;
+        if let Some(user) = &mapped {
+            span.record("user_id", user.as_str());
+        }
         for _ in 0..MAX_ATTEMPTS {
             let snapshot = match self.billing.subscription(&stripe_id).await {
                 Ok(s) => s,
                 Err(BillingError::NotFound(_)) => return self.record_only(event, Outcome::Ignored).await,
                 Err(e) => return Err(e.into()),
             };
+            // The id mappings are written by the commit of the call that created the
+            // subscription; an event can beat that commit (Stripe sends it as soon as the
+            // subscription exists), and then the subscription's own metadata names the user.
+            // Only a subscription that neither a mapping nor its metadata ties to a user of
+            // ours is ignored.
+            let Some(user) = mapped.clone().or_else(|| snapshot.owner.clone()) else {
+                tracing::warn!(stripe_subscription_id = subscription_id, "event for a subscription this service does not know");
+                return self.record_only(event, Outcome::Ignored).await;
+            };
+            span.record("user_id", user.as_str());
             let local = self.store.subscription(&user).await?;
             let now = self.clock.now();
             let Some(plan) = plan(&user, local.as_ref(), &snapshot, now) else {
@@ -294,15 +303,16 @@ fn plan(user: &UserId, local: Option<&Subscription>, snapshot: &StripeSnapshot, 
     Some(Plan { next: Some(next), expected_version, history, outbox })
 }
 
-/// The placeholder a Stripe subscription created outside the admin API (e.g. Checkout)
-/// is applied onto; `version` continues the replaced record's so the write stays guarded.
+/// The placeholder a Stripe subscription is applied onto when no local record names it
+/// yet (created by Checkout, or by an admin call whose commit this event beat); `version` continues the replaced record's so the write stays guarded.
 fn blank(user: &UserId, snapshot: &StripeSnapshot, now: DateTime<Utc>, version: u64) -> Subscription {
     Subscription {
         id: snapshot.subscription_id.to_string(),
         user_id: user.clone(),
         tier: Tier::Free,
         status: SubscriptionStatus::Incomplete,
-        source: SubscriptionSource::Paid,
+        // As the creating call recorded it: a granted trial stays granted (never charged).
+        source: snapshot.source.unwrap_or(SubscriptionSource::Paid),
         start_date: now,
         end_date: None,
         auto_renew: true,

@@ -61,6 +61,12 @@ pub struct StripeSnapshot {
     pub canceled_at: Option<DateTime<Utc>>,
     pub trial_end: Option<DateTime<Utc>>,
     pub latest_invoice_paid_at: Option<DateTime<Utc>>,
+    /// The user the subscription's `metadata.user_id` names: every subscription this
+    /// service creates carries it, so an event can be applied before the creating call's
+    /// own commit has written the id mappings.
+    pub owner: Option<UserId>,
+    /// The kind the creating call recorded in `metadata.source` (`paid` or `granted`).
+    pub source: Option<SubscriptionSource>,
 }
 
 /// A change worth telling someone about, found by comparing the record before and after.
@@ -227,6 +233,8 @@ pub(crate) mod tests {
             canceled_at: None,
             trial_end: None,
             latest_invoice_paid_at: Some(at(1)),
+            owner: None,
+            source: None,
         }
     }
 

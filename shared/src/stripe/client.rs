@@ -24,10 +24,10 @@ use crate::billing::{
     BillingError, BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, InvoiceSnapshot, NewSubscription,
     NewSubscriptionKind, Proration,
 };
-use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionStatus, Tier, UserId};
+use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
 
 use super::config::StripeConfig;
-use super::convert::{self, Decline, PaymentFacts};
+use super::convert::{self, source_metadata, Decline, PaymentFacts, SOURCE_METADATA, USER_ID_METADATA};
 use super::errors::{self, classify};
 use super::retry::RetryPolicy;
 use crate::metrics;
@@ -372,8 +372,13 @@ impl BillingGateway for StripeBilling {
         })?;
         let mut item = CreateSubscriptionItems::new();
         item.price = Some(price.to_owned());
+        let source = match new.kind {
+            NewSubscriptionKind::Paid { .. } => SubscriptionSource::Paid,
+            NewSubscriptionKind::Granted { .. } => SubscriptionSource::Granted,
+        };
         let metadata = HashMap::from([
             (USER_ID_METADATA.to_owned(), new.user_id.as_str().to_owned()),
+            (SOURCE_METADATA.to_owned(), source_metadata(source).to_owned()),
             ("tier".to_owned(), new.tier.as_str().to_owned()),
         ]);
         let mut req = CreateSubscription::new()
@@ -538,9 +543,6 @@ impl BillingGateway for StripeBilling {
         convert::invoice_snapshot(&invoice)
     }
 }
-
-/// The metadata key that ties a Stripe object to a LogiScore user.
-const USER_ID_METADATA: &str = "user_id";
 
 /// Stripe search query for a user's customer. User ids cannot contain quotes (see
 /// `UserId`), but the value is escaped anyway so the query can never be broken out of.

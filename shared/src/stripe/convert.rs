@@ -9,7 +9,9 @@ use stripe_shared::{Invoice, PaymentIntentStatus, Subscription};
 use stripe_types::{Expandable, Timestamp};
 
 use crate::billing::{BillingError, InvoiceSnapshot, PaymentAction};
-use crate::domain::{Currency, Money, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionStatus};
+use crate::domain::{
+    Currency, Money, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, UserId,
+};
 
 use super::config::StripeConfig;
 
@@ -28,6 +30,9 @@ pub(crate) struct SubscriptionFacts<'a> {
     pub trial_end: Option<Timestamp>,
     /// `latest_invoice.status_transitions.paid_at`, when the invoice was expanded.
     pub latest_invoice_paid_at: Option<Timestamp>,
+    /// `metadata.user_id` and `metadata.source`, as the creating call set them.
+    pub metadata_user: Option<&'a str>,
+    pub metadata_source: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,31 @@ impl<'a> SubscriptionFacts<'a> {
                 .as_ref()
                 .and_then(Expandable::as_object)
                 .and_then(|invoice| invoice.status_transitions.paid_at),
+            metadata_user: sub.metadata.get(USER_ID_METADATA).map(String::as_str),
+            metadata_source: sub.metadata.get(SOURCE_METADATA).map(String::as_str),
         }
+    }
+}
+
+/// The metadata key that ties a Stripe object to a LogiScore user.
+pub(crate) const USER_ID_METADATA: &str = "user_id";
+/// The metadata key that records how a subscription was created (`paid` / `granted`).
+pub(crate) const SOURCE_METADATA: &str = "source";
+
+/// The `metadata.source` value of a subscription of `source`.
+pub(crate) fn source_metadata(source: SubscriptionSource) -> &'static str {
+    match source {
+        SubscriptionSource::Paid => "paid",
+        SubscriptionSource::Granted => "granted",
+        SubscriptionSource::Free => "free",
+    }
+}
+
+fn source_from_metadata(value: &str) -> Option<SubscriptionSource> {
+    match value {
+        "paid" => Some(SubscriptionSource::Paid),
+        "granted" => Some(SubscriptionSource::Granted),
+        _ => None,
     }
 }
 
@@ -77,6 +106,9 @@ pub(crate) fn snapshot(facts: &SubscriptionFacts<'_>, prices: &StripeConfig) -> 
         canceled_at: facts.canceled_at.map(timestamp).transpose()?,
         trial_end: facts.trial_end.map(timestamp).transpose()?,
         latest_invoice_paid_at: facts.latest_invoice_paid_at.map(timestamp).transpose()?,
+        // Metadata is ours to read, not to trust blindly: an unparsable value names no one.
+        owner: facts.metadata_user.and_then(|id| UserId::parse(id).ok()),
+        source: facts.metadata_source.and_then(source_from_metadata),
     })
 }
 
@@ -229,7 +261,21 @@ mod tests {
             canceled_at: Some(1_767_312_000),
             trial_end: None,
             latest_invoice_paid_at: Some(1_767_225_660),
+            metadata_user: Some("user-1"),
+            metadata_source: Some("granted"),
         }
+    }
+
+    #[test]
+    fn snapshot_names_the_owner_and_source_the_metadata_records() {
+        let snap = snapshot(&facts(), &prices()).unwrap();
+        assert_eq!(snap.owner, Some(UserId::parse("user-1").unwrap()));
+        assert_eq!(snap.source, Some(SubscriptionSource::Granted));
+        // Not ours, or not parsable: no owner, no source (the webhook then ignores it).
+        let foreign = SubscriptionFacts { metadata_user: Some("bad id with spaces\n"), metadata_source: Some("promo"), ..facts() };
+        let snap = snapshot(&foreign, &prices()).unwrap();
+        assert_eq!((snap.owner, snap.source), (None, None));
+        assert_eq!(source_from_metadata(source_metadata(SubscriptionSource::Paid)), Some(SubscriptionSource::Paid));
     }
 
     #[test]

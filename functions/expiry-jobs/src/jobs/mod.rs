@@ -241,6 +241,8 @@ mod tests {
             canceled_at: None,
             trial_end: None,
             latest_invoice_paid_at: Some(end),
+            owner: None,
+            source: None,
         };
         let now = end + chrono::Duration::days(2);
         let (next, change) = sync_change(&s, &snap, now, "job:expire-lapsed").unwrap();
