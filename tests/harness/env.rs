@@ -13,6 +13,7 @@ use shared::{
 use crate::{
     mail::{MailSink, SentMail},
     moto::Moto,
+    proxy::Proxy,
     template,
 };
 
@@ -47,6 +48,8 @@ pub struct TestEnv {
     pub ses_config: SdkConfig,
     /// What this test sent (`None` in a child process attached to a parent's env).
     pub mail: Option<Arc<MailSink>>,
+    /// The serial proxy `config` reaches moto through (`None` in a child process).
+    pub serial: Option<Arc<Proxy>>,
     pub table: String,
     pub bus: String,
     pub queue_url: String,
@@ -62,7 +65,10 @@ impl TestEnv {
     /// subscribed to everything on that bus, and a [`MailSink`] for this test's SES calls.
     pub async fn new() -> TestEnv {
         let moto = Moto::shared().await;
-        let config = moto.sdk_config().await;
+        // One request at a time to moto, as a real (isolated) DynamoDB would behave for
+        // this test's concurrent code; see `proxy`.
+        let serial = Proxy::serial(moto.endpoint()).await;
+        let config = crate::moto::sdk_config_for(&serial.url).await;
         let mail = MailSink::start(moto).await;
         let ses_config = mail.sdk_config().await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -94,7 +100,21 @@ impl TestEnv {
             .await
             .expect("targets");
         let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb.clone(), &table));
-        TestEnv { moto, config, ses_config, mail: Some(Arc::new(mail)), table, bus, queue_url, ddb, ses, events, sqs, store }
+        TestEnv {
+            moto,
+            config,
+            ses_config,
+            mail: Some(Arc::new(mail)),
+            serial: Some(Arc::new(serial)),
+            table,
+            bus,
+            queue_url,
+            ddb,
+            ses,
+            events,
+            sqs,
+            store,
+        }
     }
 
     /// The resources a parent process created, seen from a child process: SES at
@@ -113,6 +133,7 @@ impl TestEnv {
             config,
             ses_config,
             mail: None,
+            serial: None,
             table,
             bus,
             queue_url,

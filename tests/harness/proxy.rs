@@ -14,6 +14,12 @@
 //! - `Status(500 | 429 | …)`: answered by the proxy with that status and a JSON error body
 //!   that reads as an error to the AWS SDK and to the Stripe client; nothing reaches upstream.
 //!
+//! A proxy started with [`Proxy::serial`] forwards one request at a time: moto server is
+//! not isolated (its `TransactWriteItems` deep-copies the table and, when a condition
+//! fails, restores that copy, erasing what other requests committed meanwhile), so a test
+//! whose own code runs concurrently sends DynamoDB through one, and sees what real
+//! DynamoDB would do; the code under test still races on reads, conditions and versions.
+//!
 //! A proxy started with [`Proxy::recording`] also keeps every forwarded request and its
 //! response ([`Exchange`]), so a test can read what *it* sent at a cost of what it sent
 //! (e.g. [`crate::mail::MailSink`]), instead of asking the upstream for its whole state.
@@ -71,6 +77,8 @@ struct Shared {
     injected: AtomicU64,
     /// `Some` for a recording proxy: every exchange that got an answer from upstream.
     recorded: Option<Mutex<Vec<Exchange>>>,
+    /// `Some` for a serial proxy: held from forwarding a request to reading its answer.
+    one_at_a_time: Option<tokio::sync::Mutex<()>>,
 }
 
 pub struct Proxy {
@@ -89,15 +97,20 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy in `Pass` mode in front of `upstream` (`http://127.0.0.1:port`).
     pub async fn start(upstream: &str) -> Proxy {
-        Self::spawn(upstream, false).await
+        Self::spawn(upstream, false, false).await
     }
 
     /// A proxy that also records every exchange (see [`Proxy::exchanges`]).
     pub async fn recording(upstream: &str) -> Proxy {
-        Self::spawn(upstream, true).await
+        Self::spawn(upstream, true, false).await
     }
 
-    async fn spawn(upstream: &str, record: bool) -> Proxy {
+    /// A proxy that forwards one request at a time (see the module docs).
+    pub async fn serial(upstream: &str) -> Proxy {
+        Self::spawn(upstream, false, true).await
+    }
+
+    async fn spawn(upstream: &str, record: bool, serial: bool) -> Proxy {
         let authority = upstream.trim_start_matches("http://").trim_end_matches('/');
         let upstream: SocketAddr = authority.parse().unwrap_or_else(|e| panic!("proxy upstream {authority}: {e}"));
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind proxy");
@@ -108,6 +121,7 @@ impl Proxy {
             requests: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             recorded: record.then(|| Mutex::new(Vec::new())),
+            one_at_a_time: serial.then(|| tokio::sync::Mutex::new(())),
         });
         let accept = shared.clone();
         let task = tokio::spawn(async move {
@@ -305,6 +319,10 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
         Fault::Delay(d) => tokio::time::sleep(d).await,
         _ => {}
     }
+    let one_at_a_time = match &shared.one_at_a_time {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
     let mut upstream = match TcpStream::connect(shared.upstream).await {
         Ok(s) => s,
         Err(_) => {
@@ -319,6 +337,7 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
         return Ok(());
     };
     let response_body = read_body(&mut upstream, &response_head, rest, true).await?;
+    drop(one_at_a_time);
     if let Some(recorded) = &shared.recorded {
         let (method, path) = request_line(&head);
         let exchange = Exchange {

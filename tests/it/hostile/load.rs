@@ -41,67 +41,16 @@ fn webhook_for(store: Arc<dyn Store>, sim: &Sim) -> Arc<Webhook> {
     })
 }
 
-/// moto server is not isolated: `TransactWriteItems` deep-copies the whole table first and,
-/// when any item's condition fails (a duplicate delivery's ledger put, a version race),
-/// restores that copy — erasing whatever other requests committed meanwhile — and its
-/// items become visible one by one before that. Real DynamoDB never does either. This
-/// loopback proxy forwards the webhook's DynamoDB requests to moto one at a time, so moto
-/// behaves like an isolated store; the handlers themselves still run concurrently and race
-/// on reads, ledger conditions and version guards. `HOSTILE_LOAD_DIRECT=1` bypasses it
-/// (and then moto loses writes).
-struct Serial {
-    upstream: String,
-    http: reqwest::Client,
-    lock: tokio::sync::Mutex<()>,
-}
-
-async fn serial_forward(
-    axum::extract::State(s): axum::extract::State<Arc<Serial>>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
-    use http_body_util::BodyExt;
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-    let mut forward = s.http.request(parts.method.clone(), format!("{}{path}", s.upstream)).body(bytes);
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            forward = forward.header(name, value);
-        }
-    }
-    let (status, headers, body) = {
-        let _one_at_a_time = s.lock.lock().await;
-        match forward.send().await {
-            Ok(r) => (r.status(), r.headers().clone(), r.bytes().await.unwrap_or_default()),
-            Err(_) => (reqwest::StatusCode::BAD_GATEWAY, Default::default(), Default::default()),
-        }
-    };
-    let mut response = axum::response::Response::new(axum::body::Body::from(body));
-    *response.status_mut() = status;
-    for (name, value) in &headers {
-        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
-    response
-}
-
-/// A store on `env`'s table whose requests go through a [`Serial`] proxy (or straight to
-/// moto under `HOSTILE_LOAD_DIRECT=1`).
-async fn serialised_store(env: &TestEnv) -> (Arc<dyn Store>, Option<tokio::task::JoinHandle<()>>) {
+/// The webhook's store: the env's, whose DynamoDB requests reach moto one at a time
+/// (`harness::proxy::Proxy::serial`: moto is not isolated, real DynamoDB is), while the
+/// handlers themselves run concurrently and race on reads, ledger conditions and version
+/// guards. `HOSTILE_LOAD_DIRECT=1` goes straight to moto instead (and then moto loses writes).
+async fn serialised_store(env: &TestEnv) -> Arc<dyn Store> {
     if std::env::var("HOSTILE_LOAD_DIRECT").as_deref() == Ok("1") {
-        return (env.store.clone(), None);
+        let direct = env.moto.sdk_config().await;
+        return Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&direct), &env.table));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state =
-        Arc::new(Serial { upstream: env.moto.endpoint().to_owned(), http: reqwest::Client::new(), lock: tokio::sync::Mutex::new(()) });
-    let app = axum::Router::new().fallback(serial_forward).with_state(state);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let config = harness::moto::sdk_config_for(&url).await;
-    (Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &env.table)), Some(task))
+    env.store.clone()
 }
 
 async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
@@ -210,7 +159,7 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
 
     let env = TestEnv::new().await;
     seed(&env, &people).await;
-    let (store, proxy) = serialised_store(&env).await;
+    let store = serialised_store(&env).await;
     let server = webhook::serve(webhook_for(store, &sim)).await;
     let tally = Arc::new(Tally::default());
     let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
@@ -255,9 +204,6 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
         s.await.expect("sender");
     }
     let burst_time = burst.elapsed();
-    if let Some(proxy) = proxy {
-        proxy.abort();
-    }
 
     let ledger = env.count_items("STRIPE_EVENT#").await as usize;
     let got = state(&env, &people).await;
