@@ -496,3 +496,63 @@ async fn a_run_without_budget_fails_instead_of_continuing_for_ever() {
     assert_eq!(env.store.subscription(&u).await.unwrap().unwrap().version, 1);
     assert!(env.bus_events().await.is_empty(), "no continuation was published");
 }
+
+/// A paid subscription Stripe still bills — `past_due`, its renewal invoice open and being
+/// retried — is cancelled at Stripe before it is expired here: otherwise a later retry
+/// could charge a customer this service has already downgraded.
+#[tokio::test]
+async fn a_past_due_subscription_is_cancelled_at_stripe_before_it_expires_locally() {
+    let env = TestEnv::new().await;
+    let sim = Sim::start().await;
+    let name = "past-due-expiry";
+    let address = put_profile(&env, &user(name)).await;
+    // A customer on a test clock, billed monthly; the card fails from the first renewal on.
+    let start = Utc::now().timestamp() - 40 * 86_400;
+    let clock = sim.clock(start).await;
+    let customer = sim.post("/v1/customers", &[("email", &address), ("test_clock", &clock), ("metadata[user_id]", name)]).await;
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    let attach = |token: &'static str| {
+        let (sim, customer) = (&sim, customer.clone());
+        async move {
+            sim.post(&format!("/v1/payment_methods/{token}/attach"), &[("customer", &customer)]).await["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let good = attach("pm_card_visa").await;
+    let sub = sim
+        .post(
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", stripe_sim::PREMIUM_MONTHLY), ("default_payment_method", &good)],
+        )
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    let failing = attach("pm_card_chargeCustomerFail").await;
+    sim.post(&format!("/v1/subscriptions/{sub_id}"), &[("default_payment_method", &failing)]).await;
+    let first_end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    sim.advance(&clock, first_end + 86_400).await;
+
+    // The local record as the webhooks left it: past_due, in the period Stripe is retrying.
+    let billing = sim.billing();
+    let stripe_id = shared::domain::StripeSubscriptionId::parse(&sub_id).unwrap();
+    let at_stripe = billing.subscription(&stripe_id).await.unwrap();
+    assert_eq!(at_stripe.status, SubscriptionStatus::PastDue, "{at_stripe:?}");
+    let local = local_from(name, &at_stripe);
+    let local = local.apply_stripe(&at_stripe, at_stripe.current_period_start).map(|(s, _)| Subscription { version: 1, ..s }).unwrap();
+    assert_eq!(local.status, SubscriptionStatus::PastDue);
+    create(&env, &local).await;
+
+    // Long past the period's end and the past-due grace, Stripe (its clock not advanced)
+    // still says past_due: the job expires it, and ends it at Stripe first.
+    let now = at_stripe.current_period_end + Duration::days(8);
+    let jobs = jobs_for(&env, sim.stripe_config(), quiet_settings());
+    let summary = run(&jobs, JobName::ExpireLapsed, now).await;
+    assert_eq!((summary.counts.expired, summary.counts.canceled_at_stripe, summary.counts.errors), (1, 1, 0), "{summary:?}");
+    let record = env.store.subscription(&user(name)).await.unwrap().unwrap();
+    assert_eq!((record.status, record.tier), (SubscriptionStatus::Expired, Tier::Free));
+    assert_eq!(billing.subscription(&stripe_id).await.unwrap().status, SubscriptionStatus::Canceled, "nothing left at Stripe to charge");
+
+    // A rerun changes nothing and calls Stripe to cancel no more.
+    let cancels = sim.handle.request_count_for("DELETE /v1/subscriptions/{id}");
+    let rerun = run(&jobs, JobName::ExpireLapsed, now + Duration::hours(1)).await;
+    assert_eq!((rerun.counts.expired, rerun.counts.canceled_at_stripe), (0, 0), "{rerun:?}");
+    assert_eq!(sim.handle.request_count_for("DELETE /v1/subscriptions/{id}"), cancels);
+}

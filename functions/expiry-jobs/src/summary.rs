@@ -23,6 +23,8 @@ pub struct Counts {
     pub already_warned: u64,
     /// Subscriptions expired and downgraded to free.
     pub expired: u64,
+    /// Of those, paid ones Stripe was still billing, cancelled at Stripe first.
+    pub canceled_at_stripe: u64,
     /// Lapsed-looking subscriptions that Stripe says were renewed or changed (a late
     /// webhook): brought in line instead of expired.
     pub synced: u64,
@@ -55,6 +57,7 @@ impl AddAssign for Counts {
         self.reminded += o.reminded;
         self.already_warned += o.already_warned;
         self.expired += o.expired;
+        self.canceled_at_stripe += o.canceled_at_stripe;
         self.synced += o.synced;
         self.deferred += o.deferred;
         self.reconciled += o.reconciled;
@@ -83,6 +86,7 @@ impl Counts {
             ("Reminded", self.reminded),
             ("AlreadyWarned", self.already_warned),
             ("Expired", self.expired),
+            ("CanceledAtStripe", self.canceled_at_stripe),
             ("Synced", self.synced),
             ("Deferred", self.deferred),
             ("Reconciled", self.reconciled),
@@ -128,6 +132,7 @@ impl RunSummary {
             synced = c.synced,
             deferred = c.deferred,
             reconciled = c.reconciled,
+            canceled_at_stripe = c.canceled_at_stripe,
             delivered = c.delivered,
             retry_later = c.retry_later,
             failed = c.failed,

@@ -8,6 +8,10 @@
 //!   defers it (a paying customer is never expired against Stripe's word). When Stripe does
 //!   not answer, the item is skipped and counted as an error (retried by the next run); when
 //!   Stripe no longer knows the subscription, it is expired locally.
+//! - a paid subscription that Stripe still bills (`past_due` past its grace) is cancelled at
+//!   Stripe *before* it is expired here, so Stripe's later payment retries cannot charge a
+//!   customer who no longer has access; when that call fails, nothing is written and the
+//!   item is retried by the next run.
 //! - then `Subscription::expire` downgrades it to free, in one transaction with its history
 //!   entry (`Expired`, actor `job:expire-lapsed`), the `subscription_expired` e-mail and the
 //!   `SubscriptionExpired` domain event (both with ids derived from the period end).
@@ -16,7 +20,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::{
-    billing::BillingError,
+    billing::{BillingError, IdempotencyKey},
     domain::{DomainEvent, DomainEventKind, HistoryChange, HistoryEntry, OutboxItem, Subscription, SubscriptionStatus},
     email::{EmailContext, SubscriptionExpiredContext},
     store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError, SubscriptionWrite},
@@ -87,6 +91,16 @@ impl Jobs {
             tracing::info!(status = %record.status, end_date = ?record.end_date, "lapsed but not expired: stripe still collecting");
         }
         let expired = if lapsed && !deferred { record.expire(now, grace) } else { None };
+        if let (Some(_), Some(stripe_id)) = (&expired, &sub.stripe_subscription_id) {
+            if stripe_answered && !record.status.is_terminal() {
+                // Stripe would go on retrying the open invoice: end it there first. One key
+                // per subscription: it is cancelled once, however often this is retried.
+                let key = IdempotencyKey::new(format!("{actor}:cancel:{stripe_id}"));
+                let canceled = self.billing.cancel_now(stripe_id, &key).await?;
+                tracing::info!(stripe_subscription_id = %stripe_id, status = %canceled.status, "cancelled at stripe before expiring locally");
+                counts.canceled_at_stripe += 1;
+            }
+        }
 
         match expired {
             Some(expired) => {
