@@ -3,27 +3,26 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use harness::{env::MAIL_FROM, Moto, TestEnv};
+use harness::{env::email_config, Moto, TestEnv};
 use shared::{
     clock::RunClock,
+    config::AwsClients,
     delivery::{Deliver, DeliveryPolicy, OutboxDelivery},
     domain::{DomainEvent, DomainEventKind, OutboxState, ProfileUpdate, SubscriptionStatus, UserId},
-    email::{EmailConfig, EmailContext, EmailRenderer, SesMailer, TrialEndingContext},
-    events::EventBridgePublisher,
+    email::{EmailConfig, EmailContext, RetryPolicy, TrialEndingContext},
     store::{Change, Store},
 };
 
 use crate::fixtures::{day, subscription};
 
-fn email_config() -> EmailConfig {
-    EmailConfig { mail_from: MAIL_FROM.into(), app_base_url: "https://app.logiscore.test".into(), configuration_set: None }
+/// The production delivery wiring over `env`, with SES reached through `ses_config`.
+fn delivery(env: &TestEnv, ses_config: &aws_config::SdkConfig, policy: DeliveryPolicy) -> OutboxDelivery {
+    delivery_from(env, ses_config, &email_config(), policy)
 }
 
-fn delivery(env: &TestEnv, ses_config: &aws_config::SdkConfig, policy: DeliveryPolicy) -> OutboxDelivery {
-    let renderer = Arc::new(EmailRenderer::embedded(&email_config()).unwrap());
-    let mailer = Arc::new(SesMailer::new(ses_config, &email_config()));
-    let publisher = Arc::new(EventBridgePublisher::new(env.events.clone(), &env.bus));
-    OutboxDelivery::new(env.store.clone(), renderer, mailer, publisher, policy)
+fn delivery_from(env: &TestEnv, ses_config: &aws_config::SdkConfig, email: &EmailConfig, policy: DeliveryPolicy) -> OutboxDelivery {
+    let aws = AwsClients::with_ses(&env.config, ses_config);
+    OutboxDelivery::over_aws(env.store.clone(), &aws, &env.bus, email, RetryPolicy::default(), policy).unwrap()
 }
 
 fn policy() -> DeliveryPolicy {
@@ -131,10 +130,7 @@ async fn a_rejected_recipient_is_failed_for_good_not_retried() {
     let env = TestEnv::new().await;
     // No SES identity for this sender: moto refuses the message as MessageRejected.
     let config = EmailConfig { mail_from: "unverified@nowhere.test".into(), ..email_config() };
-    let renderer = Arc::new(EmailRenderer::embedded(&config).unwrap());
-    let mailer = Arc::new(SesMailer::new(&env.ses_config, &config));
-    let publisher = Arc::new(EventBridgePublisher::new(env.events.clone(), &env.bus));
-    let delivery = OutboxDelivery::new(env.store.clone(), renderer, mailer, publisher, policy());
+    let delivery = delivery_from(&env, &env.ses_config, &config, policy());
     let user = UserId::parse("deliver-4").unwrap();
     profile(&env.store, &user, "someone@example.com").await;
     let id = queue_trial_ending(&env, &user).await;
