@@ -15,7 +15,6 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,7 +27,7 @@ use shared::{
     domain::{Subscription, SubscriptionStatus, UserId},
     store::keys,
 };
-use stripe_webhook::{envelope, http::Webhook, processor::Processor, signature};
+use stripe_webhook::{envelope, signature};
 
 use crate::{proxy::CountingProxy, runtime::RuntimeApi};
 
@@ -377,7 +376,7 @@ fn rust_webhook_cpu(payload: &[u8], iterations: usize) -> Duration {
             let body = std::hint::black_box(payload);
             signature::verify(body, Some(&header), &secrets, now, 300).expect("valid signature");
             let event = envelope::decode(body).expect("decodes");
-            let route = routes.get(event.event_type.as_str()).copied().unwrap_or(6);
+            let route = routes.get(event.kind.as_str()).copied().unwrap_or(6);
             hits[route] += 1;
             std::hint::black_box(&event);
         }
@@ -624,15 +623,9 @@ struct Minimum {
     why: &'static str,
 }
 
-fn webhook_request(payload: &[u8]) -> lambda_http::Request {
+fn webhook_request(payload: &[u8]) -> axum::extract::Request {
     let header = signature::sign_header(payload, WEBHOOK_SECRET, Utc::now().timestamp());
-    lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/stripe/webhook")
-        .header("stripe-signature", header)
-        .header("content-type", "application/json")
-        .body(lambda_http::Body::Binary(payload.to_vec()))
-        .expect("request")
+    harness::webhook::request(payload.to_vec(), Some(header))
 }
 
 /// Returns the `invoice.paid` event used (for the memory section).
@@ -750,13 +743,7 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
     };
     let invoice_paid = events.iter().rev().find(|e| e["type"] == "invoice.paid" && about(e)).cloned();
     let sub_updated = events.iter().rev().find(|e| e["type"] == "customer.subscription.updated" && about(e)).cloned();
-    let clock = Arc::new(Utc::now);
-    let webhook = Webhook {
-        processor: Processor::new(api.env.store.clone(), Arc::new(api.sim.billing()), clock.clone()),
-        secrets: vec![Secret::new(WEBHOOK_SECRET)],
-        tolerance_secs: 300,
-        clock,
-    };
+    let webhook = harness::webhook::app(&api.env, api.sim.stripe_config(), &[WEBHOOK_SECRET]);
     // The issue's design minimum is DynamoDB's (event_seen, user_for, subscription; one
     // TransactWriteItems); Stripe calls are shown beside it, not judged.
     let first =
@@ -784,18 +771,17 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
     for (name, event, min) in cases {
         let payload = serde_json::to_vec(&event).expect("json");
         reset(stack);
-        let response = webhook.handle(webhook_request(&payload)).await;
-        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
-        let outcome = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["outcome"].as_str().map(str::to_owned)).unwrap_or_default();
+        let reply = harness::webhook::call(&webhook, webhook_request(&payload)).await;
+        let outcome = reply.json()["outcome"].as_str().unwrap_or_default().to_owned();
         let t = Trips::take(stack);
-        record(report, &name, format!("HTTP {} {outcome}", response.status().as_u16()), &t, Some(min));
+        record(report, &name, format!("HTTP {} {outcome}", reply.status), &t, Some(min));
     }
     report.sections.push((
         "4. Round trips (counted at the servers)".into(),
         format!(
             "DynamoDB requests counted by `X-Amz-Target` at a counting proxy in front of moto server; Stripe requests by stripe-sim's `request_counts()`. \
              Admin calls go through `admin_api::router` (tower `oneshot`, API Gateway v2 events as `lambda_http` converts them) and include the \
-             inline outbox delivery (SES, EventBridge, outbox updates); the webhook calls `stripe_webhook::http::Webhook::handle` directly.\n\n{detail}"
+             inline outbox delivery (SES, EventBridge, outbox updates); the webhook goes through `stripe_webhook::app`'s router the same way.\n\n{detail}"
         ),
     ));
     invoice_paid

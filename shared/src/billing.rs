@@ -92,14 +92,37 @@ pub enum Proration {
     None,
 }
 
+/// Where an invoice is in its life (Stripe's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Uncollectible,
+    Void,
+}
+
+impl InvoiceStatus {
+    /// Stripe's name; an invoice without a status is a draft.
+    pub fn parse(raw: Option<&str>) -> Option<Self> {
+        Some(match raw.unwrap_or("draft") {
+            "draft" => Self::Draft,
+            "open" => Self::Open,
+            "paid" => Self::Paid,
+            "uncollectible" => Self::Uncollectible,
+            "void" => Self::Void,
+            _ => return None,
+        })
+    }
+}
+
 /// An invoice, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceSnapshot {
     pub id: String,
     pub customer_id: StripeCustomerId,
     pub subscription_id: Option<StripeSubscriptionId>,
-    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
-    pub status: String,
+    pub status: InvoiceStatus,
     pub amount_due: Money,
     pub amount_paid: Money,
     pub number: Option<String>,

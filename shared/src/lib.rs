@@ -2,6 +2,8 @@
 //! `main.rs` over this crate.
 //!
 //! - [`domain`]: the pure model (no I/O, no clock reads; time is passed in).
+//! - [`usecase`]: the use cases over the ports below (admin operations, Stripe events, the
+//!   one Stripe-sync path).
 //! - [`store`]: the [`store::Store`] port, its write model, and the single-table DynamoDB
 //!   adapter with its transactional outbox.
 //! - [`billing`]: the Stripe port ([`billing::BillingGateway`]); [`stripe`] implements it
@@ -12,6 +14,7 @@
 //! - [`events`]: publishing domain events to EventBridge.
 //! - [`config`]: typed configuration read once at start-up.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`problem`]: the problem+json body of every HTTP edge.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
 pub mod billing;
@@ -22,6 +25,8 @@ pub mod domain;
 pub mod email;
 pub mod events;
 pub mod metrics;
+pub mod problem;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod usecase;

@@ -22,6 +22,11 @@ impl Unit {
     }
 }
 
+/// One count of `metric` under `dimensions`, emitted at once.
+pub fn count(metric: &'static str, dimensions: &[(&'static str, &str)]) {
+    dimensions.iter().fold(Metrics::new(), |m, (name, value)| m.dimension(name, *value)).count(metric, 1).emit();
+}
+
 /// One EMF document: a set of dimension values and the metric values recorded under them.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {

@@ -24,6 +24,7 @@ pub fn unreachable_stripe() -> StripeConfig {
         api_base: Some(format!("http://127.0.0.1:{}", free_port())),
         price_premium: "price_premium_monthly".into(),
         price_enterprise: "price_enterprise_monthly".into(),
+        retry: Default::default(),
     }
 }
 

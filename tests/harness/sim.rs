@@ -31,6 +31,7 @@ impl Sim {
             api_base: Some(self.handle.base_url().to_owned()),
             price_premium: stripe_sim::PREMIUM_MONTHLY.to_owned(),
             price_enterprise: stripe_sim::ENTERPRISE_MONTHLY.to_owned(),
+            retry: Default::default(),
         }
     }
 

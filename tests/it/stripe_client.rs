@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
-use shared::billing::{BillingError, BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration};
+use shared::billing::{
+    BillingError, BillingGateway, CustomerDetails, IdempotencyKey, InvoiceStatus, NewSubscription, NewSubscriptionKind, Proration,
+};
 use shared::config::Secret;
 use shared::domain::{StripeCustomerId, SubscriptionStatus, Tier, UserId};
 use shared::stripe::{RetryPolicy, StripeBilling, StripeConfig};
@@ -28,6 +30,7 @@ impl Ctx {
             api_base: Some(sim.base_url().to_owned()),
             price_premium: PRICE_PREMIUM.into(),
             price_enterprise: PRICE_ENTERPRISE.into(),
+            retry: RetryPolicy::default(),
         };
         let billing = StripeBilling::new(config).expect("client builds");
         Self { sim, billing, http: reqwest::Client::new() }
@@ -158,7 +161,7 @@ async fn a_card_that_fails_to_charge_leaves_an_incomplete_subscription_with_an_a
     assert!(action.message.is_some());
 
     let invoice = ctx.billing.invoice(&action.invoice_id).await.unwrap();
-    assert_eq!(invoice.status, "open");
+    assert_eq!(invoice.status, InvoiceStatus::Open);
     assert_eq!(invoice.amount_paid.amount, 0);
     assert!(invoice.amount_due.amount > 0);
 }
@@ -246,7 +249,7 @@ async fn invoice_amounts_are_integer_minor_units() {
 
     let invoice = ctx.billing.invoice(invoice_id).await.unwrap();
     assert_eq!(invoice.id, invoice_id);
-    assert_eq!(invoice.status, "paid");
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
     assert_eq!(invoice.amount_paid.amount, unit_amount);
     assert_eq!(invoice.amount_due.amount, unit_amount);
     assert_eq!(invoice.amount_paid.currency.code(), price["currency"].as_str().expect("currency"));
@@ -337,9 +340,9 @@ async fn an_unreachable_stripe_is_unavailable() {
         api_base: Some("http://127.0.0.1:9".into()),
         price_premium: PRICE_PREMIUM.into(),
         price_enterprise: PRICE_ENTERPRISE.into(),
+        retry: RetryPolicy { base_delay: Duration::from_millis(10), ..RetryPolicy::default() },
     };
-    let policy = RetryPolicy { base_delay: Duration::from_millis(10), ..RetryPolicy::default() };
-    let billing = StripeBilling::with_policy(config, policy).unwrap();
+    let billing = StripeBilling::new(config).unwrap();
     let err = billing.ensure_customer(&details("nobody"), &key("nobody")).await.unwrap_err();
     assert!(matches!(err, BillingError::Unavailable(_)), "{err:?}");
 }

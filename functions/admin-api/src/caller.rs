@@ -1,5 +1,7 @@
-//! Who asks: the admin the authorizer vouched for, and the idempotency key they sent.
-//! The use cases take a [`Caller`]; the edge ([`crate::auth`], [`crate::routes`]) makes one.
+//! Who asks: the admin the authorizer vouched for. With the idempotency key they sent it
+//! becomes the use cases' [`Caller`].
+
+pub use shared::usecase::admin::Caller;
 
 /// The authenticated admin, available to handlers as an extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,12 +15,9 @@ impl Admin {
     pub fn actor(&self) -> String {
         format!("admin:{}", self.subject)
     }
-}
 
-/// Who asks, and under which idempotency key.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub admin: Admin,
-    /// The `Idempotency-Key` header, when sent.
-    pub idempotency_key: Option<String>,
+    /// This admin asking under `idempotency_key` (the header, when sent).
+    pub fn caller(&self, idempotency_key: Option<String>) -> Caller {
+        Caller { actor: self.actor(), idempotency_key }
+    }
 }

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use shared::{
     billing::PaymentAction,
     domain::{AccessPolicy, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserProfile},
+    usecase::admin::Changed,
 };
+
+pub use shared::usecase::admin::Outcome;
 
 /// `GET /users/{user_id}/subscription`, and the `subscription` of every change response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,38 +64,6 @@ impl SubscriptionResponse {
     }
 }
 
-/// What a mutating subscription call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// A new subscription is active (paid) or in its trial (granted), or a free record was written.
-    Created,
-    /// A subscription was created at Stripe but its first payment needs the customer
-    /// (see `payment_action`); it grants no access until paid.
-    PaymentRequired,
-    TierChanged,
-    /// Nothing to do: the subscription already is what was asked (also the answer to a
-    /// retried request that had already been applied).
-    Unchanged,
-    CancelScheduled,
-    Canceled,
-    Reactivated,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::PaymentRequired => "payment_required",
-            Self::TierChanged => "tier_changed",
-            Self::Unchanged => "unchanged",
-            Self::CancelScheduled => "cancel_scheduled",
-            Self::Canceled => "canceled",
-            Self::Reactivated => "reactivated",
-        }
-    }
-}
-
 /// What the customer must do to complete an `incomplete` subscription's first payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentActionResponse {
@@ -125,6 +96,17 @@ pub struct SubscriptionChange {
     pub subscription: SubscriptionResponse,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_action: Option<PaymentActionResponse>,
+}
+
+impl SubscriptionChange {
+    pub fn of(change: Changed, now: DateTime<Utc>, policy: &AccessPolicy) -> Self {
+        Self {
+            outcome: change.outcome,
+            message: change.message,
+            subscription: SubscriptionResponse::of(&change.subscription, now, policy),
+            payment_action: change.payment_action.map(PaymentActionResponse::from),
+        }
+    }
 }
 
 /// The body of `POST .../cancel` (optional).

@@ -5,7 +5,8 @@
 //!   route table), thin handlers and the request-scope/auth middleware.
 //! - [`auth`]: the admin-group rule on the authorizer's claims; [`caller`]: who asks.
 //! - [`state`]: what every request shares.
-//! - [`service`]: the use cases (Stripe first, then one DynamoDB transaction, then delivery).
+//! - the use cases themselves live in the library ([`shared::usecase::admin`]); this crate
+//!   is their HTTP edge.
 //! - [`problem`]: every error as one enum, answered as RFC 9457 problem+json.
 //! - [`setup`]: configuration and clients → the ready router (for `main` and the tests).
 //! - [`apigw`]: API Gateway v2 events, to drive the router as Lambda does (tests, tools).
@@ -16,14 +17,12 @@ pub mod caller;
 pub mod config;
 pub mod dto;
 pub mod extract;
-pub mod metrics;
 pub mod problem;
 pub mod routes;
-pub mod service;
 pub mod setup;
 pub mod state;
 
 pub use config::Config;
 pub use routes::{router, AppState, RouteSpec, ROUTES};
-pub use service::AdminService;
 pub use setup::app;
+pub use shared::usecase::admin::AdminService;

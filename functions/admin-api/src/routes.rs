@@ -18,11 +18,11 @@ use tracing::Instrument;
 use crate::{
     auth,
     caller::{Admin, Caller},
-    dto::{CancelRequest, Outcome, SubscriptionChange},
+    dto::{CancelRequest, HistoryResponse, Outcome, ProfileResponse, SubscriptionChange, SubscriptionResponse},
     extract::{IdempotencyHeader, JsonBody, OptionalJsonBody, UserPath},
     problem::{ApiError, Failure, REQUEST_ID},
-    service::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT},
 };
+use shared::usecase::admin::{Changed, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 
 pub use crate::state::AppState;
 
@@ -117,7 +117,7 @@ fn request_id(request: &Request) -> String {
 }
 
 fn caller(admin: Admin, key: IdempotencyHeader) -> Caller {
-    Caller { admin, idempotency_key: key.0 }
+    admin.caller(key.0)
 }
 
 async fn put_profile(
@@ -127,7 +127,7 @@ async fn put_profile(
 ) -> Result<Response, ApiError> {
     let (profile, created) = state.service.put_profile(user, body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(profile)).into_response())
+    Ok((status, Json(ProfileResponse::from(&profile))).into_response())
 }
 
 async fn put_subscription(
@@ -139,11 +139,12 @@ async fn put_subscription(
 ) -> Result<Response, ApiError> {
     let location = format!("/users/{user}/subscription");
     let change = state.service.put_subscription(user, body, &caller(admin, key)).await?;
-    Ok(change_response(change, Some(&location)))
+    Ok(change_response(&state, change, Some(&location)))
 }
 
 async fn get_subscription(State(state): State<AppState>, UserPath(user): UserPath) -> Result<Response, ApiError> {
-    Ok(Json(state.service.subscription(user).await?).into_response())
+    let sub = state.service.subscription(user).await?;
+    Ok(Json(SubscriptionResponse::of(&sub, state.service.now(), state.service.access())).into_response())
 }
 
 async fn cancel(
@@ -154,7 +155,7 @@ async fn cancel(
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
     let change = state.service.cancel(user, body.immediately, &caller(admin, key)).await?;
-    Ok(change_response(change, None))
+    Ok(change_response(&state, change, None))
 }
 
 async fn reactivate(
@@ -164,7 +165,7 @@ async fn reactivate(
     UserPath(user): UserPath,
 ) -> Result<Response, ApiError> {
     let change = state.service.reactivate(user, &caller(admin, key)).await?;
-    Ok(change_response(change, None))
+    Ok(change_response(&state, change, None))
 }
 
 async fn history(
@@ -173,7 +174,8 @@ async fn history(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let limit = history_limit(&query)?;
-    Ok(Json(state.service.history(user, limit).await?).into_response())
+    let entries = state.service.history(user.clone(), limit).await?;
+    Ok(Json(HistoryResponse { user_id: user.to_string(), entries }).into_response())
 }
 
 /// The methods `ROUTES` serve on `path`, for the `Allow` header of a 405.
@@ -211,7 +213,8 @@ fn history_limit(query: &HashMap<String, String>) -> Result<i32, ApiError> {
 
 /// `201` + `Location` for a new subscription, `202` when it awaits the customer's
 /// payment, `200` otherwise.
-fn change_response(change: SubscriptionChange, location: Option<&str>) -> Response {
+fn change_response(state: &AppState, change: Changed, location: Option<&str>) -> Response {
+    let change = SubscriptionChange::of(change, state.service.now(), state.service.access());
     let status = match change.outcome {
         Outcome::Created => StatusCode::CREATED,
         Outcome::PaymentRequired => StatusCode::ACCEPTED,

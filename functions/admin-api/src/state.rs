@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::service::AdminService;
+use shared::usecase::admin::AdminService;
 
 /// Shared by every request.
 #[derive(Clone)]

@@ -13,6 +13,7 @@ use admin_api::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_yaml::Value as Yaml;
+use shared::usecase::admin::AdminError;
 use shared::{
     billing::*,
     delivery::{Deliver, DeliveryReport},
@@ -77,11 +78,11 @@ fn every_problem_type_is_in_the_problem_schema() {
         ApiError::RouteNotFound,
         ApiError::MethodNotAllowed("GET".into()),
         ApiError::conflict("x", "y"),
-        ApiError::CardDeclined { code: None, decline_code: None, message: "x".into() },
+        AdminError::CardDeclined { code: None, decline_code: None, message: "x".into() }.into(),
         ApiError::Validation(ValidationErrors::single("x", "y")),
-        ApiError::BillingUnavailable("x".into()),
-        ApiError::BadGateway("x".into()),
-        ApiError::Internal("x".into()),
+        AdminError::BillingUnavailable("x".into()).into(),
+        AdminError::BadGateway("x".into()).into(),
+        AdminError::Internal("x".into()).into(),
     ];
     for error in samples {
         let problem = error.to_problem();

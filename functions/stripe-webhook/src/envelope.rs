@@ -1,9 +1,13 @@
-//! Decoding a Stripe event into what the processor needs: its id and type, and the
-//! ids of the objects it is about. Only ids are taken from the payload; state is
-//! always re-fetched from Stripe, because a payload may be older than what is stored.
+//! Decoding a Stripe event into the use case's [`StripeEvent`]: its id, its kind, and
+//! the typed ids of the objects it is about. Only ids are taken from the payload; state
+//! is always re-fetched from Stripe, because a payload may be older than what is stored.
 
 use serde::Deserialize;
 use serde_json::Value;
+use shared::{
+    domain::{StripeCustomerId, StripeInvoiceId, StripeSubscriptionId, UserId},
+    usecase::stripe_event::{EventKind, StripeEvent, Subject},
+};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -29,23 +33,6 @@ struct RawData {
     object: Value,
 }
 
-/// What an event is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subject {
-    Subscription { id: String, customer: Option<String> },
-    Invoice { id: String, subscription: Option<String>, customer: Option<String> },
-    CheckoutSession { subscription: Option<String>, customer: Option<String>, user_hint: Option<String> },
-    Other,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StripeEvent {
-    pub id: String,
-    pub event_type: String,
-    pub livemode: bool,
-    pub subject: Subject,
-}
-
 /// An id field that may be a plain string or an expanded object with an `id`.
 fn id_of(value: Option<&Value>) -> Option<String> {
     match value? {
@@ -65,31 +52,34 @@ pub fn decode(body: &[u8]) -> Result<StripeEvent, DecodeError> {
     let raw: RawEvent = serde_json::from_slice(body).map_err(|e| DecodeError::NotAnEvent(e.to_string()))?;
     let object = &raw.data.object;
     let missing = |what| DecodeError::MissingField { event_id: raw.id.clone(), event_type: raw.event_type.clone(), what };
+    let customer = || id_of(object.get("customer")).and_then(|id| StripeCustomerId::parse(&id).ok());
     let subject = if raw.event_type.starts_with("customer.subscription.") {
-        Subject::Subscription {
-            id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?,
-            customer: id_of(object.get("customer")),
+        let id = id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?;
+        match StripeSubscriptionId::parse(&id) {
+            Ok(id) => Subject::Subscription { id, customer: customer() },
+            Err(_) => Subject::Other,
         }
     } else if raw.event_type.starts_with("invoice.") {
-        Subject::Invoice {
-            id: id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?,
-            subscription: invoice_subscription(object),
-            customer: id_of(object.get("customer")),
+        let id = id_of(object.get("id")).ok_or_else(|| missing("data.object.id"))?;
+        let subscription = invoice_subscription(object).map(|s| StripeSubscriptionId::parse(&s));
+        match (StripeInvoiceId::parse(&id), subscription.transpose()) {
+            (Ok(id), Ok(subscription)) => Subject::Invoice { id, subscription, customer: customer() },
+            _ => Subject::Other,
         }
     } else if raw.event_type == "checkout.session.completed" {
         Subject::CheckoutSession {
-            subscription: id_of(object.get("subscription")),
-            customer: id_of(object.get("customer")),
+            subscription: id_of(object.get("subscription")).and_then(|s| StripeSubscriptionId::parse(&s).ok()),
+            customer: customer(),
             user_hint: object
                 .get("client_reference_id")
                 .and_then(Value::as_str)
                 .or_else(|| object.pointer("/metadata/user_id").and_then(Value::as_str))
-                .map(str::to_owned),
+                .and_then(|hint| UserId::parse(hint).ok()),
         }
     } else {
         Subject::Other
     };
-    Ok(StripeEvent { id: raw.id, event_type: raw.event_type, livemode: raw.livemode, subject })
+    Ok(StripeEvent { id: raw.id, kind: EventKind::parse(&raw.event_type), livemode: raw.livemode, subject })
 }
 
 #[cfg(test)]
@@ -113,16 +103,19 @@ mod tests {
             Subject::Invoice { subscription, .. } => subscription,
             other => panic!("{other:?}"),
         };
-        assert_eq!(sub(&new_shape).as_deref(), Some("sub_new"));
-        assert_eq!(sub(&old_shape).as_deref(), Some("sub_old"));
-        assert_eq!(sub(&expanded).as_deref(), Some("sub_exp"));
+        let id = |s: &str| Some(StripeSubscriptionId::parse(s).unwrap());
+        assert_eq!(sub(&new_shape), id("sub_new"));
+        assert_eq!(sub(&old_shape), id("sub_old"));
+        assert_eq!(sub(&expanded), id("sub_exp"));
     }
 
     #[test]
     fn subscription_events_need_an_object_id() {
         assert!(matches!(decode(&event("customer.subscription.updated", json!({}))), Err(DecodeError::MissingField { .. })));
         let ok = decode(&event("customer.subscription.updated", json!({"id": "sub_1", "customer": "cus_1"}))).unwrap();
-        assert_eq!(ok.subject, Subject::Subscription { id: "sub_1".into(), customer: Some("cus_1".into()) });
+        let (id, customer) = (StripeSubscriptionId::parse("sub_1").unwrap(), StripeCustomerId::parse("cus_1").ok());
+        assert_eq!(ok.subject, Subject::Subscription { id, customer });
+        assert_eq!(ok.kind, EventKind::SubscriptionUpdated);
     }
 
     #[test]

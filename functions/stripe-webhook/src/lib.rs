@@ -1,13 +1,18 @@
-//! The `stripe-webhook` function: `POST /stripe/webhook`.
+//! The `stripe-webhook` function: `POST /stripe/webhook`, the HTTP edge of
+//! [`shared::usecase::stripe_event`].
 //!
-//! [`signature`] verifies, [`envelope`] decodes, [`processor`] applies, [`http`] answers;
-//! [`setup`] builds it from configuration and clients, for `main` and the tests alike.
+//! [`extract`] verifies ([`signature`]) and decodes ([`envelope`]) a delivery into a typed
+//! event, [`routes`] hands it to the use case and answers, [`error`] renders every refusal
+//! as problem+json; [`setup`] builds it from configuration and clients, for `main` and the
+//! tests alike.
 
 pub mod config;
 pub mod envelope;
-pub mod http;
-pub mod processor;
+pub mod error;
+pub mod extract;
+pub mod routes;
 pub mod setup;
 pub mod signature;
 
+pub use routes::{router, Webhook, WEBHOOK_PATH};
 pub use setup::app;

@@ -1,8 +1,6 @@
 //! `stripe-webhook`: verifies and applies Stripe events (see the crate docs).
 
-use std::sync::Arc;
-
-use lambda_http::{run, service_fn, Error};
+use lambda_http::{run, Error};
 use shared::config::{aws_sdk_config, AwsClients};
 use stripe_webhook::config::Config;
 
@@ -12,10 +10,5 @@ async fn main() -> Result<(), Error> {
     // A bad configuration fails the cold start, never a delivery.
     let config = Config::from_env()?;
     let aws = AwsClients::new(&aws_sdk_config().await);
-    let webhook = Arc::new(stripe_webhook::app(&config, &aws)?);
-    run(service_fn(move |request| {
-        let webhook = webhook.clone();
-        async move { Ok::<_, Error>(webhook.handle(request).await) }
-    }))
-    .await
+    run(stripe_webhook::app(&config, &aws)?).await
 }

@@ -1,26 +1,31 @@
-//! The one way to build the webhook handler from its configuration and AWS clients:
-//! `main` calls it with the environment's, the tests with their own.
+//! The one way to build the webhook from its configuration and AWS clients: `main` calls
+//! it with the environment's, the tests with their own.
 
 use std::sync::Arc;
 
+use axum::Router;
 use shared::{
     clock::{Clock, SystemClock},
     config::{AwsClients, InitError},
     store::DynamoStore,
     stripe::StripeBilling,
+    usecase::stripe_event::Processor,
 };
 
-use crate::{config::Config, http::Webhook, processor::Processor};
+use crate::{
+    config::Config,
+    routes::{router, Webhook},
+};
 
-/// The handler, ready to serve; a Stripe configuration that cannot work fails here.
-pub fn app(config: &Config, aws: &AwsClients) -> Result<Webhook, InitError> {
+/// The router, ready to serve; a Stripe configuration that cannot work fails here.
+pub fn app(config: &Config, aws: &AwsClients) -> Result<Router, InitError> {
     let store = Arc::new(DynamoStore::new(aws.dynamodb.clone(), &config.aws.table_name));
     let billing = Arc::new(StripeBilling::new(config.stripe.clone())?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Ok(Webhook {
+    Ok(router(Arc::new(Webhook {
         processor: Processor::new(store, billing, clock.clone()),
         secrets: config.webhook_secrets.clone(),
         tolerance_secs: config.tolerance_secs,
         clock,
-    })
+    })))
 }

@@ -98,6 +98,7 @@ macro_rules! stripe_id {
 
 stripe_id!(StripeCustomerId, "cus_", "stripe_customer_id");
 stripe_id!(StripeSubscriptionId, "sub_", "stripe_subscription_id");
+stripe_id!(StripeInvoiceId, "in_", "stripe_invoice_id");
 
 #[cfg(test)]
 mod tests {

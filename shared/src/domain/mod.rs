@@ -17,7 +17,7 @@ mod validation;
 pub use access::AccessPolicy;
 pub use events::{DomainEvent, DomainEventKind};
 pub use history::{HistoryChange, HistoryEntry};
-pub use ids::{StripeCustomerId, StripeSubscriptionId, UserId};
+pub use ids::{StripeCustomerId, StripeInvoiceId, StripeSubscriptionId, UserId};
 pub use money::{Currency, Money};
 pub use notification::{NotificationKind, OutboxItem, OutboxPayload, OutboxState};
 pub use profile::{EmailAddress, ProfileUpdate, UserProfile};

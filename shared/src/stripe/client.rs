@@ -83,10 +83,7 @@ impl Op {
 impl StripeBilling {
     /// With the default retry policy (3 attempts, 200/800 ms, 5 s per attempt).
     pub fn new(config: StripeConfig) -> Result<Self, BillingError> {
-        Self::with_policy(config, RetryPolicy::default())
-    }
-
-    pub fn with_policy(config: StripeConfig, policy: RetryPolicy) -> Result<Self, BillingError> {
+        let policy = config.retry;
         install_crypto_provider();
         let mut builder = ClientBuilder::new(config.secret_key.expose())
             .timeout(policy.attempt_timeout)
@@ -638,6 +635,7 @@ mod tests {
             api_base: Some("http://127.0.0.1:9".into()),
             price_premium: "price_p".into(),
             price_enterprise: "price_e".into(),
+            retry: Default::default(),
         };
         assert!(StripeBilling::new(config.clone()).is_ok());
         let bad = StripeConfig { secret_key: crate::config::Secret::new("sk_test_\n"), ..config };

@@ -3,6 +3,8 @@
 use crate::config::{optional, required, ConfigError, Secret};
 use crate::domain::Tier;
 
+use super::retry::RetryPolicy;
+
 /// Everything the Stripe adapter needs, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct StripeConfig {
@@ -15,6 +17,8 @@ pub struct StripeConfig {
     pub price_premium: String,
     /// Price of the enterprise tier (`STRIPE_PRICE_ENTERPRISE`).
     pub price_enterprise: String,
+    /// How hard each call tries (attempts, waits, per-attempt timeout).
+    pub retry: RetryPolicy,
 }
 
 impl StripeConfig {
@@ -26,6 +30,7 @@ impl StripeConfig {
             api_base: optional("STRIPE_API_BASE"),
             price_premium: required("STRIPE_PRICE_PREMIUM")?,
             price_enterprise: required("STRIPE_PRICE_ENTERPRISE")?,
+            retry: RetryPolicy::default(),
         };
         config.validate()?;
         Ok(config)
@@ -87,6 +92,7 @@ mod tests {
             api_base: Some("http://127.0.0.1:12111".into()),
             price_premium: "price_premium_monthly".into(),
             price_enterprise: "price_enterprise_monthly".into(),
+            retry: RetryPolicy::default(),
         }
     }
 

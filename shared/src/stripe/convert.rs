@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use stripe_shared::{Invoice, PaymentIntentStatus, Subscription};
 use stripe_types::{Expandable, Timestamp};
 
-use crate::billing::{BillingError, InvoiceSnapshot, PaymentAction};
+use crate::billing::{BillingError, InvoiceSnapshot, InvoiceStatus, PaymentAction};
 use crate::domain::{
     Currency, Money, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, UserId,
 };
@@ -132,7 +132,8 @@ pub(crate) fn invoice_snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot, Bil
     Ok(InvoiceSnapshot {
         customer_id: customer_id(customer.id().as_str())?,
         subscription_id: subscription.map(subscription_id).transpose()?,
-        status: invoice.status.as_ref().map_or("draft", |s| s.as_str()).to_owned(),
+        status: InvoiceStatus::parse(invoice.status.as_ref().map(|s| s.as_str()))
+            .ok_or_else(|| BillingError::Unexpected(format!("invoice {id} has an unknown status")))?,
         amount_due: Money::new(invoice.amount_due, currency.clone()),
         amount_paid: Money::new(invoice.amount_paid, currency),
         number: invoice.number.clone(),
@@ -247,6 +248,7 @@ mod tests {
             api_base: None,
             price_premium: "price_premium_monthly".into(),
             price_enterprise: "price_enterprise_monthly".into(),
+            retry: Default::default(),
         }
     }
 

@@ -17,7 +17,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,9 +28,9 @@ use shared::{
     config::Secret,
     domain::{HistoryChange, Subscription, UserId},
     store::{Change, StripeMapping},
-    stripe::{StripeBilling, StripeConfig},
+    stripe::StripeConfig,
 };
-use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
+use stripe_webhook::signature::sign_header;
 
 const SECRET: &str = "whsec_crash_tests";
 const WORKER: &str = "hostile::crash::worker";
@@ -68,15 +67,15 @@ fn worker() {
         .await;
         match var("HOSTILE_CRASH_MODE").as_str() {
             "webhook" => {
-                let billing = StripeBilling::new(StripeConfig {
+                let stripe = StripeConfig {
                     secret_key: Secret::new(var("HOSTILE_CRASH_SIM_KEY")),
                     api_base: Some(var("HOSTILE_CRASH_SIM_URL")),
                     price_premium: stripe_sim::PREMIUM_MONTHLY.to_owned(),
                     price_enterprise: stripe_sim::ENTERPRISE_MONTHLY.to_owned(),
-                })
-                .expect("stripe client");
+                    retry: Default::default(),
+                };
                 let events: Vec<Value> = serde_json::from_slice(&std::fs::read(var("HOSTILE_CRASH_EVENTS")).unwrap()).unwrap();
-                let webhook = webhook_for(&env, billing);
+                let webhook = harness::webhook::app(&env, stripe, &[SECRET]);
                 for event in &events {
                     deliver(&webhook, event).await;
                 }
@@ -93,32 +92,17 @@ fn worker() {
     });
 }
 
-fn webhook_for(env: &TestEnv, billing: StripeBilling) -> Webhook {
-    let clock = Arc::new(Utc::now);
-    Webhook {
-        processor: Processor::new(env.store.clone(), Arc::new(billing), clock.clone()),
-        secrets: vec![Secret::new(SECRET)],
-        tolerance_secs: 300,
-        clock,
-    }
-}
-
 /// One signed delivery through the handler, retried (as Stripe would) on a 5xx.
-async fn deliver(webhook: &Webhook, event: &Value) {
+async fn deliver(webhook: &axum::Router, event: &Value) {
     let body = serde_json::to_vec(event).unwrap();
     for attempt in 0.. {
-        let request = lambda_http::http::Request::builder()
-            .method("POST")
-            .uri("/stripe/webhook")
-            .header("stripe-signature", sign_header(&body, SECRET, Utc::now().timestamp()))
-            .body(lambda_http::Body::Binary(body.clone()))
-            .unwrap();
-        let response = webhook.handle(request).await;
-        let status = response.status().as_u16();
+        let request = harness::webhook::request(body.clone(), Some(sign_header(&body, SECRET, Utc::now().timestamp())));
+        let reply = harness::webhook::call(webhook, request).await;
+        let status = reply.status;
         if status == 200 {
             return;
         }
-        assert!(status >= 500 && attempt < 20, "{}: answered {status}: {}", event["id"], String::from_utf8_lossy(response.body().as_ref()));
+        assert!(status >= 500 && attempt < 20, "{}: answered {status}: {}", event["id"], reply.text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -9,21 +9,21 @@
 //! - jobs: the faulted run fails, a rerun completes (one expiry, one e-mail queued).
 
 use crate::fixtures::{created, granted};
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use harness::{
     proxy::{Fault, Proxy},
     sim::Sim,
-    TestEnv,
+    webhook, TestEnv,
 };
 use serde_json::{json, Value};
 use shared::{
-    config::Secret,
+    config::AwsClients,
     domain::{Subscription, SubscriptionStatus, Tier, UserId},
-    store::{Change, DynamoStore, Store, StripeMapping},
-    stripe::{RetryPolicy, StripeBilling, StripeConfig},
+    store::{Change, StripeMapping},
+    stripe::{RetryPolicy, StripeConfig},
 };
 
 /// Every fault, for each dependency.
@@ -52,10 +52,10 @@ async fn sdk_through(proxy: &Proxy) -> SdkConfig {
         .build()
 }
 
-fn billing_through(sim: &Sim, proxy: &Proxy) -> StripeBilling {
-    let config = StripeConfig { api_base: Some(proxy.url.clone()), ..sim.stripe_config() };
-    let policy = RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(20), factor: 2, attempt_timeout: Duration::from_secs(1) };
-    StripeBilling::with_policy(config, policy).expect("stripe client")
+/// Stripe through `proxy`, with two quick attempts per call so a fault is quick to see.
+fn stripe_through(sim: &Sim, proxy: &Proxy) -> StripeConfig {
+    let retry = RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(20), factor: 2, attempt_timeout: Duration::from_secs(1) };
+    StripeConfig { api_base: Some(proxy.url.clone()), retry, ..sim.stripe_config() }
 }
 
 struct Rig {
@@ -63,9 +63,8 @@ struct Rig {
     sim: Sim,
     ddb: Proxy,
     stripe: Proxy,
-    store: Arc<dyn Store>,
-    /// DynamoDB through the `ddb` proxy (what `store` uses).
-    ddb_client: aws_sdk_dynamodb::Client,
+    /// The functions' AWS clients: DynamoDB through the `ddb` proxy, SES and EventBridge direct.
+    aws: AwsClients,
 }
 
 impl Rig {
@@ -74,9 +73,8 @@ impl Rig {
         let sim = Sim::start().await;
         let ddb = Proxy::start(env.moto.endpoint()).await;
         let stripe = Proxy::start(sim.handle.base_url()).await;
-        let ddb_client = aws_sdk_dynamodb::Client::new(&sdk_through(&ddb).await);
-        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb_client.clone(), &env.table));
-        Rig { env, sim, ddb, stripe, store, ddb_client }
+        let aws = AwsClients { dynamodb: aws_sdk_dynamodb::Client::new(&sdk_through(&ddb).await), ..env.aws_clients() };
+        Rig { env, sim, ddb, stripe, aws }
     }
 
     fn proxy(&self, dep: Dep) -> &Proxy {
@@ -124,13 +122,8 @@ fn is_problem_5xx(answer: &admin_api::apigw::Answer, allowed: &[u16]) -> bool {
 #[tokio::test]
 async fn admin_answers_502_or_503_writes_nothing_half_and_the_retry_completes_once() {
     let rig = Rig::new().await;
-    let service = admin_api::AdminService::new(
-        rig.store.clone(),
-        Arc::new(billing_through(&rig.sim, &rig.stripe)),
-        Arc::new(harness::admin::delivery(&rig.env)),
-        Arc::new(shared::clock::SystemClock),
-    );
-    let router = admin_api::router(admin_api::AppState::new(service, "admin"));
+    let config = admin_api::Config { stripe: stripe_through(&rig.sim, &rig.stripe), ..harness::admin::config(&rig.env, &rig.sim) };
+    let router = admin_api::app(&config, &rig.aws).expect("admin-api builds");
     let call = |method: &'static str, path: String, body: Option<Value>, key: Option<String>| {
         let router = router.clone();
         async move {
@@ -194,31 +187,17 @@ async fn admin_answers_502_or_503_writes_nothing_half_and_the_retry_completes_on
 
 const SECRET: &str = "whsec_fault_tests";
 
-fn signed(webhook_event: &Value) -> lambda_http::Request {
+fn signed(webhook_event: &Value) -> axum::extract::Request {
     let body = serde_json::to_vec(webhook_event).unwrap();
     let header = stripe_webhook::signature::sign_header(&body, SECRET, Utc::now().timestamp());
-    lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("https://hooks.logiscore.test/stripe/webhook")
-        .header("stripe-signature", header)
-        .body(lambda_http::Body::Binary(body))
-        .unwrap()
+    harness::webhook::request(body, Some(header))
 }
 
 #[tokio::test]
 async fn webhook_answers_5xx_under_faults_and_the_redelivery_applies_once() {
     let rig = Rig::new().await;
-    let clock = Arc::new(Utc::now);
-    let webhook = stripe_webhook::http::Webhook {
-        processor: stripe_webhook::processor::Processor::new(
-            rig.store.clone(),
-            Arc::new(billing_through(&rig.sim, &rig.stripe)),
-            clock.clone(),
-        ),
-        secrets: vec![Secret::new(SECRET)],
-        tolerance_secs: 300,
-        clock,
-    };
+    let config = webhook::config(&rig.env, stripe_through(&rig.sim, &rig.stripe), &[SECRET]);
+    let webhook = stripe_webhook::app(&config, &rig.aws).expect("stripe-webhook builds");
     let mut reference: Option<usize> = None;
     let mut cases = 0;
     let mut plan = vec![(Dep::Dynamo, Fault::Pass)];
@@ -253,17 +232,17 @@ async fn webhook_answers_5xx_under_faults_and_the_redelivery_applies_once() {
                            "data": {"object": {"id": sub_id, "object": "subscription", "customer": customer}}});
 
         rig.proxy(dep).set(fault);
-        let first = webhook.handle(signed(&event)).await;
+        let first = webhook::call(&webhook, signed(&event)).await;
         rig.proxy(dep).set(Fault::Pass);
         if fault == Fault::Pass {
-            assert_eq!(first.status().as_u16(), 200);
+            assert_eq!(first.status, 200);
         } else {
-            assert!(first.status().is_server_error(), "{dep:?} {fault}: answered {} — Stripe would not retry", first.status());
+            assert!(first.status >= 500, "{dep:?} {fault}: answered {} — Stripe would not retry", first.status);
         }
         // Stripe redelivers (twice, for good measure): applied once, then duplicates.
         for _ in 0..2 {
-            let again = webhook.handle(signed(&event)).await;
-            assert_eq!(again.status().as_u16(), 200, "{dep:?} {fault}: redelivery {}", String::from_utf8_lossy(again.body().as_ref()));
+            let again = webhook::call(&webhook, signed(&event)).await;
+            assert_eq!(again.status, 200, "{dep:?} {fault}: redelivery {}", again.text());
         }
         let local = rig.env.store.subscription(&user_id).await.unwrap().unwrap_or_else(|| panic!("{dep:?} {fault}: lost"));
         assert_eq!((local.status, local.tier), (SubscriptionStatus::Active, Tier::Premium), "{dep:?} {fault}");
@@ -293,9 +272,8 @@ async fn a_job_run_failed_by_a_fault_is_completed_by_the_rerun() {
         let sub = lapsed(&user, now - chrono::Duration::days(10 + i as i64));
         rig.env.store.commit(created(&sub)).await.unwrap();
         // The jobs with DynamoDB behind the fault proxy.
-        let proxied = shared::config::AwsClients { dynamodb: rig.ddb_client.clone(), ..rig.env.aws_clients() };
         let settings = expiry_jobs::JobSettings { page_size: 25, concurrency: 1, ..expiry_jobs::JobSettings::default() };
-        let jobs = harness::jobs::jobs_over(&rig.env, &proxied, harness::jobs::unreachable_stripe(), settings);
+        let jobs = harness::jobs::jobs_over(&rig.env, &rig.aws, harness::jobs::unreachable_stripe(), settings);
         let request = expiry_jobs::JobRequest { job: expiry_jobs::JobName::ExpireLapsed, time: Some(now), cursor: None };
 
         rig.ddb.set(fault);

@@ -22,35 +22,29 @@ use futures::StreamExt;
 use harness::{sim::Sim, webhook, TestEnv};
 use serde_json::Value;
 use shared::{
-    config::Secret,
+    config::AwsClients,
     domain::{Subscription, UserId},
-    store::{Change, DynamoStore, Store, StripeMapping},
+    store::{Change, StripeMapping},
 };
-use stripe_webhook::{http::Webhook, processor::Processor, signature::sign_header};
+use stripe_webhook::signature::sign_header;
 
 const SECRET: &str = "whsec_load_tests";
 const SENDERS: usize = 8;
 
-fn webhook_for(store: Arc<dyn Store>, sim: &Sim) -> Arc<Webhook> {
-    let clock: Arc<dyn shared::clock::Clock> = Arc::new(shared::clock::SystemClock);
-    Arc::new(Webhook {
-        processor: Processor::new(store, Arc::new(sim.billing()), clock.clone()),
-        secrets: vec![Secret::new(SECRET)],
-        tolerance_secs: 300,
-        clock,
-    })
+/// The webhook as the function builds it, over `aws`.
+fn webhook_for(env: &TestEnv, aws: &AwsClients, sim: &Sim) -> axum::Router {
+    stripe_webhook::app(&webhook::config(env, sim.stripe_config(), &[SECRET]), aws).expect("stripe-webhook builds")
 }
 
-/// The webhook's store: the env's, whose DynamoDB requests reach moto one at a time
+/// The webhook's AWS clients: the env's, whose DynamoDB requests reach moto one at a time
 /// (`harness::proxy::Proxy::serial`: moto is not isolated, real DynamoDB is), while the
 /// handlers themselves run concurrently and race on reads, ledger conditions and version
 /// guards. `HOSTILE_LOAD_DIRECT=1` goes straight to moto instead (and then moto loses writes).
-async fn serialised_store(env: &TestEnv) -> Arc<dyn Store> {
+async fn serialised_aws(env: &TestEnv) -> AwsClients {
     if std::env::var("HOSTILE_LOAD_DIRECT").as_deref() == Ok("1") {
-        let direct = env.moto.sdk_config().await;
-        return Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&direct), &env.table));
+        return AwsClients::with_ses(&env.moto.sdk_config().await, &env.ses_config);
     }
-    env.store.clone()
+    env.aws_clients()
 }
 
 async fn seed(env: &TestEnv, people: &[(UserId, String)]) {
@@ -121,17 +115,12 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
     // Baseline: each event once, in order, one at a time, on its own table.
     let base_env = TestEnv::new().await;
     seed(&base_env, &people).await;
-    let base = webhook_for(base_env.store.clone(), &sim);
+    let base = webhook_for(&base_env, &base_env.aws_clients(), &sim);
     for e in &events {
         let body = serde_json::to_vec(e).unwrap();
         loop {
-            let request = lambda_http::http::Request::builder()
-                .method("POST")
-                .uri("/stripe/webhook")
-                .header("stripe-signature", sign_header(&body, SECRET, Utc::now().timestamp()))
-                .body(lambda_http::Body::Binary(body.clone()))
-                .unwrap();
-            let status = base.handle(request).await.status().as_u16();
+            let request = webhook::request(body.clone(), Some(sign_header(&body, SECRET, Utc::now().timestamp())));
+            let status = webhook::call(&base, request).await.status;
             if status == 200 {
                 break;
             }
@@ -159,8 +148,8 @@ async fn a_concurrent_burst_with_duplicates_applies_each_event_once() {
 
     let env = TestEnv::new().await;
     seed(&env, &people).await;
-    let store = serialised_store(&env).await;
-    let server = webhook::serve(webhook_for(store, &sim)).await;
+    let aws = serialised_aws(&env).await;
+    let server = webhook::serve(webhook_for(&env, &aws, &sim)).await;
     let tally = Arc::new(Tally::default());
     let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
     let burst = Instant::now();

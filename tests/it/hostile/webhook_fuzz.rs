@@ -1,16 +1,12 @@
 //! The webhook's hostile edge: proptest on the `Stripe-Signature` parser, the verifier and
 //! the event decoder (≥ 10,000 generated cases per run, fixed seed via proptest's
 //! deterministic runner), then a sample of hostile bodies end to end through
-//! `Webhook::handle` over moto and stripe-sim.
+//! the webhook's router (as `stripe_webhook::app` builds it) over moto and stripe-sim.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    sync::Arc,
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use harness::{sim::Sim, TestEnv};
-use lambda_http::{Body, Request};
+use harness::{sim::Sim, webhook, TestEnv};
 use proptest::{
     prelude::*,
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
@@ -19,8 +15,6 @@ use serde_json::{json, Value};
 use shared::config::Secret;
 use stripe_webhook::{
     envelope::decode,
-    http::Webhook,
-    processor::Processor,
     signature::{sign_header, verify, SignatureError, SignatureHeader},
 };
 
@@ -242,7 +236,7 @@ fn the_event_decoder_never_panics_and_only_reads_what_is_there() {
             if let Ok(event) = decode(&body) {
                 let raw: Value = serde_json::from_slice(&body).expect("decoded bodies are JSON");
                 prop_assert_eq!(Some(event.id.as_str()), raw["id"].as_str());
-                prop_assert_eq!(Some(event.event_type.as_str()), raw["type"].as_str());
+                prop_assert_eq!(Some(event.kind.as_str()), raw["type"].as_str());
             }
             Ok(())
         })
@@ -262,28 +256,12 @@ fn extreme_timestamps_are_stale_not_a_panic() {
     }
 }
 
-fn request(body: Vec<u8>, header: Option<String>) -> Request {
-    let mut builder = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("https://hooks.logiscore.test/stripe/webhook")
-        .header("content-type", "application/json");
-    if let Some(h) = header {
-        builder = builder.header("stripe-signature", h);
-    }
-    builder.body(Body::Binary(body)).expect("request")
-}
-
 #[tokio::test]
 async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
     let env = TestEnv::new().await;
     let sim = Sim::start().await;
-    let clock = Arc::new(Utc::now);
-    let webhook = Webhook {
-        processor: Processor::new(env.store.clone(), Arc::new(sim.billing()), clock.clone()),
-        secrets: vec![Secret::new(SECRET)],
-        tolerance_secs: TOLERANCE,
-        clock,
-    };
+    let config = stripe_webhook::config::Config { tolerance_secs: TOLERANCE, ..webhook::config(&env, sim.stripe_config(), &[SECRET]) };
+    let webhook = stripe_webhook::app(&config, &env.aws_clients()).expect("stripe-webhook builds");
     let nested = |depth: usize| {
         format!("{{\"id\":\"evt_deep\",\"type\":\"invoice.paid\",\"data\":{{\"object\":{}{}}}}}", "[".repeat(depth), "]".repeat(depth))
     };
@@ -318,12 +296,11 @@ async fn hostile_bodies_through_the_handler_are_400_and_write_nothing() {
             ("signed", Some(sign_header(&body, SECRET, now)), "invalid-event"),
         ];
         for (how, header, code) in attempts {
-            let response = webhook.handle(request(body.clone(), header)).await;
-            let status = response.status().as_u16();
-            let problem: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+            let reply = webhook::call(&webhook, webhook::request(body.clone(), header)).await;
+            let (status, problem) = (reply.status, reply.json());
             assert_eq!(status, 400, "{name} ({how}) answered {status}: {problem}");
             assert_eq!(problem["code"], code, "{name} ({how})");
-            assert_eq!(response.headers()["content-type"], "application/problem+json", "{name} ({how})");
+            assert_eq!(reply.headers["content-type"], "application/problem+json", "{name} ({how})");
             cases += 1;
         }
     }

@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use shared::{
     billing::BillingError,
-    domain::{HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, Subscription},
+    domain::{HistoryChange, StripeSnapshot, Subscription},
     store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError},
+    usecase::sync::{self, Cause, Sync},
 };
 
 use crate::{budget::Budget, summary::Counts, Jobs};
@@ -171,17 +172,14 @@ pub(crate) fn cursor_after(sub: &Subscription) -> Option<ExpiryCursor> {
 /// The change that brings `sub` in line with Stripe's `snap`, and the record after it;
 /// `None` when the local record already says what Stripe says.
 ///
-/// It writes the record (guarded by the version read), a `Synced` history entry by
-/// `actor`, and the domain events of what changed, so other services hear of a renewal or
-/// cancellation whose webhook was missed. E-mails are not queued: the facts they need
-/// (the invoice) are the webhook's, and a customer is better told nothing twice.
+/// Planned by the one Stripe-sync path (record guarded by the version read, a `Synced`
+/// history entry by `actor`, and the notifications of what changed), so a renewal or
+/// cancellation whose webhook was missed is told exactly as the webhook would have told it.
 pub(crate) fn sync_change(sub: &Subscription, snap: &StripeSnapshot, now: DateTime<Utc>, actor: &str) -> Option<(Subscription, Change)> {
-    let (next, transitions) = sub.apply_stripe(snap, now)?;
-    let outbox: Vec<OutboxItem> =
-        transitions.iter().filter_map(|t| t.domain_event(&next, now)).map(|event| OutboxItem::event(event, now)).collect();
-    let history = HistoryEntry::record(Some(sub), &next, HistoryChange::Synced, actor, now);
-    let change = Change::subscription(next.clone(), Some(sub.version), history).with_outbox(outbox);
-    Some((next, change))
+    match sync::plan(&sub.user_id, Some(sub), snap, now, &Cause::by(actor, HistoryChange::Synced)) {
+        Sync::Apply(applied) => Some((applied.next.clone(), applied.change())),
+        Sync::InLine | Sync::NotCurrent => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,321 @@
+//! Applying one verified Stripe event.
+//!
+//! - **Idempotent**: the event id is written to the ledger with `attribute_not_exists`
+//!   in the same transaction as its effects, so a redelivery changes nothing.
+//! - **Order-independent**: the event only names objects; the subscription (and the
+//!   invoice) are re-fetched from Stripe and the local record is brought in line with
+//!   that current state through the one sync path ([`crate::usecase::sync`]).
+//!   Notifications carry deterministic ids derived from what they are about (invoice,
+//!   attempt, period, trial end), so any delivery order, with any duplicates, ends in the
+//!   same record and the same set of queued notifications.
+//! - **Never loses an event of ours**: the owner comes from the id mappings, else from the
+//!   subscription's own `metadata.user_id` (an event can beat the creating call's commit);
+//!   an event is recorded as ignored only when neither ties it to a user.
+
+mod event;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use thiserror::Error;
+use tracing::instrument;
+
+pub use event::{EventKind, StripeEvent, Subject};
+
+use crate::{
+    billing::{BillingError, BillingGateway, InvoiceSnapshot, InvoiceStatus},
+    clock::Clock,
+    domain::{
+        HistoryChange, OutboxItem, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, Subscription, SubscriptionSource,
+        SubscriptionStatus, UserId,
+    },
+    email::{EmailContext, PaymentFailedContext, PaymentReceiptContext, TrialEndingContext},
+    metrics::Metrics,
+    store::{Change, LedgerEntry, Store, StoreError, StripeMapping},
+    usecase::sync::{self, Cause, Sync},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The local record or the outbox changed.
+    Applied,
+    /// Recorded; the local state already matched Stripe's.
+    Unchanged,
+    /// Seen before; nothing done.
+    Duplicate,
+    /// Not about anything this service tracks (unknown type, foreign subscription).
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// Failures worth a Stripe retry (the edge answers 5xx for all of them).
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("stripe unavailable: {0}")]
+    StripeUnavailable(String),
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error("the subscription kept changing underneath; giving up for this delivery")]
+    Contention,
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+}
+
+impl From<StoreError> for ProcessError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => ProcessError::StoreUnavailable(why),
+            other => ProcessError::Unexpected(other.to_string()),
+        }
+    }
+}
+
+impl From<BillingError> for ProcessError {
+    fn from(e: BillingError) -> Self {
+        match e {
+            BillingError::Unavailable(why) => ProcessError::StripeUnavailable(why),
+            other => ProcessError::Unexpected(other.to_string()),
+        }
+    }
+}
+
+/// Version conflicts (a concurrent admin call or event) are retried from a fresh read.
+const MAX_ATTEMPTS: usize = 4;
+
+pub struct Processor {
+    store: Arc<dyn Store>,
+    billing: Arc<dyn BillingGateway>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Processor {
+    pub fn new(store: Arc<dyn Store>, billing: Arc<dyn BillingGateway>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, billing, clock }
+    }
+
+    #[instrument(skip_all, fields(
+        event_id = %event.id,
+        event_type = %event.kind.as_str(),
+        user_id = tracing::field::Empty,
+        stripe_subscription_id = tracing::field::Empty,
+        stripe_customer_id = tracing::field::Empty,
+        stripe_invoice_id = tracing::field::Empty,
+    ))]
+    pub async fn process(&self, event: &StripeEvent) -> Result<Outcome, ProcessError> {
+        // A cheap read first spares Stripe calls for redeliveries; the ledger's
+        // conditional write in the commit is what actually guarantees once-only.
+        if self.store.event_seen(&event.id).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        match &event.subject {
+            Subject::Subscription { id, customer } => self.sync(event, id, customer.as_ref(), None, None).await,
+            Subject::Invoice { id, subscription: Some(sub), customer } => {
+                tracing::Span::current().record("stripe_invoice_id", id.as_str());
+                let invoice = match self.billing.invoice(id.as_str()).await {
+                    Ok(invoice) => Some(invoice),
+                    Err(BillingError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                self.sync(event, sub, customer.as_ref(), None, invoice.as_ref()).await
+            }
+            Subject::CheckoutSession { subscription: Some(sub), customer, user_hint } => {
+                self.sync(event, sub, customer.as_ref(), user_hint.as_ref(), None).await
+            }
+            _ => self.record_only(event, Outcome::Ignored).await,
+        }
+    }
+
+    async fn record_only(&self, event: &StripeEvent, outcome: Outcome) -> Result<Outcome, ProcessError> {
+        match self.store.commit(Change { stripe_event: Some(self.ledger(event)), ..Change::default() }).await {
+            Ok(()) => Ok(outcome),
+            Err(StoreError::DuplicateEvent) => Ok(Outcome::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn ledger(&self, event: &StripeEvent) -> LedgerEntry {
+        LedgerEntry { event_id: event.id.clone(), event_type: event.kind.as_str().to_owned(), received_at: self.clock.now() }
+    }
+
+    async fn owner(
+        &self,
+        subscription: &StripeSubscriptionId,
+        customer: Option<&StripeCustomerId>,
+        hint: Option<&UserId>,
+    ) -> Result<Option<UserId>, ProcessError> {
+        if let Some(user) = self.store.user_for(&StripeMapping::Subscription(subscription.to_string())).await? {
+            return Ok(Some(user));
+        }
+        if let Some(customer) = customer {
+            if let Some(user) = self.store.user_for(&StripeMapping::Customer(customer.to_string())).await? {
+                return Ok(Some(user));
+            }
+        }
+        Ok(hint.cloned())
+    }
+
+    async fn sync(
+        &self,
+        event: &StripeEvent,
+        stripe_id: &StripeSubscriptionId,
+        customer: Option<&StripeCustomerId>,
+        user_hint: Option<&UserId>,
+        invoice: Option<&InvoiceSnapshot>,
+    ) -> Result<Outcome, ProcessError> {
+        let span = tracing::Span::current();
+        span.record("stripe_subscription_id", stripe_id.as_str());
+        if let Some(customer) = customer {
+            span.record("stripe_customer_id", customer.as_str());
+        }
+        let mapped = self.owner(stripe_id, customer, user_hint).await?;
+        if let Some(user) = &mapped {
+            span.record("user_id", user.as_str());
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let snapshot = match self.billing.subscription(stripe_id).await {
+                Ok(s) => s,
+                Err(BillingError::NotFound(_)) => return self.record_only(event, Outcome::Ignored).await,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(user) = mapped.clone().or_else(|| snapshot.owner.clone()) else {
+                tracing::warn!(stripe_subscription_id = %stripe_id, "event for a subscription this service does not know");
+                return self.record_only(event, Outcome::Ignored).await;
+            };
+            span.record("user_id", user.as_str());
+            let local = self.store.subscription(&user).await?;
+            let now = self.clock.now();
+            let (mut change, current, applied) = match sync::plan(&user, local.as_ref(), &snapshot, now, &Cause::stripe()) {
+                Sync::NotCurrent => {
+                    tracing::warn!(user_id = %user, stripe_subscription_id = %stripe_id, "event for a superseded subscription; recorded only");
+                    return self.record_only(event, Outcome::Ignored).await;
+                }
+                Sync::InLine => (Change { user_id: Some(user.clone()), ..Change::default() }, local.clone(), None),
+                Sync::Apply(applied) => (applied.change(), Some(applied.next.clone()), Some(applied)),
+            };
+            if let Some(current) = &current {
+                change.outbox.extend(event_notifications(event, current, &snapshot, invoice, now));
+            }
+            change.stripe_event = Some(self.ledger(event));
+            change.mappings =
+                vec![StripeMapping::Subscription(stripe_id.to_string()), StripeMapping::Customer(snapshot.customer_id.to_string())];
+            let changed = applied.is_some() || !change.outbox.is_empty();
+            match self.store.commit(change).await {
+                Ok(()) => {
+                    let next = applied.as_ref().map(|a| &a.next);
+                    if let Some(next) = next {
+                        tracing::info!(user_id = %user, stripe_subscription_id = %stripe_id, status = %next.status, tier = %next.tier, version = next.version, "subscription synced");
+                    }
+                    emit_metrics(event, invoice, next, applied.as_ref().map(|a| a.history.change));
+                    return Ok(if changed { Outcome::Applied } else { Outcome::Unchanged });
+                }
+                Err(StoreError::DuplicateEvent) => return Ok(Outcome::Duplicate),
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(reason = %why, "concurrent change; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ProcessError::Contention)
+    }
+}
+
+/// Business metrics of an event applied for the first time (EMF, bounded dimensions):
+/// `PaymentsSucceeded` for `invoice.paid` with money collected, `PaymentsFailed` for
+/// `invoice.payment_failed` on an open invoice (both dimensionless: the failure-rate alarm
+/// reads them so), and the subscription changes the event brought in by tier.
+/// `invoice.payment_succeeded` is not counted: Stripe sends it alongside `invoice.paid`.
+fn emit_metrics(event: &StripeEvent, invoice: Option<&InvoiceSnapshot>, next: Option<&Subscription>, change: Option<HistoryChange>) {
+    match (&event.kind, invoice) {
+        (EventKind::InvoicePaid, Some(inv)) if collected(inv) => Metrics::new().count("PaymentsSucceeded", 1).emit(),
+        (EventKind::InvoicePaymentFailed, Some(inv)) if inv.status == InvoiceStatus::Open => {
+            Metrics::new().count("PaymentsFailed", 1).emit()
+        }
+        _ => {}
+    }
+    let Some(next) = next else { return };
+    let tier = next.tier.as_str();
+    match change {
+        Some(HistoryChange::Created) => {
+            let source = if next.source == SubscriptionSource::Granted { "granted" } else { "paid" };
+            Metrics::new().dimension("Tier", tier).dimension("Source", source).count("SubscriptionsCreated", 1).emit();
+        }
+        Some(HistoryChange::TierChanged) => Metrics::new().dimension("Tier", tier).count("TierChanges", 1).emit(),
+        Some(HistoryChange::Canceled) => Metrics::new().dimension("Tier", tier).count("SubscriptionsCanceled", 1).emit(),
+        _ => {}
+    }
+}
+
+/// A paid invoice that collected money (a zero-amount trial invoice sends no receipt).
+fn collected(inv: &InvoiceSnapshot) -> bool {
+    inv.status == InvoiceStatus::Paid && inv.amount_paid.amount > 0
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.timestamp().to_string()
+}
+
+/// E-mails an event causes by itself (about an invoice or a trial, not a state change),
+/// decided on the current (re-fetched) state.
+fn event_notifications(
+    event: &StripeEvent,
+    current: &Subscription,
+    snapshot: &StripeSnapshot,
+    invoice: Option<&InvoiceSnapshot>,
+    now: DateTime<Utc>,
+) -> Vec<OutboxItem> {
+    let user = &current.user_id;
+    match (&event.kind, invoice) {
+        (EventKind::InvoicePaid | EventKind::InvoicePaymentSucceeded, Some(inv)) if collected(inv) => {
+            let receipt = EmailContext::from(PaymentReceiptContext {
+                amount: inv.amount_paid.clone(),
+                plan: current.tier,
+                invoice_number: inv.number.clone(),
+                hosted_invoice_url: inv.hosted_invoice_url.clone(),
+                period_start: inv.period_start,
+                period_end: inv.period_end,
+            });
+            vec![receipt.outbox_item(user, &inv.id, now)]
+        }
+        (EventKind::InvoicePaymentFailed | EventKind::InvoicePaymentActionRequired, Some(inv)) if inv.status == InvoiceStatus::Open => {
+            // Stripe sends both events for one attempt that needs 3-D Secure: they are one
+            // notification of that attempt (same id), whichever arrives first.
+            let action = event.kind == EventKind::InvoicePaymentActionRequired;
+            let failed = EmailContext::from(PaymentFailedContext {
+                amount: inv.amount_due.clone(),
+                plan: current.tier,
+                failure_reason: Some(if action {
+                    "Your bank asked you to confirm this payment.".to_owned()
+                } else {
+                    "Your card was declined.".to_owned()
+                }),
+                next_attempt_at: inv.next_payment_attempt,
+                hosted_invoice_url: inv.hosted_invoice_url.clone(),
+            });
+            vec![failed.outbox_item(user, &format!("{}-attempt-{}", inv.id, inv.attempt_count), now)]
+        }
+        (EventKind::SubscriptionTrialWillEnd, _) if snapshot.status == SubscriptionStatus::Trial => {
+            let Some(trial_end) = snapshot.trial_end else { return vec![] };
+            let ending = EmailContext::from(TrialEndingContext {
+                plan: current.tier,
+                days_remaining: current.days_remaining(now).unwrap_or(0),
+                trial_end,
+                has_payment_method: current.source == SubscriptionSource::Paid,
+            });
+            vec![ending.outbox_item(user, &format!("{}-{}", snapshot.subscription_id, ts(trial_end)), now)]
+        }
+        _ => vec![],
+    }
+}
