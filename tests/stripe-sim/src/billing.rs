@@ -50,11 +50,31 @@ pub enum Outcome {
 /// The amount of `unit_amount × quantity` for the part `[from, end)` of `[start, end)`,
 /// rounded half away from zero in integer minor units (i128 so nothing overflows).
 pub fn prorate(amount: i64, start: i64, end: i64, from: i64) -> i64 {
-    let total = i128::from((end - start).max(1));
-    let remaining = i128::from((end - from).clamp(0, end - start));
-    let num = i128::from(amount) * remaining;
+    share(amount, (end - from).clamp(0, (end - start).max(0)), end - start)
+}
+
+/// `amount × part / whole`, rounded half away from zero in integer minor units (the
+/// one rounding rule of every proration in the sim). `whole` below 1 counts as 1.
+pub fn share(amount: i64, part: i64, whole: i64) -> i64 {
+    let total = i128::from(whole.max(1));
+    let num = i128::from(amount) * i128::from(part);
     let rounded = if num >= 0 { (2 * num + total) / (2 * total) } else { -((-2 * num + total) / (2 * total)) };
     i64::try_from(rounded).unwrap_or(0)
+}
+
+/// Lines for a period `[start, cut)` that a `cancel_at` cuts short of its natural end
+/// `full_end`: each amount is the share `(cut - start) / (full_end - start)` of the
+/// full price (Stripe's default `create_prorations` for the final, partial period).
+pub fn shorten_lines(lines: Vec<LineSpec>, start: i64, cut: i64, full_end: i64) -> Vec<LineSpec> {
+    lines
+        .into_iter()
+        .map(|l| LineSpec {
+            amount: share(l.amount, cut - start, full_end - start),
+            description: format!("{} (prorated until cancellation)", l.description),
+            period_end: cut,
+            ..l
+        })
+        .collect()
 }
 
 /// The payment method an invoice would be charged with: the override, else the
@@ -514,7 +534,9 @@ pub fn period_end(sim: &mut Sim, sub_id: &str, at: i64) {
     let Some(sub) = sim.subscriptions.get(sub_id).cloned() else {
         return;
     };
-    if sub.cancel_at_period_end {
+    // `cancel_at_period_end` keeps `cancel_at` on the period end; a `cancel_at` timestamp
+    // has already cut the period that contains it short, so it ends here too.
+    if sub.cancel_at_period_end || sub.cancel_at.is_some_and(|c| c <= at) {
         cancel_now(sim, sub_id, at, Some("cancellation_requested"));
         return;
     }
@@ -556,9 +578,14 @@ fn renew(sim: &mut Sim, sub_id: &str, at: i64, ending_trial: bool) {
     };
     let (old_start, old_end) = sub.period();
     let anchor = sub.billing_cycle_anchor;
-    let new_end = crate::time::next_period_end(anchor, interval, count, at)
+    let full_end = crate::time::next_period_end(anchor, interval, count, at)
         .or_else(|| add_intervals(at, interval, count, 1))
         .unwrap_or(at + crate::time::DAY * 30);
+    // The period that contains `cancel_at` ends there, and is billed for its part only.
+    let new_end = match sub.cancel_at {
+        Some(c) if c > at && c < full_end => c,
+        _ => full_end,
+    };
     let before = subscriptions::render(sim, &sub);
     if let Some(s) = sim.subscriptions.get_mut(sub_id) {
         for item in &mut s.items {
@@ -569,7 +596,10 @@ fn renew(sim: &mut Sim, sub_id: &str, at: i64, ending_trial: bool) {
             s.status = SubStatus::Active;
         }
     }
-    let lines = item_lines(sim, sub_id, at, new_end);
+    let mut lines = item_lines(sim, sub_id, at, new_end);
+    if new_end < full_end {
+        lines = shorten_lines(lines, at, new_end, full_end);
+    }
     // The cycle invoice covers the new period for licensed (in-advance) prices.
     let inv_id = match build_subscription_invoice(sim, sub_id, "subscription_cycle", at, (old_start, old_end), lines) {
         Ok(id) => id,

@@ -19,6 +19,8 @@ enum Work {
     Retry(String),
     TrialWillEnd(String),
     IncompleteExpiry(String),
+    /// A `cancel_at` time reached (for any status that is not ended yet).
+    CancelAt(String),
     PeriodEnd(String),
 }
 
@@ -37,6 +39,9 @@ fn next_due(sim: &Sim, clock: &str, target: i64) -> Option<(i64, Work)> {
     };
     for sub in sim.subscriptions.values().filter(|s| s.test_clock.as_deref() == Some(clock)) {
         let (_, period_end) = sub.period();
+        if let (false, Some(cancel_at)) = (sub.status.is_ended(), sub.cancel_at) {
+            consider(cancel_at, Work::CancelAt(sub.id.clone()));
+        }
         match sub.status {
             SubStatus::Trialing => {
                 if let (false, Some(trial_end)) = (sub.trial_will_end_sent, sub.trial_end) {
@@ -121,6 +126,11 @@ fn run(sim: &mut Sim, now: i64, work: Work) {
             }
             let after = subscriptions::render_id(sim, &sub_id);
             sim.emit_updated("customer.subscription.updated", &before, after, now);
+        }
+        Work::CancelAt(sub_id) => {
+            if sim.subscriptions.get(&sub_id).and_then(|s| s.cancel_at).is_some_and(|c| c <= now) {
+                billing::cancel_now(sim, &sub_id, now, Some("cancellation_requested"));
+            }
         }
         Work::PeriodEnd(sub_id) => billing::period_end(sim, &sub_id, now),
     }

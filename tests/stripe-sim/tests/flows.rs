@@ -730,3 +730,162 @@ async fn interval_change_and_ending_a_trial_now_invoice_immediately() {
     let inv = latest_invoice(&api, s(&trial["id"])).await;
     assert_eq!((inv["amount_paid"].as_i64(), inv["billing_reason"].as_str()), (Some(999), Some("subscription_update")));
 }
+
+/// Start of the 2nd, 3rd and 4th monthly periods from T0 (Feb, Mar, Apr 2025).
+const FEB1: i64 = T0 + JAN;
+const MAR1: i64 = FEB1 + 28 * DAY;
+const APR1: i64 = MAR1 + 31 * DAY;
+
+fn invoices_of(list: &Value) -> Vec<(String, i64, String)> {
+    let mut v: Vec<(String, i64, String)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (s(&i["billing_reason"]).to_string(), i["amount_paid"].as_i64().unwrap(), s(&i["status"]).to_string()))
+        .collect();
+    v.reverse();
+    v
+}
+
+#[tokio::test]
+async fn cancel_at_on_the_third_period_end_bills_three_periods_then_cancels() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let hook = Receiver::registered(&sim).await;
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    let sub = subscribe(&api, &cus, &[("cancel_at", &APR1.to_string())]).await;
+    let id = s(&sub["id"]).to_string();
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["cancel_at"], APR1);
+    assert_eq!(sub["cancel_at_period_end"], false, "a cancel_at timestamp is not the period-end flag");
+    assert_eq!(sub["canceled_at"], T0);
+    assert_eq!(sub["cancellation_details"]["reason"], "cancellation_requested");
+    assert_eq!(sub["items"]["data"][0]["current_period_end"], FEB1, "the first period is a full month");
+
+    // Two renewals happen as usual; the third period ends exactly at cancel_at.
+    api.advance(&clock, MAR1 + 3600).await;
+    let mid = api.fetch(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(mid["status"], "active");
+    assert_eq!(mid["items"]["data"][0]["current_period_end"], APR1);
+    common::idle(&sim).await;
+    hook.clear();
+    api.advance(&clock, APR1 + 40 * DAY).await;
+    let ended = api.fetch(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(APR1)));
+    assert_eq!(ended["canceled_at"], T0);
+    common::idle(&sim).await;
+    assert_eq!(billing_types(&hook), ["customer.subscription.deleted"], "no fourth invoice");
+    let invoices = invoices_of(&api.fetch(&format!("/v1/invoices?subscription={id}")).await);
+    assert_eq!(
+        invoices,
+        [
+            ("subscription_create".to_string(), 999, "paid".to_string()),
+            ("subscription_cycle".to_string(), 999, "paid".to_string()),
+            ("subscription_cycle".to_string(), 999, "paid".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cancel_at_inside_a_period_prorates_the_final_invoice() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    let sub = subscribe(&api, &cus, &[]).await;
+    let id = s(&sub["id"]).to_string();
+    // Scheduled later by update, for the middle of March.
+    let cancel_at = MAR1 + 14 * DAY;
+    api.advance(&clock, T0 + 5 * DAY).await;
+    let updated = api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at", &cancel_at.to_string())]).await;
+    assert_eq!((updated["cancel_at"].as_i64(), updated["cancel_at_period_end"].as_bool()), (Some(cancel_at), Some(false)));
+    assert_eq!(updated["canceled_at"], T0 + 5 * DAY);
+    assert_eq!(updated["items"]["data"][0]["current_period_end"], FEB1, "a later period is not touched yet");
+
+    api.advance(&clock, MAR1 + 3600).await;
+    let cut = api.fetch(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(cut["items"]["data"][0]["current_period_start"], MAR1);
+    assert_eq!(cut["items"]["data"][0]["current_period_end"], cancel_at, "the last period ends at cancel_at");
+    let last = latest_invoice(&api, &id).await;
+    let expected = share(999, 14 * DAY, 31 * DAY);
+    assert_eq!(expected, 451);
+    assert_eq!((last["amount_paid"].as_i64(), last["billing_reason"].as_str()), (Some(expected), Some("subscription_cycle")));
+    assert_eq!(last["lines"]["data"][0]["period"]["end"], cancel_at);
+
+    api.advance(&clock, APR1 + DAY).await;
+    let ended = api.fetch(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(cancel_at)));
+    let invoices = invoices_of(&api.fetch(&format!("/v1/invoices?subscription={id}")).await);
+    assert_eq!(invoices.iter().map(|i| i.1).collect::<Vec<_>>(), [999, 999, expected]);
+}
+
+#[tokio::test]
+async fn cancel_at_cleared_by_update_keeps_billing() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    let sub = subscribe(&api, &cus, &[("cancel_at", &(FEB1 + 10 * DAY).to_string())]).await;
+    let id = s(&sub["id"]).to_string();
+    let cleared = api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at", "")]).await;
+    assert!(cleared["cancel_at"].is_null());
+    assert!(cleared["canceled_at"].is_null());
+    assert!(cleared["cancellation_details"]["reason"].is_null());
+    api.advance(&clock, MAR1 + 3600).await;
+    let later = api.fetch(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(later["status"], "active");
+    assert_eq!(later["items"]["data"][0]["current_period_end"], APR1);
+    let invoices = invoices_of(&api.fetch(&format!("/v1/invoices?subscription={id}")).await);
+    assert_eq!(invoices.iter().map(|i| i.1).collect::<Vec<_>>(), [999, 999, 999]);
+
+    // cancel_at_period_end=false clears a timestamp too; both together are refused.
+    api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at", &(APR1 + DAY).to_string())]).await;
+    let off = api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at_period_end", "false")]).await;
+    assert!(off["cancel_at"].is_null());
+    let (status, err) =
+        api.post(&format!("/v1/subscriptions/{id}"), &[("cancel_at", &(APR1 + DAY).to_string()), ("cancel_at_period_end", "true")]).await;
+    assert_eq!((status, s(&err["error"]["param"])), (400, "cancel_at"));
+    // Setting the period-end flag afterwards still schedules cancel_at at the period end.
+    let flagged = api.ok(&format!("/v1/subscriptions/{id}"), &[("cancel_at_period_end", "true")]).await;
+    assert_eq!((flagged["cancel_at"].as_i64(), flagged["cancel_at_period_end"].as_bool()), (Some(APR1), Some(true)));
+}
+
+#[tokio::test]
+async fn cancel_at_in_the_past_is_rejected_naming_the_param() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    for bad in [T0 - DAY, T0] {
+        let (status, err) = api
+            .post("/v1/subscriptions", &[("customer", &cus), ("items[0][price]", "price_premium_monthly"), ("cancel_at", &bad.to_string())])
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        assert_eq!(err["error"]["param"], "cancel_at");
+    }
+    let sub = subscribe(&api, &cus, &[]).await;
+    api.advance(&clock, T0 + 3 * DAY).await;
+    let (status, err) = api.post(&format!("/v1/subscriptions/{}", s(&sub["id"])), &[("cancel_at", &(T0 + DAY).to_string())]).await;
+    assert_eq!((status, s(&err["error"]["param"])), (400, "cancel_at"));
+    let (status, err) = api.post(&format!("/v1/subscriptions/{}", s(&sub["id"])), &[("cancel_at", "soon")]).await;
+    assert_eq!((status, s(&err["error"]["param"])), (400, "cancel_at"));
+    // Nothing was created by the rejected calls.
+    assert_eq!(api.fetch(&format!("/v1/subscriptions?customer={cus}")).await["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn incomplete_subscription_with_cancel_at_is_canceled_then() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, None).await;
+    let sub = subscribe(&api, &cus, &[("cancel_at", &(T0 + 3600).to_string())]).await;
+    assert_eq!(sub["status"], "incomplete");
+    let first = latest_invoice(&api, s(&sub["id"])).await;
+    assert_eq!(first["amount_due"], share(999, 3600, JAN), "the one-hour period is prorated");
+    api.advance(&clock, T0 + 2 * 3600).await;
+    let ended = api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await;
+    assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(T0 + 3600)));
+}

@@ -220,6 +220,46 @@ fn parse_missing_pm(ctx: &Ctx) -> Result<Option<MissingPaymentMethod>, ApiError>
     })
 }
 
+/// What a create or update call asks of `cancel_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelAtParam {
+    /// Cancel at this (future) time.
+    At(i64),
+    /// `cancel_at=` (empty): no scheduled cancellation.
+    Clear,
+}
+
+/// `cancel_at`: a future Unix timestamp, `min_period_end` / `max_period_end` (the same
+/// time in the sim, whose items share one period), or empty to clear. Refused together
+/// with `cancel_at_period_end=true`, as Stripe does.
+fn parse_cancel_at(ctx: &Ctx, now: i64, period_end: i64) -> Result<Option<CancelAtParam>, ApiError> {
+    let p = &ctx.params;
+    let parsed = match p.str("cancel_at")? {
+        None => return Ok(None),
+        Some("") => CancelAtParam::Clear,
+        Some("min_period_end" | "max_period_end") => CancelAtParam::At(period_end),
+        Some(v) => {
+            let t = v.parse::<i64>().map_err(|_| {
+                ApiError::invalid_request(Some("cancel_at"), format!("Invalid cancel_at `{v}`: expected a Unix timestamp."))
+            })?;
+            if t <= now {
+                return Err(ApiError::invalid_request(
+                    Some("cancel_at"),
+                    format!("cancel_at must be a time in the future (the subscription's current time is {now}, got {t})."),
+                ));
+            }
+            CancelAtParam::At(t)
+        }
+    };
+    if parsed != CancelAtParam::Clear && p.bool("cancel_at_period_end")? == Some(true) {
+        return Err(ApiError::invalid_request(
+            Some("cancel_at"),
+            "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+        ));
+    }
+    Ok(Some(parsed))
+}
+
 /// `payment_behavior`: what to do when the first (or an immediate) payment fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PaymentBehavior {
@@ -278,6 +318,7 @@ fn incomplete_error(sim: &Sim, pm: Option<&str>) -> ApiError {
 
 const CREATE_PARAMS: &[&str] = &[
     "customer",
+    "cancel_at",
     "items",
     "trial_period_days",
     "trial_end",
@@ -364,6 +405,15 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     };
     let missing_pm = parse_missing_pm(ctx)?.unwrap_or(MissingPaymentMethod::CreateInvoice);
     let cancel_at_period_end = p.bool("cancel_at_period_end")?.unwrap_or(false);
+    let natural_end = match trial_end {
+        Some(t) => t,
+        None => add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?,
+    };
+    let cancel_at = match parse_cancel_at(ctx, now, natural_end)? {
+        Some(CancelAtParam::At(t)) => Some(t),
+        Some(CancelAtParam::Clear) | None => cancel_at_period_end.then_some(natural_end),
+    };
+    let cancel_requested = cancel_at.is_some();
     let mut metadata = Default::default();
     apply_metadata(&mut metadata, p)?;
 
@@ -376,10 +426,9 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         }
     }
 
-    let (period_end, anchor) = match trial_end {
-        Some(t) => (t, t),
-        None => (add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?, now),
-    };
+    let anchor = trial_end.unwrap_or(now);
+    // A cancel_at inside the first period (or trial) ends that period there.
+    let period_end = cancel_at.map_or(natural_end, |c| c.min(natural_end));
     let sub_id = new_id("sub");
     let sub_items: Vec<SubItem> = items
         .iter()
@@ -417,10 +466,10 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             currency: currency.clone(),
             billing_cycle_anchor: anchor,
             cancel_at_period_end,
-            cancel_at: cancel_at_period_end.then_some(period_end),
-            canceled_at: cancel_at_period_end.then_some(now),
+            cancel_at,
+            canceled_at: cancel_requested.then_some(now),
             ended_at: None,
-            cancellation_reason: cancel_at_period_end.then_some("cancellation_requested"),
+            cancellation_reason: cancel_requested.then_some("cancellation_requested"),
             cancellation_comment: None,
             cancellation_feedback: None,
             trial_start: trial_end.map(|_| now),
@@ -447,6 +496,8 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
                 ..l
             })
             .collect()
+    } else if period_end < natural_end {
+        billing::shorten_lines(billing::item_lines(sim, &sub_id, now, natural_end), now, period_end, natural_end)
     } else {
         billing::item_lines(sim, &sub_id, now, period_end)
     };
@@ -486,6 +537,7 @@ fn item_amount(sim: &Sim, price: &str, qty: u64) -> i64 {
 
 const UPDATE_PARAMS: &[&str] = &[
     "items",
+    "cancel_at",
     "proration_behavior",
     "proration_date",
     "payment_behavior",
@@ -555,18 +607,34 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             next.default_payment_method = Some(pm.to_string());
         }
     }
-    if let Some(cancel) = p.bool("cancel_at_period_end")? {
-        next.cancel_at_period_end = cancel;
-        if cancel {
+    // Scheduled cancellation. A `cancel_at` inside the current period moves its end
+    // there; clearing one that did restores the period's natural end.
+    let natural_end = natural_period_end(sim, &sub);
+    let mut new_current_end: Option<i64> = None;
+    match (parse_cancel_at(ctx, now, period_end)?, p.bool("cancel_at_period_end")?) {
+        (Some(CancelAtParam::At(t)), _) => {
+            next.cancel_at_period_end = false;
+            next.cancel_at = Some(t);
+            next.canceled_at = Some(now);
+            next.cancellation_reason = Some("cancellation_requested");
+            new_current_end = Some(t.min(natural_end));
+        }
+        (_, Some(true)) => {
+            next.cancel_at_period_end = true;
             next.cancel_at = Some(period_end);
             next.canceled_at = Some(now);
             next.cancellation_reason = Some("cancellation_requested");
-        } else {
+        }
+        (Some(CancelAtParam::Clear), _) | (None, Some(false)) => {
+            next.cancel_at_period_end = false;
             next.cancel_at = None;
             next.canceled_at = None;
             next.cancellation_reason = None;
+            new_current_end = Some(natural_end);
         }
+        (None, None) => {}
     }
+    let new_current_end = new_current_end.filter(|e| *e != period_end);
 
     // Items: change price/quantity of existing ones, add new ones, delete.
     let item_params = parse_items(sim, ctx)?;
@@ -672,7 +740,9 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     // A new interval (outside a trial) or an ended trial starts a new period now,
     // billed in full at once, as Stripe does when the billing cycle anchor resets.
     let reset_period = end_trial_now || (interval_changed && next.status != SubStatus::Trialing);
-    let invoice_now = reset_period || (prorate && proration == "always_invoice");
+    // Moving the current period's end (cancel_at) credits or charges the difference.
+    let period_prorations = new_current_end.is_some() && proration != "none" && next.status != SubStatus::Trialing && !reset_period;
+    let invoice_now = reset_period || ((prorate || period_prorations) && proration == "always_invoice");
     if invoice_now && behavior == PaymentBehavior::Error {
         let pm = billing::resolve_payment_method(sim, &sub.customer, None, None, next.default_payment_method.as_deref());
         if !billing::would_pay(sim, pm.as_deref()) {
@@ -688,14 +758,23 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     } else {
         period_end
     };
+    // A cancel_at before the end of a period that starts now cuts it short.
+    let reset_end = match next.cancel_at {
+        Some(c) if reset_period && !next.cancel_at_period_end && c < new_period_end => c,
+        _ => new_period_end,
+    };
     if reset_period {
         next.billing_cycle_anchor = now;
         for item in &mut next.items {
             item.current_period_start = now;
-            item.current_period_end = new_period_end;
+            item.current_period_end = reset_end;
         }
         if next.cancel_at_period_end {
             next.cancel_at = Some(new_period_end);
+        }
+    } else if let Some(end) = new_current_end {
+        for item in &mut next.items {
+            item.current_period_end = end;
         }
     }
     if end_trial_now {
@@ -743,8 +822,38 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             }
         }
     }
+    if let (true, Some(end)) = (period_prorations, new_current_end) {
+        let items: Vec<SubItem> = sim.subscriptions.get(&sub_id).map(|s| s.items.clone()).unwrap_or_default();
+        for item in items {
+            let amount = item_amount(sim, &item.price, item.quantity);
+            let delta = billing::share(amount, end - period_end, natural_end - period_start);
+            if delta == 0 {
+                continue;
+            }
+            let (from, to, what) = if delta < 0 { (end, period_end, "Unused time on") } else { (period_end, end, "Remaining time on") };
+            created_items.push(add_invoice_item(
+                sim,
+                &sub_id,
+                &item.id,
+                &item.price,
+                delta,
+                from,
+                to,
+                format!("{what} {} (cancel_at changed)", product_name(sim, &item.price)),
+            ));
+        }
+    }
     let inv_id = if invoice_now {
-        let lines = if reset_period { billing::item_lines(sim, &sub_id, now, new_period_end) } else { Vec::new() };
+        let lines = if reset_period {
+            let full = billing::item_lines(sim, &sub_id, now, new_period_end);
+            if reset_end < new_period_end {
+                billing::shorten_lines(full, now, reset_end, new_period_end)
+            } else {
+                full
+            }
+        } else {
+            Vec::new()
+        };
         Some(billing::build_subscription_invoice(sim, &sub_id, "subscription_update", now, (now, now), lines)?)
     } else {
         None
@@ -762,6 +871,18 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         billing::finalize_and_charge(sim, &inv_id, now);
     }
     Ok(render_id(sim, &sub_id))
+}
+
+/// Where the current period would end without a `cancel_at`: the trial end while
+/// trialing, else the next billing-cycle boundary after the period start.
+fn natural_period_end(sim: &Sim, sub: &Subscription) -> i64 {
+    let (start, end) = sub.period();
+    if sub.status == SubStatus::Trialing {
+        return sub.trial_end.unwrap_or(end).max(end);
+    }
+    billing::sub_interval(sim, &sub.id)
+        .and_then(|(interval, count)| crate::time::next_period_end(sub.billing_cycle_anchor, interval, count, start))
+        .map_or(end, |natural| natural.max(end))
 }
 
 #[allow(clippy::too_many_arguments)]
