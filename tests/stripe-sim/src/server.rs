@@ -255,6 +255,11 @@ async fn serve(
     } else {
         None
     };
+    // Like Stripe, a parameter the endpoint does not know is a 400 `parameter_unknown`
+    // (a validation failure, so it is never stored under an idempotency key).
+    if let Err(e) = resources::check_params(&params, &resources::allowed_params(route.name)) {
+        return error_response(&e, request_id);
+    }
     let fingerprint = format!("{method} {path} {params:?}");
     let ctx = Ctx { params, ids: route.ids };
 

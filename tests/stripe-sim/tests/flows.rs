@@ -889,3 +889,31 @@ async fn incomplete_subscription_with_cancel_at_is_canceled_then() {
     let ended = api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await;
     assert_eq!((ended["status"].as_str(), ended["ended_at"].as_i64()), (Some("canceled"), Some(T0 + 3600)));
 }
+
+#[tokio::test]
+async fn unknown_parameters_are_rejected_by_name() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    let expect_unknown = |(status, err): (u16, Value), name: &str| {
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        assert_eq!(err["error"]["code"], "parameter_unknown");
+        assert_eq!(err["error"]["param"], name);
+        assert_eq!(err["error"]["message"], format!("Received unknown parameter: {name}"));
+    };
+    let create = [("customer", cus.as_str()), ("items[0][price]", "price_premium_monthly"), ("items[0][colour]", "red")];
+    expect_unknown(api.post("/v1/subscriptions", &create).await, "items[0][colour]");
+    assert_eq!(api.fetch(&format!("/v1/subscriptions?customer={cus}")).await["data"].as_array().unwrap().len(), 0, "nothing created");
+    expect_unknown(api.post("/v1/customers", &[("email", "a@example.com"), ("shoe_size", "44")]).await, "shoe_size");
+    expect_unknown(api.post(&format!("/v1/customers/{cus}"), &[("invoice_settings[footer]", "x")]).await, "invoice_settings[footer]");
+    expect_unknown(api.get("/v1/invoices?customer=x&colour=red").await, "colour");
+    expect_unknown(api.get(&format!("/v1/customers/{cus}?limit=1")).await, "limit");
+    let sub = subscribe(&api, &cus, &[("metadata[free_form]", "yes"), ("expand[]", "latest_invoice")]).await;
+    expect_unknown(
+        api.post(&format!("/v1/subscriptions/{}", s(&sub["id"])), &[("pause_collection[behavior]", "void")]).await,
+        "pause_collection[behavior]",
+    );
+    expect_unknown(api.delete(&format!("/v1/subscriptions/{}?reason=x", s(&sub["id"]))).await, "reason");
+}

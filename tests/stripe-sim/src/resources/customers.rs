@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, warn_unknown, Ctx};
+use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, Ctx};
 use crate::billing;
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -75,13 +75,14 @@ fn validate_email(email: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+pub const CREATE_PARAMS: &[&str] =
+    &["email", "name", "description", "phone", "metadata[*]", "payment_method", "invoice_settings[default_payment_method]", "test_clock"];
+pub const UPDATE_PARAMS: &[&str] = &["email", "name", "description", "phone", "metadata[*]", "invoice_settings[default_payment_method]"];
+pub const LIST_FILTERS: &[&str] = &["email", "test_clock"];
+pub const SEARCH_PARAMS: &[&str] = &["query", "limit", "page"];
+
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &["email", "name", "description", "phone", "metadata", "payment_method", "invoice_settings", "test_clock"],
-        "POST /v1/customers",
-    );
     let test_clock = match p.str("test_clock")? {
         None | Some("") => None,
         Some(id) => {
@@ -148,7 +149,6 @@ pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["email", "name", "description", "phone", "metadata", "invoice_settings"], "POST /v1/customers/{id}");
     let id = ctx.id(0).to_string();
     let current = live(sim, &id, None)?.clone();
     let mut next = current.clone();

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use super::{newest_first, paginate, payment_methods, warn_unknown, Ctx};
+use super::{newest_first, paginate, payment_methods, Ctx};
 use crate::billing::{self, AttemptMode, Outcome};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -356,9 +356,13 @@ fn no_payment_method() -> ApiError {
 }
 
 /// `POST /v1/invoices/{id}/pay` (`payment_method`, `paid_out_of_band`).
+/// Accepted by `/pay`; `off_session` and `forgive` are accepted and ignored.
+pub const PAY_PARAMS: &[&str] = &["payment_method", "paid_out_of_band", "off_session", "forgive"];
+/// Accepted by `/confirm`; all but `payment_method` are accepted and ignored.
+pub const CONFIRM_PARAMS: &[&str] = &["payment_method", "return_url", "off_session", "setup_future_usage"];
+
 pub fn pay(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["payment_method", "paid_out_of_band", "off_session", "forgive"], "POST /v1/invoices/{id}/pay");
     let inv = get(sim, ctx.id(0))?.clone();
     let now = sim.now_for_customer(&inv.customer);
     match inv.status {
@@ -491,7 +495,6 @@ pub fn retrieve_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiErr
 /// `payment_method` may be a test token, which is attached to the customer first.
 pub fn confirm_payment_intent(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["payment_method", "return_url", "off_session", "setup_future_usage"], "POST /v1/payment_intents/{id}/confirm");
     let pi = sim.payment_intents.get(ctx.id(0)).cloned().ok_or_else(|| ApiError::no_such("payment_intent", ctx.id(0), Some("intent")))?;
     if matches!(pi.status, PiStatus::Succeeded | PiStatus::Canceled) {
         return Err(ApiError::invalid_request(

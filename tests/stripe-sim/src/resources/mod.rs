@@ -122,12 +122,93 @@ pub fn format_money(amount: i64, currency: &str) -> String {
     format!("{sign}{}.{:02} {}", abs / 100, abs % 100, currency.to_uppercase())
 }
 
-/// Logs (and otherwise ignores) top-level parameters a handler does not implement, so
-/// a client sending a real Stripe parameter the sim lacks is told in the sim's log.
-pub fn warn_unknown(params: &Params, known: &[&str], endpoint: &str) {
+/// Pagination parameters every list endpoint takes.
+pub const LIST_PARAMS: &[&str] = &["limit", "starting_after", "ending_before"];
+
+/// The parameters each route accepts, as bracketed patterns: `items[][price]` for an
+/// indexed array of hashes, `lookup_keys[]` for an array of strings and a trailing
+/// `[*]` (`metadata[*]`) for a free-form hash. `expand[]` is accepted everywhere.
+/// A route missing here accepts nothing but `expand[]`.
+pub fn allowed_params(route: &str) -> Vec<&'static str> {
+    let own: &[&[&str]] = match route {
+        "POST /v1/customers" => &[customers::CREATE_PARAMS],
+        "POST /v1/customers/{id}" => &[customers::UPDATE_PARAMS],
+        "GET /v1/customers" => &[customers::LIST_FILTERS, LIST_PARAMS],
+        "GET /v1/customers/search" => &[customers::SEARCH_PARAMS],
+        "GET /v1/customers/{id}/payment_methods" => &[&["type"], LIST_PARAMS],
+        "POST /v1/payment_methods" => &[payment_methods::CREATE_PARAMS],
+        "GET /v1/payment_methods" => &[&["customer", "type"], LIST_PARAMS],
+        "POST /v1/payment_methods/{id}/attach" => &[&["customer"]],
+        "POST /v1/products" => &[products::CREATE_PRODUCT_PARAMS],
+        "POST /v1/products/{id}" => &[products::UPDATE_PRODUCT_PARAMS],
+        "GET /v1/products" => &[&["active"], LIST_PARAMS],
+        "POST /v1/prices" => &[products::CREATE_PRICE_PARAMS],
+        "POST /v1/prices/{id}" => &[products::UPDATE_PRICE_PARAMS],
+        "GET /v1/prices" => &[&["lookup_keys[]", "product", "active", "type"], LIST_PARAMS],
+        "POST /v1/subscriptions" => &[subscriptions::CREATE_PARAMS],
+        "POST /v1/subscriptions/{id}" => &[subscriptions::UPDATE_PARAMS],
+        "DELETE /v1/subscriptions/{id}" => &[subscriptions::CANCEL_PARAMS],
+        "POST /v1/subscriptions/{id}/resume" => &[&["billing_cycle_anchor"]],
+        "GET /v1/subscriptions" => &[&["customer", "price", "status", "test_clock"], LIST_PARAMS],
+        "GET /v1/invoices" => &[&["customer", "subscription", "status"], LIST_PARAMS],
+        "GET /v1/invoices/{id}/lines" => &[LIST_PARAMS],
+        "POST /v1/invoices/{id}/pay" => &[invoices::PAY_PARAMS],
+        "GET /v1/invoiceitems" => &[&["customer", "pending"], LIST_PARAMS],
+        "POST /v1/payment_intents/{id}/confirm" => &[invoices::CONFIRM_PARAMS],
+        "GET /v1/events" => &[&["type", "types[]"], LIST_PARAMS],
+        "POST /v1/webhook_endpoints" => &[webhook_endpoints::CREATE_PARAMS],
+        "POST /v1/webhook_endpoints/{id}" => &[webhook_endpoints::UPDATE_PARAMS],
+        "GET /v1/webhook_endpoints" | "GET /v1/test_helpers/test_clocks" => &[LIST_PARAMS],
+        "POST /v1/test_helpers/test_clocks" => &[&["frozen_time", "name"]],
+        "POST /v1/test_helpers/test_clocks/{id}/advance" => &[&["frozen_time"]],
+        _ => &[],
+    };
+    let mut all: Vec<&'static str> = own.iter().flat_map(|l| l.iter().copied()).collect();
+    all.push("expand[]");
+    all
+}
+
+/// 400 `parameter_unknown` for the first parameter (in key order) that `allowed`
+/// (see [`allowed_params`]) does not cover, named as sent: `items[0][colour]`.
+pub fn check_params(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
     for key in params.keys() {
-        if key != "expand" && !known.contains(&key) {
-            tracing::warn!(endpoint, param = key, "stripe-sim ignores this parameter");
+        if let Some(p) = params.get(key) {
+            check_param(key, key, p, allowed)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_param(shown: &str, pattern: &str, p: &Param, allowed: &[&str]) -> Result<(), ApiError> {
+    let free_form = |pattern: &str| {
+        allowed.iter().any(|a| a.strip_suffix("[*]").is_some_and(|base| pattern.strip_prefix(base).is_some_and(|r| r.starts_with('['))))
+    };
+    let unknown =
+        |name: &str| ApiError::invalid_request(Some(name), format!("Received unknown parameter: {name}")).with_code("parameter_unknown");
+    match p {
+        Param::Value(v) => {
+            // `name=` (empty) unsets a hash or array whose members are allowed.
+            let unsets = v.is_empty() && allowed.iter().any(|a| a.strip_prefix(pattern).is_some_and(|r| r.starts_with('[')));
+            if allowed.contains(&pattern) || free_form(pattern) || unsets {
+                Ok(())
+            } else {
+                Err(unknown(shown))
+            }
+        }
+        Param::List(_) => {
+            let elem = format!("{pattern}[]");
+            if allowed.contains(&elem.as_str()) || free_form(&elem) {
+                Ok(())
+            } else {
+                Err(unknown(&format!("{shown}[]")))
+            }
+        }
+        Param::Map(map) => {
+            for (k, v) in map {
+                let seg = if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) { "[]".to_string() } else { format!("[{k}]") };
+                check_param(&format!("{shown}[{k}]"), &format!("{pattern}{seg}"), v, allowed)?;
+            }
+            Ok(())
         }
     }
 }
@@ -240,5 +321,38 @@ pub fn nested_str<'a>(params: &'a Params, path: &[&str]) -> Result<Option<&'a st
     match current {
         Param::Value(v) => Ok(Some(v.as_str())),
         _ => Err(ApiError::invalid_request(Some(&name), format!("Invalid string: `{name}`."))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(route: &str, body: &str) -> Result<(), Option<String>> {
+        let p = Params::parse(body).unwrap();
+        check_params(&p, &allowed_params(route)).map_err(|e| {
+            assert_eq!(e.code, Some("parameter_unknown"));
+            e.param
+        })
+    }
+
+    #[test]
+    fn nested_keys_are_checked_against_the_route() {
+        let sub = "POST /v1/subscriptions";
+        assert_eq!(check(sub, "customer=c&items[0][price]=p&items[1][quantity]=2&expand[]=latest_invoice"), Ok(()));
+        assert_eq!(check(sub, "expand[0]=latest_invoice&expand[1]=customer"), Ok(()));
+        assert_eq!(check(sub, "metadata[anything]=1&metadata[0]=2&items[0][metadata][k]=v"), Ok(()));
+        assert_eq!(check(sub, "metadata=&items[0][metadata]="), Ok(()));
+        assert_eq!(check(sub, "trial_settings[end_behavior][missing_payment_method]=cancel&payment_settings[x][y]=z"), Ok(()));
+        assert_eq!(check(sub, "items[0][colour]=red"), Err(Some("items[0][colour]".into())));
+        assert_eq!(check(sub, "trial_settings[end_behavior][other]=1"), Err(Some("trial_settings[end_behavior][other]".into())));
+        assert_eq!(check(sub, "coupon=X"), Err(Some("coupon".into())));
+        assert_eq!(check(sub, "customer[id]=c"), Err(Some("customer[id]".into())));
+        assert_eq!(check("GET /v1/customers/{id}", "expand[]=default_source"), Ok(()));
+        assert_eq!(check("GET /v1/customers/{id}", "limit=3"), Err(Some("limit".into())));
+        assert_eq!(check("GET /v1/prices", "lookup_keys[0]=a&lookup_keys[1]=b&limit=3"), Ok(()));
+        assert_eq!(check("GET /v1/prices", "lookup_keys[]=a"), Ok(()));
+        assert_eq!(check("GET /v1/prices", "lookup_keys=a"), Err(Some("lookup_keys".into())));
+        assert_eq!(check("POST /v1/webhook_endpoints", "url=u&enabled_events[]=*"), Ok(()));
     }
 }

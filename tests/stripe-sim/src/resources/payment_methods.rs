@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{apply_metadata, customers, newest_first, paginate, warn_unknown, Ctx};
+use super::{apply_metadata, customers, newest_first, paginate, Ctx};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
 use crate::ids::new_id;
@@ -122,9 +122,10 @@ pub fn attach_to(sim: &mut Sim, token_or_id: &str, customer: &str, param: &str) 
 }
 
 /// `POST /v1/payment_methods` with `type=card` and `card[token]=tok_…` (or a `pm_card_…` token).
+pub const CREATE_PARAMS: &[&str] = &["type", "card[token]", "metadata[*]"];
+
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["type", "card", "metadata"], "POST /v1/payment_methods");
     if p.required_str("type")? != "card" {
         return Err(ApiError::invalid_request(Some("type"), "stripe-sim only supports `type=card`."));
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, warn_unknown, Ctx};
+use super::{apply_metadata, metadata_json, nested_str, newest_first, optional_string, paginate, Ctx};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
 use crate::form::Params;
@@ -128,9 +128,25 @@ pub fn insert_product(sim: &mut Sim, id: Option<String>, name: &str, description
     id
 }
 
+pub const CREATE_PRODUCT_PARAMS: &[&str] = &["id", "name", "description", "metadata[*]", "active"];
+pub const UPDATE_PRODUCT_PARAMS: &[&str] = &["name", "description", "metadata[*]", "active", "default_price"];
+pub const CREATE_PRICE_PARAMS: &[&str] = &[
+    "currency",
+    "unit_amount",
+    "recurring[interval]",
+    "recurring[interval_count]",
+    "product",
+    "product_data[name]",
+    "lookup_key",
+    "transfer_lookup_key",
+    "nickname",
+    "metadata[*]",
+    "active",
+];
+pub const UPDATE_PRICE_PARAMS: &[&str] = &["active", "nickname", "metadata[*]", "lookup_key", "transfer_lookup_key"];
+
 pub fn create_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["id", "name", "description", "metadata", "active"], "POST /v1/products");
     let name = p.required_str("name")?;
     let id = match p.str("id")? {
         None | Some("") => None,
@@ -162,7 +178,6 @@ pub fn retrieve_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn update_product(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["name", "description", "metadata", "active", "default_price"], "POST /v1/products/{id}");
     let id = ctx.id(0).to_string();
     let current = sim.products.get(&id).cloned().ok_or_else(|| ApiError::no_such("product", &id, Some("id")))?;
     let mut next = current.clone();
@@ -277,22 +292,6 @@ pub fn insert_price(sim: &mut Sim, price: Price) -> String {
 
 pub fn create_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(
-        p,
-        &[
-            "currency",
-            "unit_amount",
-            "recurring",
-            "product",
-            "product_data",
-            "lookup_key",
-            "transfer_lookup_key",
-            "nickname",
-            "metadata",
-            "active",
-        ],
-        "POST /v1/prices",
-    );
     let currency = p.required_str("currency")?.to_ascii_lowercase();
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
         return Err(ApiError::invalid_request(Some("currency"), format!("Invalid currency: {currency}")));
@@ -349,7 +348,6 @@ pub fn retrieve_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn update_price(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["active", "nickname", "metadata", "lookup_key", "transfer_lookup_key"], "POST /v1/prices/{id}");
     let id = ctx.id(0).to_string();
     let current = sim.prices.get(&id).cloned().ok_or_else(|| ApiError::no_such("price", &id, Some("id")))?;
     let mut next = current.clone();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{apply_metadata, customers, metadata_json, nested_str, newest_first, paginate, warn_unknown, Ctx};
+use super::{apply_metadata, customers, metadata_json, nested_str, newest_first, paginate, Ctx};
 use crate::billing::{self, LineSpec};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -316,27 +316,33 @@ fn incomplete_error(sim: &Sim, pm: Option<&str>) -> ApiError {
     }
 }
 
-const CREATE_PARAMS: &[&str] = &[
+/// Accepted on create. `collection_method` must be `charge_automatically`;
+/// `off_session`, `payment_settings[…]` and `proration_behavior` are accepted and ignored.
+pub const CREATE_PARAMS: &[&str] = &[
     "customer",
     "cancel_at",
-    "items",
+    "items[][price]",
+    "items[][quantity]",
+    "items[][metadata][*]",
+    "items[][plan]",
+    "items[][id]",
+    "items[][deleted]",
     "trial_period_days",
     "trial_end",
-    "trial_settings",
+    "trial_settings[end_behavior][missing_payment_method]",
     "payment_behavior",
     "default_payment_method",
-    "metadata",
+    "metadata[*]",
     "cancel_at_period_end",
     "description",
     "collection_method",
     "off_session",
-    "payment_settings",
+    "payment_settings[*]",
     "proration_behavior",
 ];
 
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, CREATE_PARAMS, "POST /v1/subscriptions");
     let customer = customers::live(sim, p.required_str("customer")?, Some("customer"))?.clone();
     let now = sim.now_in_clock(customer.test_clock.as_deref());
     let items = parse_items(sim, ctx)?;
@@ -535,25 +541,34 @@ fn item_amount(sim: &Sim, price: &str, qty: u64) -> i64 {
     sim.prices.get(price).map(|p| p.unit_amount.saturating_mul(i64::try_from(qty).unwrap_or(i64::MAX))).unwrap_or(0)
 }
 
-const UPDATE_PARAMS: &[&str] = &[
-    "items",
+/// Accepted on update (`off_session` is accepted and ignored).
+pub const UPDATE_PARAMS: &[&str] = &[
+    "items[][id]",
+    "items[][price]",
+    "items[][quantity]",
+    "items[][deleted]",
+    "items[][metadata][*]",
+    "items[][plan]",
     "cancel_at",
     "proration_behavior",
     "proration_date",
     "payment_behavior",
     "default_payment_method",
-    "metadata",
+    "metadata[*]",
     "cancel_at_period_end",
-    "cancellation_details",
+    "cancellation_details[comment]",
+    "cancellation_details[feedback]",
     "trial_end",
-    "trial_settings",
+    "trial_settings[end_behavior][missing_payment_method]",
     "description",
     "off_session",
 ];
 
+/// Accepted by `DELETE` (`invoice_now` and `prorate` are accepted and ignored).
+pub const CANCEL_PARAMS: &[&str] = &["cancellation_details[comment]", "cancellation_details[feedback]", "invoice_now", "prorate"];
+
 pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, UPDATE_PARAMS, "POST /v1/subscriptions/{id}");
     let sub = get(sim, ctx.id(0))?.clone();
     let now = sim.now_for_customer(&sub.customer);
     if sub.status.is_ended() {
@@ -925,7 +940,6 @@ fn add_invoice_item(
 /// `DELETE /v1/subscriptions/{id}`: cancel now.
 pub fn cancel(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["cancellation_details", "invoice_now", "prorate"], "DELETE /v1/subscriptions/{id}");
     let sub = get(sim, ctx.id(0))?.clone();
     if sub.status.is_ended() {
         return Err(ApiError::invalid_request(None, format!("The subscription {} has already been canceled.", sub.id)));

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{newest_first, optional_string, paginate, warn_unknown, Ctx};
+use super::{newest_first, optional_string, paginate, Ctx};
 use crate::clock;
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -35,7 +35,6 @@ fn get<'a>(sim: &'a Sim, id: &str) -> Result<&'a TestClock, ApiError> {
 
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["frozen_time", "name"], "POST /v1/test_helpers/test_clocks");
     let frozen_time = p.i64("frozen_time")?.ok_or_else(|| ApiError::missing_param("frozen_time"))?;
     if frozen_time < 0 {
         return Err(ApiError::invalid_request(Some("frozen_time"), "frozen_time must be a Unix timestamp."));

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{apply_metadata, newest_first, optional_string, paginate, warn_unknown, Ctx};
+use super::{apply_metadata, newest_first, optional_string, paginate, Ctx};
 use crate::config::{ChaosConfig, WebhookEndpointConfig};
 use crate::error::ApiError;
 use crate::fixtures::fixture;
@@ -68,9 +68,12 @@ pub fn insert(sim: &mut Sim, cfg: &WebhookEndpointConfig) -> Result<WebhookEndpo
 
 /// Create returns the signing `secret` — the only time Stripe shows it, and the one
 /// key the fixture (a retrieved endpoint) does not have.
+/// `api_version` is accepted and ignored (every event uses the sim's version).
+pub const CREATE_PARAMS: &[&str] = &["url", "enabled_events[]", "description", "metadata[*]", "api_version"];
+pub const UPDATE_PARAMS: &[&str] = &["url", "enabled_events[]", "description", "metadata[*]", "disabled"];
+
 pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["url", "enabled_events", "description", "metadata", "api_version"], "POST /v1/webhook_endpoints");
     let cfg = WebhookEndpointConfig {
         url: p.required_str("url")?.to_string(),
         secret: None,
@@ -98,7 +101,6 @@ pub fn retrieve(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
 
 pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
-    warn_unknown(p, &["url", "enabled_events", "description", "metadata", "disabled"], "POST /v1/webhook_endpoints/{id}");
     let mut next = get(sim, ctx.id(0))?.clone();
     if let Some(url) = p.str("url")? {
         validate_url(url)?;
