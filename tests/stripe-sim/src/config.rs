@@ -103,6 +103,19 @@ pub struct SimConfig {
     pub webhook_endpoints: Vec<WebhookEndpointConfig>,
     /// Create the LogiScore products and prices at start (see [`crate::seed::seed_prices`]).
     pub seed_prices: bool,
+    /// Stripe's search is eventually consistent (typically under a minute): with
+    /// `Some(d)`, an object shows up in `/search` results only `d` (wall-clock time)
+    /// after it was created. `None` (default): at once.
+    pub search_delay: Option<Duration>,
+    /// Idempotency keys expire 24 hours after first use, as with Stripe, measured on
+    /// the clock of the objects the request touched (its test clock's frozen time when
+    /// the response names one, otherwise the wall clock). A replay after that runs as a
+    /// new request. Off by default: keys never expire.
+    pub idempotency_expiry: bool,
+    /// Deliver the webhooks a request causes (each attempted at least once) before that
+    /// request's HTTP response is sent, as can happen with Stripe. Off by default:
+    /// deliveries happen afterwards, asynchronously.
+    pub webhooks_before_response: bool,
 }
 
 impl Default for SimConfig {
@@ -119,6 +132,9 @@ impl Default for SimConfig {
             chaos: None,
             webhook_endpoints: Vec::new(),
             seed_prices: false,
+            search_delay: None,
+            idempotency_expiry: false,
+            webhooks_before_response: false,
         }
     }
 }

@@ -27,6 +27,10 @@ OPTIONS:
     --chaos-seed <N>           Seed for --chaos [default: 24301]
     --retry-days <LIST>        Days between automatic payment retries [default: 3,5,7]
     --after-retries <ACTION>   cancel | unpaid | past_due, once retries are used up [default: cancel]
+    --search-delay-ms <MS>     New objects appear in /search results only after this long,
+                               like Stripe's eventually consistent search [default: 0]
+    --idempotency-expiry       Idempotency keys expire 24 h (on the request's clock) after first use
+    --webhooks-before-response Deliver (attempt once) a request's webhooks before answering it
     -h, --help                 Print this help
 
 Logs go to stderr; RUST_LOG overrides the level (default: info).
@@ -92,6 +96,13 @@ fn parse_args() -> Result<Option<SimConfig>, String> {
                     other => return Err(format!("--after-retries: expected cancel, unpaid or past_due, got {other}")),
                 }
             }
+            "--search-delay-ms" => {
+                let v = value("--search-delay-ms")?;
+                let ms: u64 = v.parse().map_err(|_| format!("--search-delay-ms: not a number of milliseconds: {v}"))?;
+                config.search_delay = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            "--idempotency-expiry" => config.idempotency_expiry = true,
+            "--webhooks-before-response" => config.webhooks_before_response = true,
             other => return Err(format!("unknown argument: {other}")),
         }
     }

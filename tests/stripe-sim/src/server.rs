@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -263,39 +264,64 @@ async fn serve(
     let fingerprint = format!("{method} {path} {params:?}");
     let ctx = Ctx { params, ids: route.ids };
 
-    let mut sim = app.sim();
-    if let Some(key) = &idempotency_key {
-        if let Some(stored) = sim.idempotency.get(key) {
-            if stored.fingerprint != fingerprint {
-                return error_response(&ApiError::idempotency_mismatch(key), request_id);
+    // The state lock is held (in this block) for the whole request, never across an await.
+    let (status, body, error, acks, wait_limit) = {
+        let mut sim = app.sim();
+        if let Some(key) = &idempotency_key {
+            // With `idempotency_expiry`, a key older than 24 h (on its clock) is forgotten.
+            if sim.config.idempotency_expiry && sim.idempotency.get(key).is_some_and(|stored| stored.expired(&sim)) {
+                sim.idempotency.remove(key);
             }
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            let mut resp = json_response(status, stored.body.clone(), request_id);
-            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            if let Ok(v) = HeaderValue::from_str(key) {
-                resp.headers_mut().insert("idempotency-key", v);
+            if let Some(stored) = sim.idempotency.get(key) {
+                if stored.fingerprint != fingerprint {
+                    return error_response(&ApiError::idempotency_mismatch(key), request_id);
+                }
+                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+                let mut resp = json_response(status, stored.body.clone(), request_id);
+                resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                if let Ok(v) = HeaderValue::from_str(key) {
+                    resp.headers_mut().insert("idempotency-key", v);
+                }
+                return resp;
             }
-            return resp;
         }
-    }
-    sim.request = RequestInfo { id: Some(request_id.to_string()), idempotency_key: idempotency_key.clone() };
-    let result = (route.handler)(&mut sim, &ctx).and_then(|mut value| {
-        resources::expand(&sim, &mut value, &expand)?;
-        Ok(value)
-    });
-    sim.request = RequestInfo::default();
-    let (status, body, error) = match result {
-        Ok(v) => (StatusCode::OK, bytes::Bytes::from(v.to_string()), None),
-        Err(e) => (e.status, bytes::Bytes::from(e.body(request_id).to_string()), Some(e)),
+        sim.request = RequestInfo { id: Some(request_id.to_string()), idempotency_key: idempotency_key.clone() };
+        let result = (route.handler)(&mut sim, &ctx).and_then(|mut value| {
+            resources::expand(&sim, &mut value, &expand)?;
+            Ok(value)
+        });
+        sim.request = RequestInfo::default();
+        let clock_at = result.as_ref().ok().and_then(|v| response_clock(&sim, v));
+        let (status, body, error) = match result {
+            Ok(v) => (StatusCode::OK, bytes::Bytes::from(v.to_string()), None),
+            Err(e) => (e.status, bytes::Bytes::from(e.body(request_id).to_string()), Some(e)),
+        };
+        // Like Stripe, remember results of requests that ran (success or a card decline), not
+        // of requests rejected by validation, so a corrected retry with the same key works.
+        if let Some(key) = &idempotency_key {
+            if status == StatusCode::OK || status == StatusCode::PAYMENT_REQUIRED {
+                let stored = IdempotentResponse {
+                    fingerprint,
+                    status: status.as_u16(),
+                    body: body.clone(),
+                    wall_at: crate::time::wall_now(),
+                    clock_at,
+                };
+                sim.idempotency.insert(key.clone(), stored);
+            }
+        }
+        let acks = std::mem::take(&mut sim.webhook_acks);
+        let wait_limit = sim.config.webhook_retry.timeout + Duration::from_secs(5);
+        (status, body, error, acks, wait_limit)
     };
-    // Like Stripe, remember results of requests that ran (success or a card decline), not
-    // of requests rejected by validation, so a corrected retry with the same key works.
-    if let Some(key) = &idempotency_key {
-        if status == StatusCode::OK || status == StatusCode::PAYMENT_REQUIRED {
-            sim.idempotency.insert(key.clone(), IdempotentResponse { fingerprint, status: status.as_u16(), body: body.clone() });
+    // `webhooks_before_response`: every webhook this request caused has been attempted
+    // once before the client hears back (bounded, so a hung receiver cannot wedge it).
+    if !acks.is_empty() {
+        let all = futures_join_all(acks);
+        if tokio::time::timeout(wait_limit, all).await.is_err() {
+            tracing::warn!(request_id, "webhooks were not all attempted before the response; answering anyway");
         }
     }
-    drop(sim);
     let mut resp = json_response(status, body, request_id);
     if let Some(key) = idempotency_key.and_then(|k| HeaderValue::from_str(&k).ok()) {
         resp.headers_mut().insert("idempotency-key", key);
@@ -304,6 +330,24 @@ async fn serve(
         resp.headers_mut().insert("stripe-should-retry", HeaderValue::from_static("true"));
     }
     resp
+}
+
+/// Waits for every receiver (a dropped sender counts as done).
+async fn futures_join_all(acks: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    for ack in acks {
+        let _ = ack.await;
+    }
+}
+
+/// The test clock a response object lives in, with its frozen time now: the object's
+/// own `test_clock`, its customer's, or the clock itself. `None` for wall-clock objects.
+fn response_clock(sim: &Sim, v: &serde_json::Value) -> Option<(String, i64)> {
+    let id_of = |x: &serde_json::Value| x.as_str().map(str::to_string).or_else(|| x["id"].as_str().map(str::to_string));
+    let clock = id_of(&v["test_clock"])
+        .or_else(|| id_of(&v["customer"]).and_then(|c| sim.customers.get(&c)).and_then(|c| c.test_clock.clone()))
+        .or_else(|| v["id"].as_str().filter(|id| id.starts_with("clock_")).map(str::to_string))?;
+    let frozen = sim.test_clocks.get(&clock)?.frozen_time;
+    Some((clock, frozen))
 }
 
 /// Query parameters, overridden by form-body parameters of the same name.

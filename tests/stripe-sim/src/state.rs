@@ -446,6 +446,22 @@ pub struct IdempotentResponse {
     pub fingerprint: String,
     pub status: u16,
     pub body: bytes::Bytes,
+    /// Wall-clock time of the first use.
+    pub wall_at: i64,
+    /// The test clock the response belongs to and its frozen time at first use.
+    pub clock_at: Option<(String, i64)>,
+}
+
+/// How long Stripe keeps an idempotency key.
+pub const IDEMPOTENCY_TTL: i64 = 24 * 3600;
+
+impl IdempotentResponse {
+    /// Whether 24 hours have passed since first use on the key's clock. A key whose
+    /// test clock was deleted falls back to the wall clock.
+    pub fn expired(&self, sim: &Sim) -> bool {
+        let clock_age = self.clock_at.as_ref().and_then(|(id, at)| sim.test_clocks.get(id).map(|c| c.frozen_time - at));
+        clock_age.unwrap_or_else(|| wall_now() - self.wall_at) >= IDEMPOTENCY_TTL
+    }
 }
 
 /// The request being served, so events can carry `request.id` / `request.idempotency_key`.
@@ -473,6 +489,11 @@ pub struct Sim {
     pub events: Vec<Event>,
     pub event_index: HashMap<String, usize>,
     pub idempotency: HashMap<String, IdempotentResponse>,
+    /// When each object became visible to `/search` (wall clock), for `search_delay`.
+    pub search_visible_at: HashMap<String, std::time::Instant>,
+    /// Receivers completed by the first delivery attempt of each webhook the current
+    /// request caused (only with `webhooks_before_response`).
+    pub webhook_acks: Vec<tokio::sync::oneshot::Receiver<()>>,
     /// Set while an API request is served; `None` for clock-driven work, as with Stripe.
     pub request: RequestInfo,
 }
@@ -497,6 +518,8 @@ impl Sim {
             events: Vec::new(),
             event_index: HashMap::new(),
             idempotency: HashMap::new(),
+            search_visible_at: HashMap::new(),
+            webhook_acks: Vec::new(),
             request: RequestInfo::default(),
         }
     }
@@ -506,6 +529,17 @@ impl Sim {
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Makes `id` searchable after the configured `search_delay` (at once without one).
+    pub fn index_for_search(&mut self, id: &str) {
+        let at = std::time::Instant::now() + self.config.search_delay.unwrap_or_default();
+        self.search_visible_at.insert(id.to_string(), at);
+    }
+
+    /// Whether `/search` shows `id` yet.
+    pub fn searchable(&self, id: &str) -> bool {
+        self.search_visible_at.get(id).is_none_or(|at| std::time::Instant::now() >= *at)
     }
 
     /// "Now" for objects in a test clock's world, or the wall clock otherwise.
@@ -534,8 +568,11 @@ impl Sim {
         tracing::debug!(event = %event.id, r#type = type_, endpoints = targets.len(), "event");
         if !targets.is_empty() {
             let body = crate::resources::events::render(&event).to_string();
+            let wait = self.config.webhooks_before_response && self.request.id.is_some();
             for endpoint in &targets {
-                self.dispatcher.enqueue(endpoint, &event.id, type_, body.clone());
+                if let Some(ack) = self.dispatcher.enqueue(endpoint, &event.id, type_, body.clone(), wait) {
+                    self.webhook_acks.push(ack);
+                }
             }
         }
         self.event_index.insert(event.id.clone(), self.events.len());

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::Sha256;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ChaosConfig, WebhookRetry};
@@ -79,6 +79,8 @@ struct Job {
     event_id: String,
     event_type: String,
     body: Arc<str>,
+    /// Completed after the first delivery attempt (for `webhooks_before_response`).
+    ack: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 struct Queue {
@@ -123,8 +125,22 @@ impl Dispatcher {
     }
 
     /// Queues `body` (the serialized event) for `endpoint`. Called under the state lock,
-    /// so queue order is event order.
-    pub fn enqueue(&self, endpoint: &WebhookEndpoint, event_id: &str, event_type: &str, body: String) {
+    /// so queue order is event order. With `ack`, returns a receiver that completes once
+    /// the first delivery attempt has finished (or the delivery was dropped).
+    pub fn enqueue(
+        &self,
+        endpoint: &WebhookEndpoint,
+        event_id: &str,
+        event_type: &str,
+        body: String,
+        ack: bool,
+    ) -> Option<oneshot::Receiver<()>> {
+        let (ack_tx, ack_rx) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let job = Job {
             endpoint_id: endpoint.id.clone(),
             url: endpoint.url.clone(),
@@ -132,6 +148,7 @@ impl Dispatcher {
             event_id: event_id.to_string(),
             event_type: event_type.to_string(),
             body: Arc::from(body),
+            ack: Mutex::new(ack_tx),
         };
         self.shared.pending.send_modify(|n| *n += 1);
         let mut queues = lock(&self.queues);
@@ -150,6 +167,7 @@ impl Dispatcher {
             // The task is gone (only after shutdown); the delivery will never happen.
             self.shared.pending.send_modify(|n| *n = n.saturating_sub(1));
         }
+        ack_rx
     }
 
     /// Stops queueing for a deleted endpoint; what is already queued is still delivered.
@@ -250,15 +268,22 @@ async fn deliver(shared: &Shared, job: &Job, duplicate: bool) {
                 error = None;
                 if code.is_success() {
                     status = DeliveryStatus::Delivered;
-                    break;
+                } else {
+                    tracing::debug!(event = %job.event_id, url = %job.url, status = code.as_u16(), attempts, "webhook delivery rejected");
                 }
-                tracing::debug!(event = %job.event_id, url = %job.url, status = code.as_u16(), attempts, "webhook delivery rejected");
             }
             Err(e) => {
                 http_status = None;
                 error = Some(e.to_string());
                 tracing::debug!(event = %job.event_id, url = %job.url, error = %e, attempts, "webhook delivery failed");
             }
+        }
+        // The request that caused the event may be waiting for this first attempt.
+        if let Some(tx) = lock(&job.ack).take() {
+            let _ = tx.send(());
+        }
+        if status == DeliveryStatus::Delivered {
+            break;
         }
     }
     if status == DeliveryStatus::Failed {

@@ -130,6 +130,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     }
     sim.customers.insert(id.clone(), customer);
     let obj = render(sim, &sim.customers[&id]);
+    sim.index_for_search(&id);
     sim.emit("customer.created", obj, None, now);
     if let Some(token) = pm_token {
         let pm_id = super::payment_methods::attach_to(sim, &token, &id, "payment_method")?;
@@ -353,8 +354,9 @@ fn matches(c: &Customer, clause: &Clause) -> bool {
     hit != clause.negated
 }
 
-/// `GET /v1/customers/search?query=…`. Unlike Stripe's (eventually consistent) search,
-/// results are immediate.
+/// `GET /v1/customers/search?query=…`. Results are immediate unless
+/// `SimConfig::search_delay` makes new customers appear late, like Stripe's
+/// eventually consistent search.
 pub fn search(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
     let query = parse_query(p.str("query")?.unwrap_or(""))?;
@@ -371,7 +373,7 @@ pub fn search(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             .ok_or_else(|| ApiError::invalid_request(Some("page"), "Invalid page token."))?,
     };
     let hits = newest_first(
-        sim.customers.values().filter(|c| !c.deleted).filter(|c| {
+        sim.customers.values().filter(|c| !c.deleted && sim.searchable(&c.id)).filter(|c| {
             if query.any {
                 query.clauses.iter().any(|cl| matches(c, cl))
             } else {
