@@ -917,3 +917,51 @@ async fn unknown_parameters_are_rejected_by_name() {
     );
     expect_unknown(api.delete(&format!("/v1/subscriptions/{}?reason=x", s(&sub["id"]))).await, "reason");
 }
+
+#[tokio::test]
+async fn ending_a_trial_now_without_a_card_follows_the_end_behavior() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let clock = api.clock(T0).await;
+    for (behavior, status, event) in
+        [("cancel", "canceled", "customer.subscription.deleted"), ("pause", "paused", "customer.subscription.paused")]
+    {
+        let cus = api.customer(&clock, None).await;
+        let sub =
+            subscribe(&api, &cus, &[("trial_period_days", "14"), ("trial_settings[end_behavior][missing_payment_method]", behavior)]).await;
+        assert_eq!(sub["status"], "trialing");
+        let ended = api.ok(&format!("/v1/subscriptions/{}", s(&sub["id"])), &[("trial_end", "now")]).await;
+        assert_eq!(ended["status"], status, "{behavior}");
+        assert_eq!(ended["trial_end"], T0);
+        let types = api.event_types().await;
+        let tail: Vec<&str> = types.iter().rev().take(2).map(String::as_str).collect();
+        assert!(tail.contains(&event), "{behavior}: {types:?}");
+        let invoices = api.fetch(&format!("/v1/invoices?subscription={}", s(&sub["id"]))).await;
+        assert_eq!(invoices["data"].as_array().unwrap().len(), 1, "{behavior}: only the trial's zero invoice");
+    }
+}
+
+#[tokio::test]
+async fn short_trials_get_trial_will_end_at_once() {
+    let sim = common::sim().await;
+    let api = Api::new(&sim);
+    let hook = Receiver::registered(&sim).await;
+    let clock = api.clock(T0).await;
+    let cus = api.customer(&clock, Some("pm_card_visa")).await;
+    subscribe(&api, &cus, &[("trial_period_days", "2")]).await;
+    common::idle(&sim).await;
+    let types = billing_types(&hook);
+    let created = types.iter().position(|t| t == "customer.subscription.created").unwrap();
+    let notice = types.iter().position(|t| t == "customer.subscription.trial_will_end").expect("notice sent at creation");
+    assert!(created < notice);
+    // Sent once: advancing into the trial's end does not repeat it.
+    api.advance(&clock, T0 + 3 * DAY).await;
+    common::idle(&sim).await;
+    assert_eq!(billing_types(&hook).iter().filter(|t| *t == "customer.subscription.trial_will_end").count(), 1);
+
+    // A 10-day trial waits for the clock.
+    hook.clear();
+    subscribe(&api, &cus, &[("trial_period_days", "10")]).await;
+    common::idle(&sim).await;
+    assert!(!billing_types(&hook).contains(&"customer.subscription.trial_will_end".to_string()));
+}

@@ -510,6 +510,7 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     let inv_id = billing::build_subscription_invoice(sim, &sub_id, "subscription_create", now, (now, now), lines)?;
     let obj = render_id(sim, &sub_id);
     sim.emit("customer.subscription.created", obj, None, now);
+    trial_will_end_if_due(sim, &sub_id, now);
     billing::announce_created(sim, &inv_id, now);
     billing::finalize(sim, &inv_id, now);
     let open = sim.invoices.get(&inv_id).is_some_and(|i| i.status == crate::state::InvoiceStatus::Open);
@@ -768,6 +769,25 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     // Everything is valid: commit.
     let before = render(sim, &sub);
     let sub_id = sub.id.clone();
+    // A trial ended now without a payment method follows its end behaviour, as at the
+    // natural trial end: `cancel` ends the subscription, `pause` pauses it.
+    let has_pm = billing::resolve_payment_method(sim, &sub.customer, None, None, next.default_payment_method.as_deref()).is_some();
+    if end_trial_now && !has_pm && next.missing_payment_method != MissingPaymentMethod::CreateInvoice {
+        next.trial_end = Some(now);
+        let pause = next.missing_payment_method == MissingPaymentMethod::Pause;
+        if pause {
+            next.status = SubStatus::Paused;
+        }
+        sim.subscriptions.insert(sub_id.clone(), next);
+        if pause {
+            let after = render_id(sim, &sub_id);
+            sim.emit("customer.subscription.paused", after.clone(), None, now);
+            sim.emit_updated("customer.subscription.updated", &before, after, now);
+        } else {
+            billing::cancel_now(sim, &sub_id, now, Some("cancellation_requested"));
+        }
+        return Ok(render_id(sim, &sub_id));
+    }
     let new_period_end = if reset_period {
         add_intervals(now, interval, count, 1).ok_or_else(|| ApiError::internal("period overflow"))?
     } else {
@@ -875,6 +895,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     };
     let after = render_id(sim, &sub_id);
     sim.emit_updated("customer.subscription.updated", &before, after, now);
+    trial_will_end_if_due(sim, &sub_id, now);
     for ii in created_items {
         if let Some(item) = sim.invoice_items.get(&ii) {
             let obj = super::invoices::render_invoice_item(item);
@@ -886,6 +907,25 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
         billing::finalize_and_charge(sim, &inv_id, now);
     }
     Ok(render_id(sim, &sub_id))
+}
+
+/// Sends `customer.subscription.trial_will_end` at once for a trial that ends within the
+/// notice period (3 days by default), as Stripe does for short trials; longer trials get
+/// it from the test clock.
+fn trial_will_end_if_due(sim: &mut Sim, sub_id: &str, now: i64) {
+    let notice = i64::try_from(sim.config.trial_will_end_notice.as_secs()).unwrap_or(0);
+    let due = sim
+        .subscriptions
+        .get(sub_id)
+        .is_some_and(|s| s.status == SubStatus::Trialing && !s.trial_will_end_sent && s.trial_end.is_some_and(|t| t - now <= notice));
+    if !due {
+        return;
+    }
+    if let Some(s) = sim.subscriptions.get_mut(sub_id) {
+        s.trial_will_end_sent = true;
+    }
+    let obj = render_id(sim, sub_id);
+    sim.emit("customer.subscription.trial_will_end", obj, None, now);
 }
 
 /// Where the current period would end without a `cancel_at`: the trial end while
