@@ -610,3 +610,37 @@ async fn profile_changes_reach_the_stripe_customer() {
     let stored = api.env.store.profile(&user("pia")).await.unwrap().unwrap();
     assert_eq!(stored.email.as_str(), "pia.new@example.com");
 }
+
+#[tokio::test]
+async fn a_paid_fixed_term_ends_at_its_term_bills_monthly_until_then_and_can_be_made_renewing() {
+    let api = AdminApi::start().await;
+    api.create_profile("tess").await;
+    let body = json!({"tier": "premium", "duration_months": 3, "is_paid": true, "auto_renew": false, "payment_method_id": "pm_card_visa"});
+    let created = api.call("PUT", "/users/tess/subscription", Some(body)).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let sub = &created.body["subscription"];
+    let stripe_id = sub["stripe_subscription_id"].as_str().unwrap().to_owned();
+    let at_stripe = api.sim.get(&format!("/v1/subscriptions/{stripe_id}")).await;
+    let cancel_at = at_stripe["cancel_at"].as_i64().expect("a fixed term is Stripe's cancel_at");
+    let period_end = at_stripe["items"]["data"][0]["current_period_end"].as_i64().expect("period end");
+    assert_eq!(at_stripe["cancel_at_period_end"], false, "{at_stripe}");
+    // Three monthly periods: the term ends within the hour before the third period's end, never after it.
+    let third_end = DateTime::from_timestamp(period_end, 0).unwrap().checked_add_months(Months::new(2)).unwrap().timestamp();
+    assert!((third_end - 3_600..=third_end).contains(&cancel_at), "cancel_at {cancel_at}, third period ends {third_end}");
+    // Locally: access to the term's end, no renewal, but the next monthly charge is known.
+    assert_eq!(date(&sub["end_date"]).timestamp(), cancel_at, "{sub}");
+    assert_eq!((sub["auto_renew"].as_bool(), sub["cancel_at_period_end"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(date(&sub["next_billing_date"]).timestamp(), period_end);
+    let confirmation = api.env.store.outbox_item(&format!("email:subscription_confirmation:{stripe_id}")).await.unwrap().expect("queued");
+    match confirmation.payload {
+        OutboxPayload::Email { context, .. } => assert_eq!(date(&context["period_end"]).timestamp(), cancel_at, "names the term's end"),
+        other => panic!("{other:?}"),
+    }
+
+    // Reactivating turns the term into a renewing subscription.
+    let reactivated = api.call("POST", "/users/tess/subscription/reactivate", None).await;
+    assert_eq!((reactivated.status.as_u16(), reactivated.body["outcome"].as_str()), (200, Some("reactivated")), "{}", reactivated.body);
+    assert_eq!(api.sim.get(&format!("/v1/subscriptions/{stripe_id}")).await["cancel_at"], Value::Null);
+    let sub = &reactivated.body["subscription"];
+    assert_eq!((sub["auto_renew"].as_bool(), date(&sub["end_date"]).timestamp()), (Some(true), period_end));
+}

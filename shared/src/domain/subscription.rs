@@ -116,17 +116,21 @@ impl Subscription {
         }
         next.stripe_customer_id = Some(snap.customer_id.clone());
         next.stripe_subscription_id = Some(snap.subscription_id.clone());
+        // A fixed term (`cancel_at` beyond this period): Stripe keeps billing each period
+        // until the term ends, so access runs to the term's end, not to the period's.
+        let term_end = snap.cancel_at.filter(|end| *end > snap.current_period_end);
         next.end_date = Some(match (snap.status, snap.trial_end) {
             (SubscriptionStatus::Trial, Some(trial_end)) => trial_end,
-            _ => snap.current_period_end,
+            _ => term_end.unwrap_or(snap.current_period_end),
         });
-        next.cancel_at_period_end = snap.cancel_at_period_end || snap.cancel_at.is_some();
-        next.auto_renew = self.source == SubscriptionSource::Paid && !next.cancel_at_period_end;
+        next.cancel_at_period_end = snap.cancel_at_period_end || snap.cancel_at.is_some_and(|end| end <= snap.current_period_end);
+        next.auto_renew = self.source == SubscriptionSource::Paid && !next.cancel_at_period_end && snap.cancel_at.is_none();
         next.canceled_at = snap.canceled_at;
         if snap.latest_invoice_paid_at.is_some() {
             next.last_billing_date = snap.latest_invoice_paid_at;
         }
-        next.next_billing_date = (next.renews() && !snap.status.is_terminal()).then_some(snap.current_period_end);
+        let charges_again = next.renews() || (self.source == SubscriptionSource::Paid && term_end.is_some());
+        next.next_billing_date = (charges_again && !snap.status.is_terminal()).then_some(snap.current_period_end);
         if next.status.is_terminal() {
             next.auto_renew = false;
         }
@@ -273,6 +277,28 @@ pub(crate) mod tests {
         let (next, t) = paid_sub().apply_stripe(&snap, at(10)).unwrap();
         assert!(!next.auto_renew && next.cancel_at_period_end && next.next_billing_date.is_none());
         assert_eq!(t, [Transition::CancelScheduled]);
+    }
+
+    #[test]
+    fn a_fixed_term_runs_to_its_end_across_monthly_renewals() {
+        let mut snap = snapshot(SubscriptionStatus::Active, at(32));
+        snap.cancel_at = Some(at(91));
+        let (next, t) = paid_sub().apply_stripe(&snap, at(2)).unwrap();
+        assert_eq!(next.end_date, Some(at(91)), "access until the term ends, not the first period");
+        assert!(!next.auto_renew && !next.cancel_at_period_end && !next.renews());
+        assert_eq!(next.next_billing_date, Some(at(32)), "Stripe still charges each period of the term");
+        assert!(!t.contains(&Transition::CancelScheduled), "a term is not a cancellation: {t:?}");
+        // A renewal inside the term keeps the end.
+        snap.current_period_start = at(32);
+        snap.current_period_end = at(60);
+        let (renewed, _) = next.apply_stripe(&snap, at(32)).unwrap();
+        assert_eq!((renewed.end_date, renewed.next_billing_date), (Some(at(91)), Some(at(60))));
+        // The last period ends at the term: a period-end cancellation.
+        snap.current_period_start = at(60);
+        snap.current_period_end = at(91);
+        let (last, _) = renewed.apply_stripe(&snap, at(60)).unwrap();
+        assert!(last.cancel_at_period_end && last.next_billing_date.is_none());
+        assert_eq!(last.end_date, Some(at(91)));
     }
 
     #[test]

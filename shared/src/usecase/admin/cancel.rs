@@ -74,7 +74,9 @@ impl AdminService {
     #[instrument(skip_all, fields(user_id = %user, actor = %caller.actor))]
     pub async fn reactivate(&self, user: UserId, caller: &Caller) -> Result<Changed, AdminError> {
         let cur = self.cancellable(&user).await?;
-        if !cur.cancel_at_period_end {
+        // A scheduled cancellation, or a paid fixed term (it ends instead of renewing).
+        let fixed_term = cur.source == SubscriptionSource::Paid && !cur.auto_renew;
+        if !cur.cancel_at_period_end && !fixed_term {
             return Err(AdminError::conflict("no_pending_cancellation", "The subscription has no scheduled cancellation to undo."));
         }
         let stripe_id = stripe_subscription(&cur)?;

@@ -5,7 +5,7 @@ use tracing::instrument;
 
 use super::{
     already_applied, cause, changed, source_label,
-    terms::{idempotency_key, request_fingerprint, term_anchor, term_end, trial_end},
+    terms::{idempotency_key, paid_term_end, request_fingerprint, term_anchor, trial_end},
     unchanged, AdminError, AdminService, BillingStep, Caller, Changed, Committed, Outcome,
 };
 use crate::{
@@ -97,7 +97,7 @@ impl AdminService {
                     .attach_default_payment_method(&customer, payment_method_id, &key)
                     .await
                     .map_err(|e| declined(e, request.tier))?;
-                let cancel_at = if request.auto_renew { None } else { Some(term_end(now, request.duration_months)?) };
+                let cancel_at = if request.auto_renew { None } else { Some(paid_term_end(now, request.duration_months)?) };
                 NewSubscriptionKind::Paid { payment_method, cancel_at }
             }
             Billing::Granted => NewSubscriptionKind::Granted { trial_end: trial_end(now, request.duration_months)? },

@@ -71,6 +71,17 @@ pub fn term_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, AdminE
     anchor.checked_add_months(Months::new(months)).ok_or_else(|| AdminError::Internal(format!("{anchor} + {months} months overflows")))
 }
 
+/// When a paid fixed term of `months` ends (Stripe `cancel_at`). Stripe bills every
+/// period up to `cancel_at` and prorates a period it cuts: an end an hour *after* the
+/// last period's end (the rounded-up anchor) would open one more period and charge for
+/// that hour, so a paid term is anchored to the *previous* full hour instead — at most
+/// the last hour is cut, and Stripe credits it. Stable within the hour, like the key.
+pub fn paid_term_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, AdminError> {
+    let up = term_anchor(now);
+    let anchor = if up == now { now } else { up - chrono::Duration::hours(1) };
+    anchor.checked_add_months(Months::new(months)).ok_or_else(|| AdminError::Internal(format!("{anchor} + {months} months overflows")))
+}
+
 /// Stripe refuses a `trial_end` more than 730 days ahead.
 pub const STRIPE_MAX_TRIAL_DAYS: i64 = 730;
 
@@ -151,6 +162,16 @@ mod tests {
     fn long_headers_are_hashed_to_fit_stripe() {
         let key = idempotency_key("subscription.put", &user(), Some(&"k".repeat(255)), "", None);
         assert!(key.as_str().len() <= 255);
+    }
+
+    #[test]
+    fn paid_terms_never_reach_past_the_last_period() {
+        use chrono::TimeZone;
+        let now = Utc.with_ymd_and_hms(2026, 1, 15, 10, 20, 0).unwrap();
+        let end = paid_term_end(now, 3).unwrap();
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 4, 15, 10, 0, 0).unwrap());
+        assert!(end <= now.checked_add_months(Months::new(3)).unwrap(), "no extra period to bill");
+        assert_eq!(paid_term_end(now + chrono::Duration::minutes(30), 3).unwrap(), end, "stable within the hour");
     }
 
     #[test]
