@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod env;
 pub mod jobs;
+pub mod lambda;
 pub mod mail;
 pub mod moto;
 pub mod process;

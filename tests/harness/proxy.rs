@@ -12,7 +12,12 @@
 //! - `Cut`: forwarded, so the upstream applies it, but the response is cut in the middle
 //!   and the connection reset: the client cannot know whether it happened;
 //! - `Status(500 | 429 | …)`: answered by the proxy with that status and a JSON error body
-//!   that reads as an error to the AWS SDK and to the Stripe client; nothing reaches upstream.
+//!   that reads as an error to the AWS SDK and to the Stripe client; nothing reaches upstream;
+//! - `Hold(d)`: forwarded and answered upstream, the answer then held for `d`: the upstream
+//!   has acted, the client is still waiting (a process to kill "after Stripe said yes").
+//!
+//! [`Proxy::set_route`] applies a mode to one route only (`"POST /v1/subscriptions"`,
+//! matched on the method and the path without its query); the rest follow [`Proxy::set`].
 //!
 //! A proxy started with [`Proxy::serial`] forwards one request at a time: moto server is
 //! not isolated (its `TransactWriteItems` deep-copies the table and, when a condition
@@ -45,6 +50,7 @@ pub enum Fault {
     Delay(Duration),
     Cut,
     Status(u16),
+    Hold(Duration),
 }
 
 impl std::fmt::Display for Fault {
@@ -55,6 +61,7 @@ impl std::fmt::Display for Fault {
             Fault::Delay(d) => write!(f, "delay {}ms", d.as_millis()),
             Fault::Cut => write!(f, "cut mid-response"),
             Fault::Status(code) => write!(f, "answer {code}"),
+            Fault::Hold(d) => write!(f, "hold the answer {}ms", d.as_millis()),
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct Exchange {
 struct Shared {
     upstream: SocketAddr,
     fault: Mutex<Fault>,
+    /// Per-route modes, `("POST", "/v1/subscriptions")` → mode.
+    routes: Mutex<Vec<((String, String), Fault)>>,
     requests: AtomicU64,
     injected: AtomicU64,
     /// `Some` for a recording proxy: every exchange that got an answer from upstream.
@@ -118,6 +127,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstream,
             fault: Mutex::new(Fault::Pass),
+            routes: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             recorded: record.then(|| Mutex::new(Vec::new())),
@@ -138,6 +148,16 @@ impl Proxy {
 
     pub fn set(&self, fault: Fault) {
         *self.shared.fault.lock().expect("fault lock") = fault;
+    }
+
+    /// `fault` for requests on `route` (`"METHOD /path"`) only; `Fault::Pass` clears it.
+    pub fn set_route(&self, route: &str, fault: Fault) {
+        let (method, path) = route.split_once(' ').unwrap_or_else(|| panic!("a route is `METHOD /path`, not {route}"));
+        let mut routes = self.shared.routes.lock().expect("routes lock");
+        routes.retain(|((m, p), _)| (m.as_str(), p.as_str()) != (method, path));
+        if fault != Fault::Pass {
+            routes.push(((method.to_owned(), path.to_owned()), fault));
+        }
     }
 
     pub fn fault(&self) -> Fault {
@@ -162,6 +182,17 @@ impl Proxy {
 }
 
 /// The method and target of a request head (`POST /v2/email/outbound-emails HTTP/1.1`).
+/// The mode set for this request's route, if any.
+fn route_fault(shared: &Shared, head: &[u8]) -> Option<Fault> {
+    let routes = shared.routes.lock().expect("routes lock");
+    if routes.is_empty() {
+        return None;
+    }
+    let (method, target) = request_line(head);
+    let path = target.split('?').next().unwrap_or_default();
+    routes.iter().find(|((m, p), _)| *m == method && p == path).map(|(_, fault)| *fault)
+}
+
 fn request_line(head: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(head);
     let mut parts = text.split("\r\n").next().unwrap_or_default().split(' ');
@@ -297,6 +328,17 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
         return Ok(());
     }
     let Some((head, rest)) = read_head(&mut client).await? else { return Ok(()) };
+    let fault = match route_fault(&shared, &head) {
+        Some(route) => {
+            shared.injected.fetch_add(1, Ordering::SeqCst);
+            route
+        }
+        None => fault,
+    };
+    if fault == Fault::Refuse {
+        reset(client);
+        return Ok(());
+    }
     let body = read_body(&mut client, &head, rest, false).await?;
     match fault {
         Fault::Status(code) => {
@@ -350,6 +392,9 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<(
         recorded.lock().expect("recording lock").push(exchange);
     }
     let head = close_head(&response_head);
+    if let Fault::Hold(d) = fault {
+        tokio::time::sleep(d).await;
+    }
     if fault == Fault::Cut {
         // Half of the body (or of the head, when there is no body), then a reset.
         if response_body.len() >= 2 {
