@@ -50,6 +50,8 @@ pub struct NewSubscription {
     pub user_id: UserId,
     pub tier: Tier,
     pub kind: NewSubscriptionKind,
+    /// The operation creating it (`metadata.operation_id`).
+    pub operation_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,4 +190,11 @@ pub trait BillingGateway: Send + Sync {
         key: &IdempotencyKey,
     ) -> Result<StripeSnapshot, BillingError>;
     async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
+    /// The subscription of `customer` created by operation `operation_id`, in any status;
+    /// `None` if the operation never got that far. A list, not a search: strongly consistent.
+    async fn subscription_of_operation(
+        &self,
+        customer: &StripeCustomerId,
+        operation_id: &str,
+    ) -> Result<Option<StripeSnapshot>, BillingError>;
 }

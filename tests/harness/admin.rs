@@ -36,6 +36,7 @@ pub fn config(env: &TestEnv, sim: &Sim) -> admin_api::Config {
         email: email_config(),
         delivery: delivery_policy(),
         mail_retry: quick_mail_retry(),
+        operation_lease: shared::usecase::admin::DEFAULT_OPERATION_LEASE,
     }
 }
 

@@ -357,6 +357,7 @@ async fn stripe_subscription(sim: &Sim, name: &str) -> StripeSnapshot {
         user_id: user(name),
         tier: Tier::Premium,
         kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None },
+        operation_id: "op-test".into(),
     };
     let created = billing.create_subscription(&new, &key("subscription")).await.expect("subscription");
     assert_eq!(created.snapshot.status, SubscriptionStatus::Active, "{:?}", created.snapshot);

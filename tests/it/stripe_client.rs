@@ -68,6 +68,7 @@ impl Ctx {
             user_id: user(name),
             tier,
             kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None },
+            operation_id: "op-test".into(),
         };
         self.billing.create_subscription(&new, &key(&format!("sub-{name}"))).await.expect("subscription created")
     }
@@ -179,8 +180,13 @@ async fn a_granted_trial_has_no_card_and_charges_nothing() {
     let ctx = Ctx::new().await;
     let customer = ctx.customer("granted").await;
     let trial_end = Utc::now() + ChronoDuration::days(30);
-    let new =
-        NewSubscription { customer, user_id: user("granted"), tier: Tier::Enterprise, kind: NewSubscriptionKind::Granted { trial_end } };
+    let new = NewSubscription {
+        customer,
+        user_id: user("granted"),
+        tier: Tier::Enterprise,
+        kind: NewSubscriptionKind::Granted { trial_end },
+        operation_id: "op-test".into(),
+    };
     let created = ctx.billing.create_subscription(&new, &key("granted")).await.unwrap();
     let snap = created.snapshot;
     assert_eq!(snap.status, SubscriptionStatus::Trial);
@@ -271,6 +277,7 @@ async fn the_same_idempotency_key_creates_one_subscription() {
         user_id: user("idem"),
         tier: Tier::Premium,
         kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None },
+        operation_id: "op-test".into(),
     };
     let k = key("idem-sub");
     let first = ctx.billing.create_subscription(&new, &k).await.unwrap();
@@ -314,6 +321,7 @@ async fn transient_faults_are_retried_with_the_same_key() {
         user_id: user("fault-then-ok"),
         tier: Tier::Premium,
         kind: NewSubscriptionKind::Paid { payment_method: pm, cancel_at: None },
+        operation_id: "op-test".into(),
     };
     ctx.sim.set_fault(Some(Fault::StatusTimes { status: 429, times: 2 }));
     let created = ctx.billing.create_subscription(&new, &key("fault-then-ok")).await.unwrap();

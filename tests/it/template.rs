@@ -71,10 +71,11 @@ fn required_vars(text: &str) -> BTreeSet<String> {
 fn store_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
     let text = std::fs::read_to_string(workspace_root().join("shared/src/store/dynamo.rs")).unwrap();
     let (_, text) = text.split_once("impl Store for DynamoStore").expect("the adapter implements the Store port");
-    let calls: [(&str, &[&str]); 5] = [
+    let calls: [(&str, &[&str]); 6] = [
         ("self.get(", &["dynamodb:GetItem"]),
         (".get_item()", &["dynamodb:GetItem"]),
         (".put_item()", &["dynamodb:PutItem"]),
+        (".delete_item()", &["dynamodb:DeleteItem"]),
         (".query()", &["dynamodb:Query"]),
         // Transactions are authorised per contained action: ours are conditional Puts.
         (".transact_write_items()", &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"]),

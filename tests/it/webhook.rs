@@ -454,7 +454,13 @@ async fn events_that_beat_the_creating_commit_are_applied_from_the_metadata() {
         } else {
             NewSubscriptionKind::Granted { trial_end: Utc::now() + chrono::Duration::days(30) }
         };
-        let new = NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: Tier::Premium, kind };
+        let new = NewSubscription {
+            customer: customer.clone(),
+            user_id: user.clone(),
+            tier: Tier::Premium,
+            kind,
+            operation_id: "op-test".into(),
+        };
         let created = billing.create_subscription(&new, &key("subscription")).await.unwrap();
         rig.settle().await;
 

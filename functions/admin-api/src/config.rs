@@ -1,11 +1,14 @@
 //! The function's configuration, read once at cold start (a missing or invalid
 //! variable fails the start, never a request).
 
+use std::time::Duration;
+
 use shared::{
     config::{optional, AwsResources, ConfigError},
     delivery::DeliveryPolicy,
     email::{EmailConfig, RetryPolicy},
     stripe::StripeConfig,
+    usecase::admin::DEFAULT_OPERATION_LEASE,
 };
 
 pub const DEFAULT_ADMIN_GROUP: &str = "admin";
@@ -25,6 +28,10 @@ pub struct Config {
     pub delivery: DeliveryPolicy,
     /// SES attempts per e-mail within that delivery.
     pub mail_retry: RetryPolicy,
+    /// `OPERATION_LEASE_SECONDS` (default 60, at least the function's timeout): how long an
+    /// unfinished subscribe is presumed to be still running before another request
+    /// finishes it.
+    pub operation_lease: Duration,
 }
 
 impl Config {
@@ -40,7 +47,19 @@ impl Config {
             },
             delivery: DeliveryPolicy::default(),
             mail_retry: RetryPolicy::default(),
+            operation_lease: operation_lease(optional("OPERATION_LEASE_SECONDS"))?,
         })
+    }
+}
+
+/// Whole seconds, at least 1.
+pub fn operation_lease(raw: Option<String>) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(DEFAULT_OPERATION_LEASE),
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(secs) if secs >= 1 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid { name: "OPERATION_LEASE_SECONDS", why: "must be a whole number of seconds, at least 1".into() }),
+        },
     }
 }
 

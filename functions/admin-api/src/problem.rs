@@ -72,9 +72,8 @@ impl ApiError {
             Self::UseCase(AdminError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::UseCase(AdminError::CardDeclined { .. }) => StatusCode::PAYMENT_REQUIRED,
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UseCase(AdminError::BillingUnavailable(_)) | Self::UseCase(AdminError::StoreUnavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UseCase(AdminError::BillingUnavailable(_) | AdminError::OutcomeUnknown(_))
+            | Self::UseCase(AdminError::StoreUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UseCase(AdminError::BadGateway(_)) => StatusCode::BAD_GATEWAY,
             Self::UseCase(AdminError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,7 +95,7 @@ impl ApiError {
             Self::UseCase(AdminError::Conflict { code, .. }) => code,
             Self::UseCase(AdminError::CardDeclined { .. }) => "card_declined",
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => "validation_error",
-            Self::UseCase(AdminError::BillingUnavailable(_)) => "billing_unavailable",
+            Self::UseCase(AdminError::BillingUnavailable(_) | AdminError::OutcomeUnknown(_)) => "billing_unavailable",
             Self::UseCase(AdminError::StoreUnavailable(_)) => "storage_unavailable",
             Self::UseCase(AdminError::BadGateway(_)) => "billing_provider_error",
             Self::UseCase(AdminError::Internal(_)) => "internal_error",
@@ -118,9 +117,8 @@ impl ApiError {
             Self::UseCase(AdminError::Conflict { .. }) => ("conflict", "Conflicts with the current state"),
             Self::UseCase(AdminError::CardDeclined { .. }) => ("card-declined", "Card declined"),
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => ("validation-error", "The request is invalid"),
-            Self::UseCase(AdminError::BillingUnavailable(_)) | Self::UseCase(AdminError::StoreUnavailable(_)) => {
-                ("service-unavailable", "Temporarily unavailable")
-            }
+            Self::UseCase(AdminError::BillingUnavailable(_) | AdminError::OutcomeUnknown(_))
+            | Self::UseCase(AdminError::StoreUnavailable(_)) => ("service-unavailable", "Temporarily unavailable"),
             Self::UseCase(AdminError::BadGateway(_)) => ("bad-gateway", "Billing provider error"),
             Self::UseCase(AdminError::Internal(_)) => ("internal-error", "Internal error"),
         }
@@ -148,7 +146,10 @@ impl ApiError {
                 format!("Invalid field(s): {}.", fields.join(", "))
             }
             Self::UseCase(AdminError::BillingUnavailable(_)) => {
-                "The billing provider did not answer. Nothing was changed; retry later.".into()
+                "The billing provider did not answer. Retry later with the same Idempotency-Key; anything Stripe did apply is recorded from its events.".into()
+            }
+            Self::UseCase(AdminError::OutcomeUnknown(_)) => {
+                "The billing provider did not confirm the subscription; it may exist. Retry with the same Idempotency-Key: the subscription is finished, never created twice.".into()
             }
             Self::UseCase(AdminError::StoreUnavailable(_)) => "Storage did not answer. Retry later with the same Idempotency-Key.".into(),
             Self::UseCase(AdminError::BadGateway(_)) => "The billing provider refused the request. Nothing was changed locally.".into(),

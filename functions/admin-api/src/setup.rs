@@ -28,6 +28,7 @@ pub fn app(config: &Config, aws: &AwsClients) -> Result<Router, InitError> {
         config.mail_retry,
         config.delivery.clone(),
     )?;
-    let service = AdminService::new(store, Arc::new(billing), Arc::new(deliver), Arc::new(SystemClock));
+    let service =
+        AdminService::new(store, Arc::new(billing), Arc::new(deliver), Arc::new(SystemClock)).with_operation_lease(config.operation_lease);
     Ok(router(AppState::new(service, config.admin_group.as_str())))
 }

@@ -127,6 +127,12 @@ impl Store for Down {
     async fn pending_outbox(&self, _: DateTime<Utc>, _: i32) -> Result<PendingPage, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+    async fn begin_operation(&self, _: &shared::store::Operation) -> Result<Option<shared::store::Operation>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn close_operation(&self, _: &UserId, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
     async fn update_outbox(&self, _: &OutboxItem, _: u32) -> Result<bool, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
@@ -177,6 +183,9 @@ impl BillingGateway for Down {
         Err(down())
     }
     async fn invoice(&self, _: &str) -> Result<InvoiceSnapshot, BillingError> {
+        Err(down())
+    }
+    async fn subscription_of_operation(&self, _: &StripeCustomerId, _: &str) -> Result<Option<StripeSnapshot>, BillingError> {
         Err(down())
     }
 }

@@ -82,6 +82,10 @@ impl DynamoStore {
             writes.push(self.put(items::outbox(item)?, Some("attribute_not_exists(pk)"), &[])?);
             roles.push(Role::Outbox(item.id.clone()));
         }
+        if let (Some(op_id), Some(user)) = (&change.closes_operation, &change.user_id) {
+            writes.push(self.put(closed_operation(user, op_id)?, Some("op_id = :op"), &[(":op", AttributeValue::S(op_id.clone()))])?);
+            roles.push(Role::Operation);
+        }
         Ok((writes, roles))
     }
 
@@ -190,6 +194,7 @@ impl Store for DynamoStore {
                     Role::Mapping => return Err(StoreError::Conflict("stripe id belongs to another user".into())),
                     Role::Outbox(id) => existing_outbox.push(id.clone()),
                     Role::History => return Err(StoreError::Conflict("history entry exists".into())),
+                    Role::Operation => return Err(StoreError::Conflict("the operation was taken over by another request".into())),
                 }
             }
             if existing_outbox.is_empty() {
@@ -200,6 +205,63 @@ impl Store for DynamoStore {
             change.outbox.retain(|o| !existing_outbox.contains(&o.id));
         }
         Err(StoreError::Conflict("outbox kept conflicting".into()))
+    }
+
+    /// One conditional `PutItem`: taken when there is no operation, a closed one, the same
+    /// operation (a retry), or an open one whose lease ran out (then returned, from
+    /// `ALL_OLD`, for the caller to finish).
+    #[instrument(skip_all, fields(user_id = %op.user_id, op_id = %op.op_id))]
+    async fn begin_operation(&self, op: &super::Operation) -> Result<Option<super::Operation>, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::operation(op)?))
+            .condition_expression("attribute_not_exists(pk) OR #open = :closed OR lease_ms < :now OR op_id = :op")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":closed", AttributeValue::Bool(false))
+            .expression_attribute_values(":op", AttributeValue::S(op.op_id.clone()))
+            .expression_attribute_values(":now", AttributeValue::N(op.started_at.timestamp_millis().to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                dynamo_call("PutItem", "ok", started);
+                let old: Option<super::Operation> = out.attributes.map(items::from_item).transpose()?;
+                Ok(old.filter(|o| o.open && o.op_id != op.op_id))
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                dynamo_call("PutItem", "conditional", started);
+                Err(StoreError::Conflict("another operation is in progress for this user".into()))
+            }
+            Err(err) => {
+                dynamo_call("PutItem", "error", started);
+                Err(unavailable(err))
+            }
+        }
+    }
+
+    /// Deletes the operation item, so an operation that ended with nothing to record (a
+    /// declined card, Stripe down before the create) leaves nothing behind.
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn close_operation(&self, user: &UserId, op_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(keys::user_pk(user)))
+            .key("sk", AttributeValue::S(keys::OPERATION_SK.to_owned()))
+            .condition_expression("op_id = :op")
+            .expression_attribute_values(":op", AttributeValue::S(op_id.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     /// One page of live subscriptions in `range`, walking the expiry index shard by
@@ -324,6 +386,13 @@ enum Role {
     History,
     Mapping,
     Outbox(String),
+    Operation,
+}
+
+/// The operation item once closed: nothing in flight for the user.
+fn closed_operation(user: &UserId, op_id: &str) -> Result<Item, StoreError> {
+    let now = Utc::now();
+    items::operation(&super::Operation { user_id: user.clone(), op_id: op_id.to_owned(), started_at: now, lease_until: now, open: false })
 }
 
 fn cancellation_codes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<Option<String>>> {

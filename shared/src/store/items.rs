@@ -50,6 +50,13 @@ pub fn history(entry: &HistoryEntry) -> Result<Item, StoreError> {
     Ok(with_keys(to_item(entry)?, keys::user_pk(&entry.user_id), &sk, "history"))
 }
 
+/// The user's operation item; `lease_ms` (epoch milliseconds) is what the conditions compare.
+pub fn operation(op: &crate::store::Operation) -> Result<Item, StoreError> {
+    let mut item = with_keys(to_item(op)?, keys::user_pk(&op.user_id), keys::OPERATION_SK, "operation");
+    item.insert("lease_ms".into(), AttributeValue::N(op.lease_until.timestamp_millis().to_string()));
+    Ok(item)
+}
+
 pub fn mapping(pk: String, user_id: &str) -> Item {
     let mut item = with_keys(Item::new(), pk, keys::MAP_SK, "stripe_mapping");
     item.insert("user_id".into(), s(user_id));

@@ -23,6 +23,7 @@ pub const HISTORY_PREFIX: &str = "HISTORY#";
 pub const MAP_SK: &str = "MAP";
 pub const LEDGER_SK: &str = "LEDGER";
 pub const OUTBOX_SK: &str = "OUTBOX";
+pub const OPERATION_SK: &str = "OPERATION";
 
 pub fn history_sk(at: DateTime<Utc>, version: u64) -> String {
     format!("{HISTORY_PREFIX}{}#{version:010}", timestamp(at))

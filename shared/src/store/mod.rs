@@ -48,7 +48,7 @@ use crate::domain::{HistoryEntry, OutboxItem, Subscription, UserId, UserProfile}
 
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
-pub use model::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, PendingPage, StripeMapping, SubscriptionWrite};
+pub use model::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping, SubscriptionWrite};
 
 /// Every read and write the functions make of the subscription table. Reads are strongly
 /// consistent unless they go through an index (`expiring`, `pending_outbox`).
@@ -71,6 +71,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Conflict`] when the subscription's version moved, [`StoreError::DuplicateEvent`]
     /// when the Stripe event is in the ledger already.
     async fn commit(&self, change: Change) -> Result<(), StoreError>;
+    /// Opens `op` for its user, unless another open operation's lease is still running
+    /// ([`StoreError::Conflict`]); the same operation (same id: a retry) may open again.
+    /// Returns the other open operation it replaced, if any: one whose process died before
+    /// closing it, for the caller to finish.
+    async fn begin_operation(&self, op: &Operation) -> Result<Option<Operation>, StoreError>;
+    /// Closes the user's operation `op_id` (a no-op if another request took it over).
+    async fn close_operation(&self, user: &UserId, op_id: &str) -> Result<(), StoreError>;
     /// One page of live subscriptions whose end date is in `range`, from `cursor`.
     async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError>;
     /// Pending outbox items due at `now`, at most `limit`.

@@ -24,6 +24,22 @@ pub enum StripeMapping {
     Subscription(String),
 }
 
+/// The one change in flight for a user (see [`crate::usecase::admin`]): written before
+/// the first Stripe call of a subscribe, closed by the commit that records its outcome.
+/// An open one whose lease has run out belongs to a process that died between Stripe and
+/// the commit; the next request takes it over and finishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub user_id: UserId,
+    /// Every Stripe idempotency key of the operation derives from it, and the Stripe
+    /// subscription it creates carries it in `metadata.operation_id`.
+    pub op_id: String,
+    pub started_at: DateTime<Utc>,
+    /// Longer than the function can run: past it, the process that opened it is gone.
+    pub lease_until: DateTime<Utc>,
+    pub open: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub event_id: String,
@@ -42,6 +58,9 @@ pub struct Change {
     pub outbox: Vec<OutboxItem>,
     pub stripe_event: Option<LedgerEntry>,
     pub mappings: Vec<StripeMapping>,
+    /// Closes the user's [`Operation`] with this id in the same transaction; the commit
+    /// is a [`super::StoreError::Conflict`] if another request took the operation over.
+    pub closes_operation: Option<String>,
 }
 
 impl Change {

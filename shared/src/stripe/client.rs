@@ -11,8 +11,8 @@ use stripe_billing::invoice::{PayInvoice, RetrieveInvoice};
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
     CreateSubscriptionTrialEnd, CreateSubscriptionTrialSettings, CreateSubscriptionTrialSettingsEndBehavior,
-    CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
-    UpdateSubscriptionProrationBehavior,
+    CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod, ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
+    UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
 use stripe_core::customer::{CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings};
 use stripe_core::payment_intent::RetrievePaymentIntent;
@@ -27,7 +27,7 @@ use crate::billing::{
 use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
 
 use super::config::StripeConfig;
-use super::convert::{self, source_metadata, Decline, PaymentFacts, SOURCE_METADATA, USER_ID_METADATA};
+use super::convert::{self, source_metadata, Decline, PaymentFacts, OPERATION_METADATA, SOURCE_METADATA, USER_ID_METADATA};
 use super::errors::{self, classify};
 use super::retry::RetryPolicy;
 use crate::metrics;
@@ -377,6 +377,7 @@ impl BillingGateway for StripeBilling {
             (USER_ID_METADATA.to_owned(), new.user_id.as_str().to_owned()),
             (SOURCE_METADATA.to_owned(), source_metadata(source).to_owned()),
             ("tier".to_owned(), new.tier.as_str().to_owned()),
+            (OPERATION_METADATA.to_owned(), new.operation_id.clone()),
         ]);
         let mut req = CreateSubscription::new()
             .customer(new.customer.as_str())
@@ -442,6 +443,27 @@ impl BillingGateway for StripeBilling {
     async fn subscription(&self, id: &StripeSubscriptionId) -> Result<StripeSnapshot, BillingError> {
         let sub = self.retrieve_subscription(id.as_str()).await?;
         self.snapshot(&sub)
+    }
+
+    #[tracing::instrument(skip_all, fields(stripe.customer_id = %customer, operation_id))]
+    async fn subscription_of_operation(
+        &self,
+        customer: &StripeCustomerId,
+        operation_id: &str,
+    ) -> Result<Option<StripeSnapshot>, BillingError> {
+        // A customer of ours has a handful of subscriptions over its life; 100 is Stripe's page.
+        let req = ListSubscription::new().customer(customer.as_str()).status(ListSubscriptionStatus::All).limit(100);
+        let listed = self
+            .send(Op::new("GET", "list_subscriptions"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        listed
+            .data
+            .iter()
+            .find(|sub| sub.metadata.get(OPERATION_METADATA).map(String::as_str) == Some(operation_id))
+            .map(|sub| self.snapshot(sub))
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, cancel))]

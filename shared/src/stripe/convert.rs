@@ -72,6 +72,9 @@ impl<'a> SubscriptionFacts<'a> {
 pub(crate) const USER_ID_METADATA: &str = "user_id";
 /// The metadata key that records how a subscription was created (`paid` / `granted`).
 pub(crate) const SOURCE_METADATA: &str = "source";
+/// The metadata key naming the admin operation that created a subscription, so a request
+/// that finds the operation unfinished can find what it created.
+pub(crate) const OPERATION_METADATA: &str = "operation_id";
 
 /// The `metadata.source` value of a subscription of `source`.
 pub(crate) fn source_metadata(source: SubscriptionSource) -> &'static str {

@@ -100,7 +100,9 @@ impl Rig {
                 let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
                 // Outbox items name their user inside the JSON payload.
                 let payload = item.get("payload").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                if pk == format!("USER#{user}") {
+                // The operation lock is written before any Stripe call by design (and left open
+                // when Stripe's answer is unknown): it is not the user's subscription state.
+                if pk == format!("USER#{user}") && sk != "OPERATION" {
                     keys.insert(sk);
                 } else if pk.starts_with("OUTBOX#") && payload.contains(&format!("\"{user}\"")) {
                     outbox.insert(pk.trim_start_matches("OUTBOX#").to_owned());

@@ -11,11 +11,12 @@ use std::{
 mod admin_fuzz;
 mod crash;
 mod faults;
+mod instances;
 mod load;
 mod webhook_fuzz;
 
 /// How many tests in this module report to the tally (the last one prints the summary).
-const TESTS: u64 = 12;
+const TESTS: u64 = 14;
 
 pub static CASES: AtomicU64 = AtomicU64::new(0);
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);

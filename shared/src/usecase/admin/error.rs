@@ -24,6 +24,10 @@ pub enum AdminError {
     /// Stripe did not answer (or answered 429/5xx) after the client's retries.
     #[error("billing unavailable: {0}")]
     BillingUnavailable(String),
+    /// Stripe did not confirm a create it may have carried out: the operation stays open,
+    /// and a retry (same key) or the next request finishes it.
+    #[error("billing outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// DynamoDB did not answer.
     #[error("storage unavailable: {0}")]
     StoreUnavailable(String),

@@ -95,7 +95,12 @@ pub struct AdminService {
     deliver: Arc<dyn Deliver>,
     clock: Arc<dyn Clock>,
     access: AccessPolicy,
+    /// How long an open operation is presumed alive (see [`subscribe`]).
+    operation_lease: chrono::Duration,
 }
+
+/// Longer than the admin function's timeout (20 s): past it, its process is gone.
+pub const DEFAULT_OPERATION_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a commit ended as.
 enum Committed {
@@ -107,7 +112,20 @@ enum Committed {
 
 impl AdminService {
     pub fn new(store: Arc<dyn Store>, billing: Arc<dyn BillingGateway>, deliver: Arc<dyn Deliver>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, billing, deliver, clock, access: AccessPolicy::default() }
+        Self {
+            store,
+            billing,
+            deliver,
+            clock,
+            access: AccessPolicy::default(),
+            operation_lease: chrono::Duration::seconds(DEFAULT_OPERATION_LEASE.as_secs() as i64),
+        }
+    }
+
+    /// With `lease` as the time an open operation is presumed alive.
+    pub fn with_operation_lease(mut self, lease: std::time::Duration) -> Self {
+        self.operation_lease = chrono::Duration::from_std(lease).unwrap_or(self.operation_lease);
+        self
     }
 
     pub fn now(&self) -> DateTime<Utc> {

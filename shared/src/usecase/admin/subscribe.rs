@@ -1,11 +1,29 @@
 //! `PUT /users/{user_id}/subscription`: create (paid, granted or free), replace an ended
 //! subscription, or change the tier of the live one (prorated at Stripe).
+//!
+//! # Creating at Stripe: one operation per user at a time
+//! A create is the one change that can leave money behind: Stripe creates (and charges)
+//! the subscription before the local commit names it. So before its first Stripe call it
+//! opens the user's [`Operation`] (one conditional write): a second create while one is in
+//! flight is `409 operation_in_progress`, whoever sends it under another key. The id is
+//! derived from the `Idempotency-Key` header when there is one, so a retry (or a duplicate)
+//! of the same request *is* the same operation: it may continue at once, and its Stripe
+//! calls replay under the same keys — even a create still on its way to Stripe from the
+//! attempt that timed out. The id derives the subscription's idempotency key and is stored
+//! in its `metadata.operation_id`; the commit that records the subscription closes the operation
+//! in the same transaction. An operation still open after its lease (longer than the
+//! function can run) belongs to a process that died between Stripe and the commit: the
+//! next create takes it over, looks up what it created (a strongly consistent list of the
+//! customer's subscriptions), records it, and only then decides what the new request means.
+//! The customer is created under a key of its own (the user and the details sent), so
+//! retries and successive operations converge on one customer.
 
+use sha2::{Digest, Sha256};
 use tracing::instrument;
 
 use super::{
     already_applied, cause, changed, source_label,
-    terms::{idempotency_key, paid_term_end, request_fingerprint, term_anchor, trial_end},
+    terms::{idempotency_key, paid_term_end, request_fingerprint, trial_end},
     unchanged, AdminError, AdminService, BillingStep, Caller, Changed, Committed, Outcome,
 };
 use crate::{
@@ -15,7 +33,8 @@ use crate::{
         SubscriptionStatus, SubscriptionUpdate, Tier, UserId, UserProfile,
     },
     metrics,
-    store::Change,
+    store::{Change, Operation, StoreError},
+    usecase::sync::Cause,
 };
 
 impl AdminService {
@@ -25,15 +44,128 @@ impl AdminService {
         let request = update.validate()?;
         let profile = self.store.profile(&user).await?.ok_or_else(|| AdminError::UserNotFound(user.clone()))?;
         let current = self.store.subscription(&user).await?;
-        match current {
-            Some(cur) if !cur.status.is_terminal() && cur.source != SubscriptionSource::Free => {
+        if !creates_at_stripe(current.as_ref(), &request) {
+            return self.dispatch(&profile, current, request, caller, None).await;
+        }
+        let (op_id, dangling) = self.begin_operation(&user, caller).await?;
+        let (result, settled) = self.under_operation(&profile, request, caller, &op_id, dangling).await;
+        if settled == Settled::Open {
+            // Stripe may have created the subscription: the operation stays open for the
+            // next request (or the webhook) to find it.
+            tracing::warn!(op_id, "operation left open: its outcome at Stripe is not known");
+        } else if settled == Settled::Close {
+            self.close_quietly(&user, &op_id).await;
+        }
+        result
+    }
+
+    /// Closes an operation that ended without a commit closing it. A failure is harmless:
+    /// the operation is taken over once its lease runs out.
+    async fn close_quietly(&self, user: &UserId, op_id: &str) {
+        if let Err(err) = self.store.close_operation(user, op_id).await {
+            tracing::warn!(op_id, error = %err, "could not close the operation");
+        }
+    }
+
+    /// The create, holding the user's operation `op_id`: first finishes the `dangling` one
+    /// it took over, then re-reads the record (another request may have committed just
+    /// before the operation opened) and does what the request means now.
+    async fn under_operation(
+        &self,
+        profile: &UserProfile,
+        request: SubscriptionRequest,
+        caller: &Caller,
+        op_id: &str,
+        dangling: Option<Operation>,
+    ) -> (Result<Changed, AdminError>, Settled) {
+        if let Some(dangling) = dangling {
+            if let Err(err) = self.recover(profile, &dangling).await {
+                return (Err(err), Settled::Open);
+            }
+        }
+        let current = match self.store.subscription(&profile.user_id).await {
+            Ok(current) => current,
+            Err(err) => return (Err(err.into()), Settled::Close),
+        };
+        if !creates_at_stripe(current.as_ref(), &request) {
+            return (self.dispatch(profile, current, request, caller, None).await, Settled::Close);
+        }
+        match self.dispatch(profile, current, request, caller, Some(op_id)).await {
+            Ok(changed) => (Ok(changed), Settled::Done),
+            // Stripe did not answer, or the commit did not: the subscription may exist.
+            Err(err @ (AdminError::OutcomeUnknown(_) | AdminError::StoreUnavailable(_))) => (Err(err), Settled::Open),
+            Err(err) => (Err(err), Settled::Close),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        profile: &UserProfile,
+        current: Option<Subscription>,
+        request: SubscriptionRequest,
+        caller: &Caller,
+        op_id: Option<&str>,
+    ) -> Result<Changed, AdminError> {
+        match (current, op_id) {
+            (Some(cur), _) if !cur.status.is_terminal() && cur.source != SubscriptionSource::Free => {
                 self.change_existing(cur, request, caller).await
             }
-            Some(cur) if !cur.status.is_terminal() && request.tier == Tier::Free => {
+            (Some(cur), _) if !cur.status.is_terminal() && request.tier == Tier::Free => {
                 Ok(unchanged(&cur, "The user is already on the free tier; nothing was changed."))
             }
-            previous => self.create(&profile, previous, request, caller).await,
+            (previous, op_id) => self.create(profile, previous, request, caller, op_id).await,
         }
+    }
+
+    /// Opens the user's operation; a running one is `409 operation_in_progress`. Returns
+    /// its id and the dangling operation it took over, if any.
+    async fn begin_operation(&self, user: &UserId, caller: &Caller) -> Result<(String, Option<Operation>), AdminError> {
+        let now = self.clock.now();
+        let op_id = match &caller.idempotency_key {
+            Some(header) => hex::encode(&Sha256::digest(format!("{user}|{header}").as_bytes())[..16]),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let op = Operation { user_id: user.clone(), op_id, started_at: now, lease_until: now + self.operation_lease, open: true };
+        match self.store.begin_operation(&op).await {
+            Ok(dangling) => Ok((op.op_id, dangling)),
+            Err(StoreError::Conflict(_)) => {
+                metrics::count("OperationsInProgress", &[]);
+                Err(AdminError::conflict(
+                    "operation_in_progress",
+                    "Another change to this user's subscription is in progress. Retry in a few seconds: it is finished first.",
+                ))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Records what a dead process's operation created at Stripe, if it created anything
+    /// that is still live and no record names yet (the webhook may have recorded it first).
+    async fn recover(&self, profile: &UserProfile, dangling: &Operation) -> Result<(), AdminError> {
+        let user = &profile.user_id;
+        tracing::warn!(op_id = %dangling.op_id, started_at = %dangling.started_at, "finishing an operation whose process died");
+        metrics::count("OperationsRecovered", &[]);
+        let customer = self
+            .billing
+            .ensure_customer(&customer_details(profile), &customer_key(profile))
+            .await
+            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
+        let found = self
+            .billing
+            .subscription_of_operation(&customer, &dangling.op_id)
+            .await
+            .map_err(|e| AdminError::from_billing(e, BillingStep::Subscription))?;
+        let Some(snapshot) = found else { return Ok(()) };
+        let local = self.store.subscription(user).await?;
+        let cause = Cause::by("admin:recovery", HistoryChange::Created);
+        let Ok(Some(applied)) = self.plan(user, local.as_ref(), &snapshot, snapshot.tier.unwrap_or(Tier::Premium), cause) else {
+            // Already recorded (by the webhook), or ended, or superseded: nothing to add.
+            return Ok(());
+        };
+        let same = |s: &Subscription| s.stripe_subscription_id.as_ref() == Some(&snapshot.subscription_id);
+        self.commit(applied.change(), user, same).await?;
+        self.deliver(&applied.outbox).await;
+        Ok(())
     }
 
     async fn create(
@@ -42,6 +174,7 @@ impl AdminService {
         previous: Option<Subscription>,
         request: SubscriptionRequest,
         caller: &Caller,
+        op_id: Option<&str>,
     ) -> Result<Changed, AdminError> {
         let now = self.clock.now();
         let user = &profile.user_id;
@@ -83,13 +216,13 @@ impl AdminService {
             return Ok(changed(Outcome::Created, &next, "The user is on the free tier.".into(), None));
         }
 
-        // The term is anchored to the hour, and so is the key: a retry within the hour
-        // replays the same Stripe calls with identical parameters.
-        let fingerprint = format!("{}|anchor={}", request_fingerprint(&request), term_anchor(now).timestamp());
-        let key = self.key("subscription.put", user, caller, &fingerprint, previous.as_ref());
-        let details = CustomerDetails { user_id: user.clone(), email: profile.email.to_string(), name: profile.full_name.clone() };
-        let customer =
-            self.billing.ensure_customer(&details, &key).await.map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
+        let op_id = op_id.ok_or_else(|| AdminError::Internal("a Stripe create outside an operation".into()))?;
+        let key = IdempotencyKey::new(format!("admin:subscribe:{user}:op:{op_id}"));
+        let customer = self
+            .billing
+            .ensure_customer(&customer_details(profile), &customer_key(profile))
+            .await
+            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
         let kind = match &request.billing {
             Billing::Paid { payment_method_id } => {
                 let payment_method = self
@@ -102,22 +235,31 @@ impl AdminService {
             }
             Billing::Granted => NewSubscriptionKind::Granted { trial_end: trial_end(now, request.duration_months)? },
         };
-        let new = NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: request.tier, kind };
-        let CreatedSubscription { snapshot, payment_action } =
-            self.billing.create_subscription(&new, &key).await.map_err(|e| declined(e, request.tier))?;
+        let new =
+            NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: request.tier, kind, operation_id: op_id.to_owned() };
+        let CreatedSubscription { snapshot, payment_action } = self.billing.create_subscription(&new, &key).await.map_err(|e| match e {
+            BillingError::Unavailable(why) => AdminError::OutcomeUnknown(why),
+            other => declined(other, request.tier),
+        })?;
 
         let stripe_id = snapshot.subscription_id.clone();
         let same = |s: &Subscription| s.stripe_subscription_id.as_ref() == Some(&stripe_id);
         let cause = cause(caller, HistoryChange::Created).with_seed(&seed);
         let applied = match self.plan(user, previous.as_ref(), &snapshot, request.tier, cause) {
             Ok(Some(applied)) => applied,
-            Ok(None) => return Ok(already_applied(previous.as_ref().unwrap_or(&seed))),
+            Ok(None) => {
+                self.close_quietly(user, op_id).await;
+                return Ok(already_applied(previous.as_ref().unwrap_or(&seed)));
+            }
             Err(_) => {
                 return Err(AdminError::BadGateway(format!("stripe created subscription {stripe_id} already {}", snapshot.status)));
             }
         };
         let next = applied.next.clone();
-        if let Committed::AlreadyApplied(current) = self.commit(applied.change(), user, same).await? {
+        let change = Change { closes_operation: Some(op_id.to_owned()), ..applied.change() };
+        if let Committed::AlreadyApplied(current) = self.commit(change, user, same).await? {
+            // The webhook recorded it first: nothing is left in flight.
+            self.close_quietly(user, op_id).await;
             return Ok(already_applied(&current));
         }
         self.deliver(&applied.outbox).await;
@@ -241,6 +383,38 @@ impl AdminService {
     ) -> IdempotencyKey {
         idempotency_key(operation, user, caller.idempotency_key.as_deref(), request, state)
     }
+}
+
+/// How an operation ended, for what to do with its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// The commit that recorded the outcome closed it.
+    Done,
+    /// Ended without a Stripe subscription (or with one already recorded): close it.
+    Close,
+    /// Stripe or the commit did not answer: leave it for the next request to finish.
+    Open,
+}
+
+/// Whether `request` creates a subscription at Stripe given the user's record: there is
+/// no live paid or granted one, and a paid tier is asked for.
+fn creates_at_stripe(current: Option<&Subscription>, request: &SubscriptionRequest) -> bool {
+    let live =
+        current.is_some_and(|cur| !cur.status.is_terminal() && (cur.source != SubscriptionSource::Free || request.tier == Tier::Free));
+    !live && request.tier.is_paid_plan()
+}
+
+fn customer_details(profile: &UserProfile) -> CustomerDetails {
+    CustomerDetails { user_id: profile.user_id.clone(), email: profile.email.to_string(), name: profile.full_name.clone() }
+}
+
+/// The customer's creation key: the user and what is sent, so every operation for the user
+/// (and every retry) within Stripe's 24 h replays one customer; later, the search that
+/// precedes a create finds it.
+fn customer_key(profile: &UserProfile) -> IdempotencyKey {
+    let details = format!("{}|{}", profile.email, profile.full_name.as_deref().unwrap_or_default());
+    let digest = hex::encode(Sha256::digest(details.as_bytes()));
+    IdempotencyKey::new(format!("admin:customer:{}:{}", profile.user_id, &digest[..16]))
 }
 
 /// A declined card is worth a metric; every billing error maps as usual.
