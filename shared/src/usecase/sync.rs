@@ -67,9 +67,6 @@ pub struct Applied {
     pub next: Subscription,
     /// The version it replaces (`None`: the user has no record yet).
     pub expected_version: Option<u64>,
-    /// Whether `next` starts a new local record (replacing none, an ended or a free one).
-    pub created: bool,
-    pub transitions: Vec<Transition>,
     pub history: HistoryEntry,
     /// E-mails and domain events of the transitions.
     pub outbox: Vec<OutboxItem>,
@@ -131,7 +128,7 @@ pub fn plan(user: &UserId, local: Option<&Subscription>, snapshot: &StripeSnapsh
     let before = if created { local } else { Some(&base) };
     let history = HistoryEntry::record(before, &next, change, cause.actor, now);
     let outbox = transitions.iter().flat_map(|t| notifications(t, &base, &next, snapshot, created, now)).collect();
-    Sync::Apply(Box::new(Applied { next, expected_version: local.map(|l| l.version), created, transitions, history, outbox }))
+    Sync::Apply(Box::new(Applied { next, expected_version: local.map(|l| l.version), history, outbox }))
 }
 
 /// The record a Stripe subscription is applied onto when no local record names it yet:

@@ -90,7 +90,7 @@ impl AdminService {
             // with auto_renew false, which is not a cancellation that can be withdrawn.
             return Err(AdminError::conflict(
                 "fixed_term",
-                "The subscription ends on the fixed date chosen when it was created (auto_renew false); there is no cancellation to withdraw. Create a renewing subscription after it ends instead.",
+                "Stripe kept the subscription's fixed end date (auto_renew false), so it still ends then. Read it again; create a renewing subscription after it ends if this persists.",
             ));
         }
         let same = move |s: &Subscription| {

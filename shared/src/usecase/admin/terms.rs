@@ -96,33 +96,9 @@ pub fn trial_end(now: DateTime<Utc>, months: u32) -> Result<DateTime<Utc>, Admin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SubscriptionSource, SubscriptionStatus, Tier};
 
     fn user() -> UserId {
         UserId::parse("u-1").unwrap()
-    }
-
-    fn sample() -> Subscription {
-        let now = Utc::now();
-        Subscription {
-            id: "s-1".into(),
-            user_id: user(),
-            tier: Tier::Premium,
-            status: SubscriptionStatus::Active,
-            source: SubscriptionSource::Paid,
-            start_date: now,
-            end_date: Some(now + chrono::Duration::days(30)),
-            auto_renew: true,
-            cancel_at_period_end: false,
-            canceled_at: None,
-            stripe_customer_id: None,
-            stripe_subscription_id: None,
-            last_billing_date: None,
-            next_billing_date: None,
-            comment: None,
-            version: 1,
-            updated_at: now,
-        }
     }
 
     #[test]
@@ -149,7 +125,7 @@ mod tests {
 
     #[test]
     fn body_keys_follow_body_and_local_version() {
-        let mut sub = sample();
+        let mut sub = crate::domain::subscription::tests::paid_sub();
         let first = idempotency_key("subscription.cancel", &user(), None, "at_period_end", Some(&sub));
         assert_eq!(first, idempotency_key("subscription.cancel", &user(), None, "at_period_end", Some(&sub)));
         assert_ne!(first, idempotency_key("subscription.cancel", &user(), None, "immediately", Some(&sub)));
