@@ -174,6 +174,11 @@ impl JobSettings {
         Ok(())
     }
 
+    /// The lifecycle rules these settings ask for.
+    pub fn rules(&self) -> shared::usecase::lifecycle::Rules {
+        shared::usecase::lifecycle::Rules { expiry_grace: self.expiry_grace, past_due_grace: self.past_due_grace, windows: self.windows() }
+    }
+
     /// The warning windows, longest first (`[warning]` or `[warning, reminder]`), in days.
     pub fn windows(&self) -> Vec<u32> {
         let mut windows = vec![self.warning_days];

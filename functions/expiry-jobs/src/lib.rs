@@ -32,6 +32,7 @@ use shared::{
     clock::RunClock,
     delivery::OutboxDelivery,
     store::{Store, StoreError},
+    usecase::lifecycle::Lifecycle,
 };
 use tracing::Instrument;
 
@@ -83,7 +84,7 @@ impl From<JobError> for lambda_runtime::Diagnostic {
 /// Everything a run needs, built once per cold start.
 pub struct Jobs {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) billing: Arc<dyn BillingGateway>,
+    pub(crate) lifecycle: Lifecycle,
     pub(crate) delivery: Arc<OutboxDelivery>,
     pub(crate) continuations: ContinuationPublisher,
     pub(crate) settings: JobSettings,
@@ -97,7 +98,8 @@ impl Jobs {
         continuations: ContinuationPublisher,
         settings: JobSettings,
     ) -> Self {
-        Self { store, billing, delivery, continuations, settings }
+        let lifecycle = Lifecycle::new(store.clone(), billing, settings.rules());
+        Self { store, lifecycle, delivery, continuations, settings }
     }
 
     pub fn settings(&self) -> &JobSettings {

@@ -7,7 +7,9 @@
 //!   its history and its notifications — used by every other use case here and by the jobs.
 //! - [`admin`]: what the admin API does (profiles; create, change, cancel, reactivate, read).
 //! - [`stripe_event`]: applying one verified Stripe event.
+//! - [`lifecycle`]: the scheduled rules for one subscription: warn, expire, reconcile.
 
 pub mod admin;
+pub mod lifecycle;
 pub mod stripe_event;
 pub mod sync;

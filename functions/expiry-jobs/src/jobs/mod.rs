@@ -1,5 +1,6 @@
 //! The jobs, and what they share: walking the expiry index within a budget, retrying an
-//! item after a concurrent change, and turning Stripe's state into a committed change.
+//! item after a concurrent change. What is done to each item is the library's
+//! [`shared::usecase::lifecycle`].
 
 mod deliver;
 mod expire;
@@ -8,16 +9,14 @@ mod warnings;
 
 use std::{collections::HashMap, future::Future};
 
-use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
 use shared::{
-    billing::BillingError,
-    domain::{HistoryChange, StripeSnapshot, Subscription},
-    store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError},
-    usecase::sync::{self, Cause, Sync},
+    domain::Subscription,
+    store::{keys, ExpiryCursor, ExpiryRange, StoreError},
+    usecase::lifecycle::LifecycleError,
 };
 
-use crate::{budget::Budget, summary::Counts, Jobs};
+use crate::{budget::Budget, input::JobName, summary::Counts, Jobs};
 
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +26,6 @@ pub enum Progress {
     /// The budget ran out; resume at this index position (`None`: the step keeps no
     /// position, e.g. the outbox sweep, which simply starts again).
     Stopped(Option<ExpiryCursor>),
-}
-
-/// Why one item could not be handled this run (it is counted and retried next run).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ItemError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Billing(#[from] BillingError),
 }
 
 /// How often one item is re-read and re-evaluated after losing a race to a concurrent write.
@@ -112,10 +102,10 @@ impl Jobs {
     /// Runs `attempt` on `sub`; when it loses a race to a concurrent write (a webhook, an
     /// admin), re-reads the subscription and tries again with what is there now. Other
     /// errors are counted and logged, and the item is left for the next run.
-    pub(crate) async fn with_retry<F, Fut>(&self, sub: Subscription, job: &'static str, attempt: F) -> Counts
+    pub(crate) async fn with_retry<F, Fut>(&self, sub: Subscription, job: JobName, attempt: F) -> Counts
     where
         F: Fn(Subscription) -> Fut,
-        Fut: Future<Output = Result<Counts, ItemError>>,
+        Fut: Future<Output = Result<Counts, LifecycleError>>,
     {
         let mut counts = Counts::default();
         let mut current = sub;
@@ -125,22 +115,22 @@ impl Jobs {
                     counts += done;
                     return counts;
                 }
-                Err(ItemError::Store(StoreError::Conflict(reason))) if n < MAX_ATTEMPTS => {
+                Err(error) if error.is_conflict() && n < MAX_ATTEMPTS => {
                     counts.conflicts += 1;
-                    tracing::info!(job, user_id = %current.user_id, reason, "subscription changed concurrently; re-reading");
+                    tracing::info!(job = job.as_str(), user_id = %current.user_id, %error, "subscription changed concurrently; re-reading");
                     match self.store.subscription(&current.user_id).await {
                         Ok(Some(fresh)) => current = fresh,
                         Ok(None) => return counts,
                         Err(error) => {
                             counts.errors += 1;
-                            tracing::warn!(job, user_id = %current.user_id, %error, "could not re-read the subscription; left for the next run");
+                            tracing::warn!(job = job.as_str(), user_id = %current.user_id, %error, "could not re-read the subscription; left for the next run");
                             return counts;
                         }
                     }
                 }
                 Err(error) => {
                     counts.errors += 1;
-                    tracing::warn!(job, user_id = %current.user_id, subscription_id = %current.id, %error, "item not handled; left for the next run");
+                    tracing::warn!(job = job.as_str(), user_id = %current.user_id, subscription_id = %current.id, %error, "item not handled; left for the next run");
                     return counts;
                 }
             }
@@ -169,23 +159,10 @@ pub(crate) fn cursor_after(sub: &Subscription) -> Option<ExpiryCursor> {
     Some(ExpiryCursor { shard, after: Some(after) })
 }
 
-/// The change that brings `sub` in line with Stripe's `snap`, and the record after it;
-/// `None` when the local record already says what Stripe says.
-///
-/// Planned by the one Stripe-sync path (record guarded by the version read, a `Synced`
-/// history entry by `actor`, and the notifications of what changed), so a renewal or
-/// cancellation whose webhook was missed is told exactly as the webhook would have told it.
-pub(crate) fn sync_change(sub: &Subscription, snap: &StripeSnapshot, now: DateTime<Utc>, actor: &str) -> Option<(Subscription, Change)> {
-    match sync::plan(&sub.user_id, Some(sub), snap, now, &Cause::by(actor, HistoryChange::Synced)) {
-        Sync::Apply(applied) => Some((applied.next.clone(), applied.change())),
-        Sync::InLine | Sync::NotCurrent => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use shared::domain::{StripeCustomerId, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
 
     fn sub() -> Subscription {
@@ -221,36 +198,5 @@ mod tests {
         assert_eq!((after["exp_pk"].as_str(), after["exp_sk"].as_str()), (pk.as_str(), sk.as_str()));
         assert_eq!(after["pk"], "USER#u1");
         assert_eq!(after["sk"], "SUBSCRIPTION");
-    }
-
-    #[test]
-    fn a_late_renewal_becomes_a_synced_change_with_its_event() {
-        let s = sub();
-        let end = s.end_date.unwrap();
-        let snap = StripeSnapshot {
-            subscription_id: StripeSubscriptionId::parse("sub_1").unwrap(),
-            customer_id: StripeCustomerId::parse("cus_1").unwrap(),
-            status: SubscriptionStatus::Active,
-            tier: Some(Tier::Premium),
-            current_period_start: end,
-            current_period_end: end + chrono::Duration::days(31),
-            cancel_at_period_end: false,
-            cancel_at: None,
-            canceled_at: None,
-            trial_end: None,
-            latest_invoice_paid_at: Some(end),
-            owner: None,
-            source: None,
-        };
-        let now = end + chrono::Duration::days(2);
-        let (next, change) = sync_change(&s, &snap, now, "job:expire-lapsed").unwrap();
-        assert_eq!(next.end_date, Some(end + chrono::Duration::days(31)));
-        assert_eq!(change.subscription.as_ref().unwrap().expected_version, Some(4));
-        assert_eq!(change.history[0].change, HistoryChange::Synced);
-        assert_eq!(change.history[0].actor, "job:expire-lapsed");
-        assert_eq!(change.outbox.len(), 1);
-        assert!(change.outbox[0].id.starts_with("event:SubscriptionRenewed:s1:"), "{}", change.outbox[0].id);
-        // Already in line: nothing to do.
-        assert!(sync_change(&next, &snap, now, "job:reconcile").is_none());
     }
 }

@@ -1,62 +1,18 @@
 //! `expiry-warnings`: tell users their subscription ends (or renews) soon.
 //!
-//! One index query selects the subscriptions ending within the warning window
-//! (`now ..= now + WARNING_DAYS`). Each gets the mail of the *narrowest* window it is in:
-//! the reminder window (`REMINDER_DAYS`) when configured and reached, else the warning
-//! window, so a subscription first seen two hours before its end gets one mail, not two.
-//!
-//! The dedupe id is `<subscription id>:<period end>:<window>d`, so each subscription gets
-//! at most one mail per period and window however often the job runs; the outbox's
-//! deterministic id (`email:<kind>:<dedupe>`) makes a rerun a no-op even when two runs race.
-//! Subscriptions that renew by themselves (`renews()`) get a renewal reminder instead of an
-//! expiry warning. Only `active` and `trial` subscriptions are warned: a `past_due` one is
-//! already getting Stripe's payment-failed mails.
-//!
-//! A warning changes no subscription, so it is committed as an outbox item alone (one small
-//! transaction) and not written to the history, which lists subscription changes only (the
-//! outbox item itself records when the warning was queued and sent).
+//! One index query selects the subscriptions ending within the widest warning window
+//! (`now ..= now + WARNING_DAYS`); each is handed to
+//! [`shared::usecase::lifecycle::Lifecycle::warn`], which picks the narrowest window, queues
+//! at most one mail per period and window, and changes no subscription.
 
 use chrono::{DateTime, Duration, Utc};
 use shared::{
-    domain::{Subscription, SubscriptionStatus, Tier},
-    email::{EmailContext, ExpiryWarningContext, RenewalReminderContext},
-    store::{keys, Change, ExpiryCursor, ExpiryRange, StoreError},
+    store::{ExpiryCursor, ExpiryRange, StoreError},
+    usecase::lifecycle::Warned,
 };
-use tracing::instrument;
 
-use super::{ItemError, Progress};
-use crate::{budget::Budget, summary::Counts, Jobs};
-
-/// What one subscription should be told, if anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Warning {
-    /// The window reached, in days.
-    pub window: u32,
-    pub renewal: bool,
-    pub dedupe: String,
-    pub context: EmailContext,
-}
-
-/// The warning `sub` is due at `now` with these windows (longest first), if any.
-pub(crate) fn warning_for(sub: &Subscription, now: DateTime<Utc>, windows: &[u32]) -> Option<Warning> {
-    if !matches!(sub.status, SubscriptionStatus::Active | SubscriptionStatus::Trial) || sub.tier == Tier::Free {
-        return None;
-    }
-    let end = sub.end_date?;
-    if end <= now {
-        return None;
-    }
-    // The narrowest window that still contains the end.
-    let window = windows.iter().copied().filter(|days| end <= now + Duration::days(i64::from(*days))).min()?;
-    let days_remaining = sub.days_remaining(now).unwrap_or(0);
-    let renewal = sub.renews();
-    let context = if renewal {
-        EmailContext::from(RenewalReminderContext { plan: sub.tier, days_remaining, renewal_date: end, amount: None })
-    } else {
-        EmailContext::from(ExpiryWarningContext { plan: sub.tier, days_remaining, end_date: end })
-    };
-    Some(Warning { window, renewal, dedupe: format!("{}:{}:{window}d", sub.id, keys::timestamp(end)), context })
-}
+use super::Progress;
+use crate::{budget::Budget, input::JobName, summary::Counts, Jobs};
 
 impl Jobs {
     pub(crate) async fn expiry_warnings(
@@ -66,96 +22,19 @@ impl Jobs {
         budget: &Budget,
         counts: &mut Counts,
     ) -> Result<Progress, StoreError> {
-        let windows = self.settings.windows();
-        let widest = windows.iter().copied().max().unwrap_or(self.settings.warning_days);
+        let widest = self.lifecycle.rules().windows.iter().copied().max().unwrap_or(self.settings.warning_days);
         let range = ExpiryRange::EndingBetween(now, now + Duration::days(i64::from(widest)));
-        self.walk(range, start, budget, counts, |sub| {
-            let windows = &windows;
-            async move { self.with_retry(sub, "expiry-warnings", |sub| async move { self.warn_one(&sub, now, windows).await }).await }
+        self.walk(range, start, budget, counts, |sub| async move {
+            self.with_retry(sub, JobName::ExpiryWarnings, |sub| async move {
+                Ok(match self.lifecycle.warn(&sub, now).await? {
+                    Warned::Queued { renewal: true } => Counts { reminded: 1, ..Counts::default() },
+                    Warned::Queued { renewal: false } => Counts { warned: 1, ..Counts::default() },
+                    Warned::AlreadyQueued => Counts { already_warned: 1, ..Counts::default() },
+                    Warned::NotDue => Counts::default(),
+                })
+            })
+            .await
         })
         .await
-    }
-
-    #[instrument(skip_all, fields(user_id = %sub.user_id, subscription_id = %sub.id))]
-    async fn warn_one(&self, sub: &Subscription, now: DateTime<Utc>, windows: &[u32]) -> Result<Counts, ItemError> {
-        let mut counts = Counts::default();
-        let Some(warning) = warning_for(sub, now, windows) else { return Ok(counts) };
-        let item = warning.context.outbox_item(&sub.user_id, &warning.dedupe, now);
-        // A cheap read first: a rerun finds the item and writes nothing (the commit would
-        // drop it anyway; this also keeps the counts honest).
-        if self.store.outbox_item(&item.id).await?.is_some() {
-            counts.already_warned += 1;
-            return Ok(counts);
-        }
-        let outbox_id = item.id.clone();
-        self.store.commit(Change { user_id: Some(sub.user_id.clone()), outbox: vec![item], ..Change::default() }).await?;
-        if warning.renewal {
-            counts.reminded += 1;
-        } else {
-            counts.warned += 1;
-        }
-        tracing::info!(outbox_id, window_days = warning.window, renewal = warning.renewal, "warning queued");
-        Ok(counts)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use shared::domain::{NotificationKind, SubscriptionSource, UserId};
-
-    fn at(day: u32, hour: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).single().unwrap_or_default()
-    }
-
-    fn sub(end: DateTime<Utc>, renews: bool) -> Subscription {
-        Subscription {
-            id: "s1".into(),
-            user_id: UserId::parse("u1").unwrap(),
-            tier: Tier::Premium,
-            status: SubscriptionStatus::Active,
-            source: SubscriptionSource::Paid,
-            start_date: end - Duration::days(30),
-            end_date: Some(end),
-            auto_renew: renews,
-            cancel_at_period_end: !renews,
-            canceled_at: None,
-            stripe_customer_id: None,
-            stripe_subscription_id: None,
-            last_billing_date: None,
-            next_billing_date: None,
-            comment: None,
-            version: 1,
-            updated_at: end,
-        }
-    }
-
-    #[test]
-    fn one_mail_for_the_narrowest_window() {
-        let s = sub(at(13, 0), false);
-        assert!(warning_for(&s, at(9, 6), &[3, 1]).is_none(), "four days out: nothing yet");
-        let w = warning_for(&s, at(10, 6), &[3, 1]).unwrap();
-        assert_eq!((w.window, w.renewal), (3, false));
-        assert_eq!(w.dedupe, "s1:2026-03-13T00:00:00.000Z:3d");
-        assert_eq!(w.context.kind(), NotificationKind::ExpiryWarning);
-        // The same window on the next day: same dedupe id, so the outbox keeps one.
-        assert_eq!(warning_for(&s, at(11, 6), &[3, 1]).unwrap().dedupe, w.dedupe);
-        let last = warning_for(&s, at(12, 6), &[3, 1]).unwrap();
-        assert_eq!(last.window, 1);
-        assert_eq!(last.dedupe, "s1:2026-03-13T00:00:00.000Z:1d");
-        // Without a reminder window, the last day is still the 3-day warning.
-        assert_eq!(warning_for(&s, at(12, 6), &[3]).unwrap().dedupe, w.dedupe);
-        assert!(warning_for(&s, at(13, 6), &[3, 1]).is_none(), "ended: that is expire-lapsed's");
-    }
-
-    #[test]
-    fn renewing_subscriptions_get_a_reminder_and_others_nothing() {
-        let w = warning_for(&sub(at(13, 0), true), at(11, 0), &[3]).unwrap();
-        assert!(w.renewal);
-        assert_eq!(w.context.kind(), NotificationKind::RenewalReminder);
-        let mut past_due = sub(at(13, 0), true);
-        past_due.status = SubscriptionStatus::PastDue;
-        assert!(warning_for(&past_due, at(11, 0), &[3]).is_none());
     }
 }
