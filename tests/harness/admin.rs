@@ -6,7 +6,7 @@
 
 use admin_api::{
     apigw::{self, Answer},
-    RouteSpec, ROUTES,
+    route_of,
 };
 use serde_json::Value;
 use shared::delivery::{DeliveryPolicy, OutboxDelivery};
@@ -128,15 +128,4 @@ impl AdminApi {
     pub fn stripe_calls(&self, route: &str) -> u64 {
         self.sim.handle.request_count_for(route)
     }
-}
-
-/// The declared route an actual path belongs to (`/users/u1/subscription` → `/users/{user_id}/subscription`).
-pub fn route_of(method: &str, path: &str) -> Option<&'static RouteSpec> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    ROUTES.iter().find(|route| {
-        let pattern: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
-        route.method == method
-            && pattern.len() == segments.len()
-            && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
-    })
 }

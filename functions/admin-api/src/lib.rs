@@ -9,8 +9,10 @@
 //!   is their HTTP edge.
 //! - [`problem`]: every error as one enum, answered as RFC 9457 problem+json.
 //! - [`setup`]: configuration and clients → the ready router (for `main` and the tests).
-//! - [`apigw`]: API Gateway v2 events, to drive the router as Lambda does (tests, tools).
+//! - `apigw` (feature `test-support`): API Gateway v2 events, to drive the router as Lambda
+//!   does (tests, the bench).
 
+#[cfg(feature = "test-support")]
 pub mod apigw;
 pub mod auth;
 pub mod caller;
@@ -23,6 +25,6 @@ pub mod setup;
 pub mod state;
 
 pub use config::Config;
-pub use routes::{router, AppState, RouteSpec, ROUTES};
+pub use routes::{route_of, router, AppState, RouteSpec, ROUTES};
 pub use setup::app;
 pub use shared::usecase::admin::AdminService;

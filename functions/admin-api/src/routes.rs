@@ -60,6 +60,18 @@ pub const ROUTES: &[RouteSpec] = &[
 /// Answers to requests no route serves (any path, method).
 pub const FALLBACK_STATUSES: &[u16] = &[401, 403, 404, 405];
 
+/// The declared route an actual path belongs to (`/users/u1/subscription` →
+/// `/users/{user_id}/subscription`), for callers that check answers against [`ROUTES`].
+pub fn route_of(method: &str, path: &str) -> Option<&'static RouteSpec> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    ROUTES.iter().find(|route| {
+        let pattern: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
+        route.method == method
+            && pattern.len() == segments.len()
+            && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
+    })
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/users/{user_id}", put(put_profile))
