@@ -9,7 +9,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shared::email::{EmailConfig, EmailRenderer};
+use shared::{
+    domain::EmailContext,
+    email::{EmailConfig, EmailRenderer},
+};
 
 fn main() -> ExitCode {
     match run() {
@@ -40,10 +43,9 @@ fn run() -> Result<usize, String> {
 
     let profile = EmailRenderer::sample_profile();
     let mut rows = String::new();
-    let samples = EmailRenderer::samples();
-    for (kind, context) in &samples {
-        let email = renderer.render(*kind, &profile, context).map_err(|e| e.to_string())?;
-        let name = kind.as_str();
+    for context in EmailContext::samples() {
+        let email = renderer.render(&profile, &context).map_err(|e| e.to_string())?;
+        let name = context.kind().as_str();
         write(&out_dir, &format!("{name}.html"), &email.html)?;
         write(&out_dir, &format!("{name}.txt"), &email.text)?;
         rows.push_str(&format!(
@@ -58,7 +60,7 @@ fn run() -> Result<usize, String> {
          <tr><th>Notification</th><th>Subject</th><th colspan=\"2\">Bodies</th></tr>\n{rows}</table>\n</body></html>\n"
     );
     write(&out_dir, "index.html", &index)?;
-    Ok(samples.len())
+    Ok(shared::domain::NotificationKind::ALL.len())
 }
 
 fn write(dir: &std::path::Path, name: &str, contents: &str) -> Result<(), String> {

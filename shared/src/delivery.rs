@@ -40,3 +40,32 @@ pub trait Deliver: Send + Sync {
 
 mod outbox;
 pub use outbox::{DeliveryPolicy, OutboxDelivery};
+
+use crate::{
+    config::{optional, required, ConfigError},
+    email::{EmailConfig, RetryPolicy},
+};
+
+/// How a function delivers its outbox: the sender and links of its mail, SES attempts per
+/// e-mail within one delivery, and the outbox policy (attempts, pacing). Every function
+/// that delivers is configured with one of these.
+#[derive(Debug, Clone)]
+pub struct Mailing {
+    /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`.
+    pub email: EmailConfig,
+    /// SES attempts per e-mail within one delivery (the outbox retries across deliveries).
+    pub mail_retry: RetryPolicy,
+    pub policy: DeliveryPolicy,
+}
+
+impl Mailing {
+    /// The e-mail settings from the environment, delivered under `policy`.
+    pub fn from_env(policy: DeliveryPolicy) -> Result<Self, ConfigError> {
+        let email = EmailConfig {
+            mail_from: required("MAIL_FROM")?,
+            app_base_url: required("APP_BASE_URL")?,
+            configuration_set: optional("SES_CONFIGURATION_SET"),
+        };
+        Ok(Self { email, mail_retry: RetryPolicy::default(), policy })
+    }
+}

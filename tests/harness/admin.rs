@@ -9,7 +9,7 @@ use admin_api::{
     route_of,
 };
 use serde_json::Value;
-use shared::delivery::{DeliveryPolicy, OutboxDelivery};
+use shared::delivery::{DeliveryPolicy, Mailing, OutboxDelivery};
 
 use crate::{
     env::{email_config, quick_mail_retry},
@@ -33,23 +33,25 @@ pub fn config(env: &TestEnv, sim: &Sim) -> admin_api::Config {
         aws: env.resources(),
         admin_group: "admin".into(),
         stripe: sim.stripe_config(),
-        email: email_config(),
-        delivery: delivery_policy(),
-        mail_retry: quick_mail_retry(),
+        mail: mailing(),
         operation_lease: shared::usecase::admin::DEFAULT_OPERATION_LEASE,
     }
 }
 
-/// The admin API's delivery right after a change: production's, without SES pacing.
-fn delivery_policy() -> DeliveryPolicy {
-    DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() }
+/// The admin API's delivery right after a change: production's, without SES pacing, one
+/// quick SES attempt per item.
+fn mailing() -> Mailing {
+    Mailing {
+        email: email_config(),
+        mail_retry: quick_mail_retry(),
+        policy: DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() },
+    }
 }
 
 /// The real outbox delivery over the env's SES and bus, one quick SES attempt per item,
 /// as the admin API delivers (for tests that wire the service by hand).
 pub fn delivery(env: &TestEnv) -> OutboxDelivery {
-    OutboxDelivery::over_aws(env.store.clone(), &env.aws_clients(), &env.bus, &email_config(), quick_mail_retry(), delivery_policy())
-        .expect("e-mail templates render")
+    OutboxDelivery::over_aws(env.store.clone(), &env.aws_clients(), &env.bus, &mailing()).expect("e-mail templates render")
 }
 
 impl AdminApi {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use expiry_jobs::{Budget, JobName, JobRequest, JobSettings, Jobs, RunSummary};
 use shared::{
     config::{AwsClients, Secret},
+    delivery::Mailing,
     domain::{EmailAddress, UserId, UserProfile},
     stripe::StripeConfig,
 };
@@ -34,9 +35,7 @@ pub fn config(env: &TestEnv, stripe: StripeConfig, settings: JobSettings) -> exp
     expiry_jobs::Config {
         aws: env.resources(),
         stripe,
-        email: email_config(),
-        mail_retry: quick_mail_retry(),
-        delivery: test_delivery_policy(),
+        mail: Mailing { email: email_config(), mail_retry: quick_mail_retry(), policy: test_delivery_policy() },
         settings,
     }
 }

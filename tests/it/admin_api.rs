@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Months, Utc};
 use harness::admin::{claims_with_groups, AdminApi, ADMIN_SUB};
 use serde_json::{json, Value};
-use shared::domain::{NotificationKind, OutboxPayload, SubscriptionSource, SubscriptionStatus, Tier, UserId};
+use shared::domain::{EmailContext, NotificationKind, OutboxPayload, SubscriptionSource, SubscriptionStatus, Tier, UserId};
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).expect("valid user id")
@@ -69,9 +69,9 @@ async fn paid_subscription_is_active_with_history_confirmation_and_event() {
     let confirmation =
         api.env.store.outbox_item(&format!("email:subscription_confirmation:{stripe_id}")).await.unwrap().expect("confirmation queued");
     match confirmation.payload {
-        OutboxPayload::Email { kind, context, .. } => {
-            assert_eq!(kind, NotificationKind::SubscriptionConfirmation);
-            assert_eq!(context["plan"], "premium");
+        OutboxPayload::Email { context, .. } => {
+            assert_eq!(context.kind(), NotificationKind::SubscriptionConfirmation);
+            assert_eq!(context.to_value()["plan"], "premium");
         }
         other => panic!("unexpected payload {other:?}"),
     }
@@ -221,8 +221,8 @@ async fn tier_change_prorates_and_queues_plan_changed() {
     let id = format!("email:plan_changed:{stripe_id}:v{}", stored.version);
     let item = api.env.store.outbox_item(&id).await.unwrap().unwrap_or_else(|| panic!("{id} not queued"));
     match item.payload {
-        OutboxPayload::Email { context, .. } => {
-            assert_eq!((context["previous_plan"].as_str(), context["new_plan"].as_str()), (Some("premium"), Some("enterprise")))
+        OutboxPayload::Email { context: EmailContext::PlanChanged(changed), .. } => {
+            assert_eq!((changed.previous_plan, changed.new_plan), (Tier::Premium, Tier::Enterprise))
         }
         other => panic!("unexpected payload {other:?}"),
     }
@@ -633,7 +633,9 @@ async fn a_paid_fixed_term_ends_at_its_term_bills_monthly_until_then_and_can_be_
     assert_eq!(date(&sub["next_billing_date"]).timestamp(), period_end);
     let confirmation = api.env.store.outbox_item(&format!("email:subscription_confirmation:{stripe_id}")).await.unwrap().expect("queued");
     match confirmation.payload {
-        OutboxPayload::Email { context, .. } => assert_eq!(date(&context["period_end"]).timestamp(), cancel_at, "names the term's end"),
+        OutboxPayload::Email { context: EmailContext::SubscriptionConfirmation(confirmed), .. } => {
+            assert_eq!(confirmed.period_end.map(|end| end.timestamp()), Some(cancel_at), "names the term's end")
+        }
         other => panic!("{other:?}"),
     }
 

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use harness::{env::email_config, Moto, TestEnv};
 use shared::{
     clock::RunClock,
     config::AwsClients,
-    delivery::{Deliver, DeliveryPolicy, OutboxDelivery},
-    domain::{DomainEvent, DomainEventKind, OutboxState, ProfileUpdate, SubscriptionStatus, UserId},
-    email::{EmailConfig, EmailContext, RetryPolicy, TrialEndingContext},
-    store::{Change, Store},
+    delivery::{Deliver, DeliveryPolicy, Mailing, OutboxDelivery},
+    domain::{DomainEvent, DomainEventKind, EmailContext, OutboxState, ProfileUpdate, SubscriptionStatus, TrialEndingContext, UserId},
+    email::{EmailConfig, RetryPolicy},
+    store::{keys, Change, Store},
 };
 
 use crate::fixtures::{day, subscription};
@@ -22,7 +23,8 @@ fn delivery(env: &TestEnv, ses_config: &aws_config::SdkConfig, policy: DeliveryP
 
 fn delivery_from(env: &TestEnv, ses_config: &aws_config::SdkConfig, email: &EmailConfig, policy: DeliveryPolicy) -> OutboxDelivery {
     let aws = AwsClients::with_ses(&env.config, ses_config);
-    OutboxDelivery::over_aws(env.store.clone(), &aws, &env.bus, email, RetryPolicy::default(), policy).unwrap()
+    let mailing = Mailing { email: email.clone(), mail_retry: RetryPolicy::default(), policy };
+    OutboxDelivery::over_aws(env.store.clone(), &aws, &env.bus, &mailing).unwrap()
 }
 
 fn policy() -> DeliveryPolicy {
@@ -176,4 +178,48 @@ async fn overlapping_sweeps_never_send_one_item_twice() {
     }
     assert!(b.sent > 0 || b.skipped > 0, "the second sweep overlapped the first: {b:?}");
     assert_eq!(env.mail().sent().len(), n);
+}
+
+/// An item whose payload this deploy cannot read (queued by a newer one with a kind it does
+/// not know, or damaged) is failed for good, with its stored payload left as it was; the
+/// items behind it in the same sweep are delivered as usual.
+#[tokio::test]
+async fn an_unreadable_item_is_failed_without_stopping_the_sweep() {
+    let env = TestEnv::new().await;
+    let user = UserId::parse("deliver-5").unwrap();
+    profile(&env.store, &user, "reader@example.com").await;
+    let good = queue_trial_ending(&env, &user).await;
+
+    // A copy of the queued e-mail under another id, with a payload from a newer deploy.
+    let key = |id: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(keys::outbox_pk(id))),
+            ("sk".to_owned(), AttributeValue::S(keys::OUTBOX_SK.to_owned())),
+        ])
+    };
+    let stored = env.ddb.get_item().table_name(&env.table).set_key(Some(key(&good))).send().await.unwrap().item.unwrap();
+    let odd_id = "email:loyalty_bonus:deliver-5";
+    let odd_payload = r#"{"type":"email","kind":"loyalty_bonus","user_id":"deliver-5","context":{"points":7}}"#;
+    let mut odd = stored.clone();
+    odd.extend(key(odd_id));
+    odd.insert("id".into(), AttributeValue::S(odd_id.into()));
+    odd.insert("payload".into(), AttributeValue::S(odd_payload.into()));
+    let (pend_pk, pend_sk) = keys::pending_keys(odd_id, day(7));
+    odd.insert("pend_pk".into(), AttributeValue::S(pend_pk));
+    odd.insert("pend_sk".into(), AttributeValue::S(pend_sk));
+    env.ddb.put_item().table_name(&env.table).set_item(Some(odd)).send().await.unwrap();
+
+    let delivery = delivery(&env, &env.ses_config, policy());
+    let (report, _) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
+    assert_eq!((report.sent, report.failed, report.retry_later), (2, 1, 0), "{report:?}");
+    assert_eq!(env.mail_to("reader@example.com").len(), 1, "the readable e-mail went out once");
+    assert_eq!(env.store.outbox_item(&good).await.unwrap().unwrap().state, OutboxState::Sent);
+
+    let failed = env.store.outbox_item(odd_id).await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.attempts), (OutboxState::Failed, 1));
+    assert!(failed.last_error.as_deref().unwrap_or_default().contains("cannot be read"), "{:?}", failed.last_error);
+    let after = env.ddb.get_item().table_name(&env.table).set_key(Some(key(odd_id))).send().await.unwrap().item.unwrap();
+    assert_eq!(after["payload"].as_s().unwrap(), odd_payload, "the payload is kept as it was written");
+    let (again, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now() + Duration::days(1)), 100).await.unwrap();
+    assert_eq!((again.sent + again.failed, scanned), (0, 0), "never retried");
 }

@@ -10,7 +10,10 @@ use chrono::{TimeZone, Utc};
 use harness::Moto;
 use serde_json::Value;
 use shared::domain::{Currency, EmailAddress, Money, NotificationKind, Tier, UserProfile};
-use shared::email::{EmailConfig, EmailContext, EmailRenderer, Mailer, PaymentReceiptContext, RetryPolicy, SendError, SesMailer};
+use shared::{
+    domain::{EmailContext, PaymentReceiptContext},
+    email::{EmailConfig, EmailRenderer, Mailer, RetryPolicy, SendError, SesMailer},
+};
 
 const SENDER_DOMAIN: &str = "logiscore.test";
 
@@ -74,7 +77,7 @@ async fn a_rendered_receipt_is_delivered_through_ses() {
     let profile = recipient();
 
     let context = jpy_receipt();
-    let email = renderer.render(NotificationKind::PaymentReceipt, &profile, &context.to_value()).unwrap();
+    let email = renderer.render(&profile, &context).unwrap();
     let message_id = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_jp7").await.unwrap();
     assert!(!message_id.is_empty());
 
@@ -103,8 +106,9 @@ async fn every_notification_kind_can_be_sent() {
     let profile = EmailRenderer::sample_profile();
 
     let mut subjects = Vec::new();
-    for (kind, context) in EmailRenderer::samples() {
-        let email = renderer.render(kind, &profile, &context).unwrap();
+    for context in EmailContext::samples() {
+        let kind = context.kind();
+        let email = renderer.render(&profile, &context).unwrap();
         mailer.send(&profile.email, &email, kind, &format!("email:{}:sample", kind.as_str())).await.unwrap();
         subjects.push(email.subject);
     }
@@ -120,7 +124,7 @@ async fn an_unverified_sender_is_a_permanent_failure() {
     let renderer = EmailRenderer::embedded(&config).unwrap();
     let mailer = SesMailer::new(&moto.sdk_config().await, &config).with_retry_policy(fast_retries());
     let profile = recipient();
-    let email = renderer.render(NotificationKind::PaymentReceipt, &profile, &jpy_receipt().to_value()).unwrap();
+    let email = renderer.render(&profile, &jpy_receipt()).unwrap();
 
     let err = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_x").await.unwrap_err();
     assert!(err.is_permanent(), "{err:?}");
@@ -137,7 +141,7 @@ async fn an_unreachable_ses_is_a_transient_failure_after_bounded_retries() {
     let renderer = EmailRenderer::embedded(&config).unwrap();
     let mailer = SesMailer::new(&sdk_config, &config).with_retry_policy(fast_retries());
     let profile = recipient();
-    let email = renderer.render(NotificationKind::PaymentReceipt, &profile, &jpy_receipt().to_value()).unwrap();
+    let email = renderer.render(&profile, &jpy_receipt()).unwrap();
 
     let started = std::time::Instant::now();
     let err = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_y").await.unwrap_err();

@@ -15,7 +15,8 @@ use harness::{
 use shared::{
     billing::{BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind},
     domain::{
-        HistoryChange, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource, SubscriptionStatus, Tier,
+        EmailContext, HistoryChange, OutboxItem, OutboxPayload, OutboxState, StripeSnapshot, Subscription, SubscriptionSource,
+        SubscriptionStatus, Tier,
     },
 };
 
@@ -87,10 +88,10 @@ async fn each_subscription_is_warned_once_per_period_whatever_the_replays() {
     let reminder = ids_for(&items, "renewal_reminder");
     assert_eq!(reminder, ["email:renewal_reminder:sub-warn-renews:2026-03-14T00:00:00.000Z:3d"]);
     match &items[warning[0]].payload {
-        OutboxPayload::Email { user_id, context, .. } => {
+        OutboxPayload::Email { user_id, context: EmailContext::ExpiryWarning(warning) } => {
             assert_eq!(user_id, &ends);
-            assert_eq!(context["days_remaining"], 3, "warned on March 11 06:00 for an end on March 14 00:00 (rounded up)");
-            assert_eq!(context["plan"], "premium");
+            assert_eq!(warning.days_remaining, 3, "warned on March 11 06:00 for an end on March 14 00:00 (rounded up)");
+            assert_eq!(warning.plan, Tier::Premium);
         }
         other => panic!("unexpected payload {other:?}"),
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use harness::TestEnv;
 use shared::{
-    domain::{HistoryChange, HistoryEntry, NotificationKind, OutboxItem, SubscriptionStatus, Tier},
+    domain::{EmailContext, HistoryChange, HistoryEntry, OutboxItem, SubscriptionStatus, Tier},
     store::{Change, ExpiryRange, LedgerEntry, StoreError, StripeMapping, SubscriptionWrite},
 };
 
@@ -56,7 +56,7 @@ async fn a_failed_transaction_writes_nothing() {
     // The ledger entry exists, so the whole change — subscription, history, outbox — must be refused.
     let mut change = create(&sub);
     change.stripe_event = Some(LedgerEntry { event_id: "evt_seen".into(), event_type: "x".into(), received_at: day(1) });
-    change.outbox.push(OutboxItem::email(NotificationKind::SubscriptionConfirmation, &u, "s1", serde_json::json!({}), day(1)));
+    change.outbox.push(OutboxItem::email(&u, "s1", EmailContext::samples().remove(0), day(1)));
     change.mappings.push(StripeMapping::Customer("cus_atomic".into()));
     let err = env.store.commit(change).await.unwrap_err();
     assert!(matches!(err, StoreError::DuplicateEvent), "{err:?}");
@@ -71,7 +71,7 @@ async fn a_failed_transaction_writes_nothing() {
 async fn an_already_queued_notification_is_not_queued_twice() {
     let env = TestEnv::new().await;
     let u = user("outbox-1");
-    let receipt = || OutboxItem::email(NotificationKind::PaymentReceipt, &u, "in_1", serde_json::json!({"n": 1}), day(1));
+    let receipt = || OutboxItem::email(&u, "in_1", EmailContext::samples().remove(1), day(1));
     for event in ["evt_paid", "evt_succeeded"] {
         env.store
             .commit(Change {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use shared::{
     config::{optional, AwsResources, ConfigError},
-    delivery::DeliveryPolicy,
-    email::{EmailConfig, RetryPolicy},
+    delivery::{DeliveryPolicy, Mailing},
     stripe::StripeConfig,
     usecase::admin::DEFAULT_OPERATION_LEASE,
 };
@@ -21,13 +20,9 @@ pub struct Config {
     pub admin_group: String,
     /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
     pub stripe: StripeConfig,
-    /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`: for delivering the outbox right after a change.
-    pub email: EmailConfig,
     /// How the outbox items a change queues are delivered right after it (what fails is
     /// left pending for `deliver-pending`).
-    pub delivery: DeliveryPolicy,
-    /// SES attempts per e-mail within that delivery.
-    pub mail_retry: RetryPolicy,
+    pub mail: Mailing,
     /// `OPERATION_LEASE_SECONDS` (default 60, at least the function's timeout): how long an
     /// unfinished subscribe is presumed to be still running before another request
     /// finishes it.
@@ -40,13 +35,7 @@ impl Config {
             aws: AwsResources::from_env()?,
             admin_group: admin_group(optional("ADMIN_GROUP"))?,
             stripe: StripeConfig::from_env()?,
-            email: EmailConfig {
-                mail_from: shared::config::required("MAIL_FROM")?,
-                app_base_url: shared::config::required("APP_BASE_URL")?,
-                configuration_set: optional("SES_CONFIGURATION_SET"),
-            },
-            delivery: DeliveryPolicy::default(),
-            mail_retry: RetryPolicy::default(),
+            mail: Mailing::from_env(DeliveryPolicy::default())?,
             operation_lease: operation_lease(optional("OPERATION_LEASE_SECONDS"))?,
         })
     }

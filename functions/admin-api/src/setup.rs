@@ -20,14 +20,7 @@ use crate::{router, AdminService, AppState, Config};
 pub fn app(config: &Config, aws: &AwsClients) -> Result<Router, InitError> {
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(aws.dynamodb.clone(), &config.aws.table_name));
     let billing = StripeBilling::new(config.stripe.clone())?;
-    let deliver = OutboxDelivery::over_aws(
-        store.clone(),
-        aws,
-        &config.aws.event_bus_name,
-        &config.email,
-        config.mail_retry,
-        config.delivery.clone(),
-    )?;
+    let deliver = OutboxDelivery::over_aws(store.clone(), aws, &config.aws.event_bus_name, &config.mail)?;
     let service =
         AdminService::new(store, Arc::new(billing), Arc::new(deliver), Arc::new(SystemClock)).with_operation_lease(config.operation_lease);
     Ok(router(AppState::new(service, config.admin_group.as_str())))

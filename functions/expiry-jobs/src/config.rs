@@ -4,9 +4,8 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use shared::{
-    config::{number, optional, required, AwsResources, ConfigError},
-    delivery::DeliveryPolicy,
-    email::{EmailConfig, RetryPolicy},
+    config::{number, optional, AwsResources, ConfigError},
+    delivery::{DeliveryPolicy, Mailing},
     stripe::StripeConfig,
 };
 
@@ -17,12 +16,9 @@ pub struct Config {
     pub aws: AwsResources,
     /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
     pub stripe: StripeConfig,
-    /// `MAIL_FROM`, `APP_BASE_URL`, `SES_CONFIGURATION_SET`.
-    pub email: EmailConfig,
-    /// SES attempts per e-mail within one delivery (the outbox retries across runs).
-    pub mail_retry: RetryPolicy,
-    /// Outbox delivery: from the settings' `MAX_DELIVERY_ATTEMPTS` and `SES_SEND_RATE`.
-    pub delivery: DeliveryPolicy,
+    /// E-mail and outbox delivery, the policy from the settings' `MAX_DELIVERY_ATTEMPTS`
+    /// and `SES_SEND_RATE`.
+    pub mail: Mailing,
     pub settings: JobSettings,
 }
 
@@ -32,13 +28,7 @@ impl Config {
         Ok(Self {
             aws: AwsResources::from_env()?,
             stripe: StripeConfig::from_env()?,
-            email: EmailConfig {
-                mail_from: required("MAIL_FROM")?,
-                app_base_url: required("APP_BASE_URL")?,
-                configuration_set: optional("SES_CONFIGURATION_SET"),
-            },
-            mail_retry: RetryPolicy::default(),
-            delivery: settings.delivery_policy(),
+            mail: Mailing::from_env(settings.delivery_policy())?,
             settings,
         })
     }

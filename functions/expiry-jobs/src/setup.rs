@@ -15,14 +15,7 @@ use crate::{config::Config, ContinuationPublisher, Jobs};
 /// The jobs, ready to run; a configuration that cannot work fails here.
 pub fn app(config: &Config, aws: &AwsClients) -> Result<Jobs, InitError> {
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(aws.dynamodb.clone(), &config.aws.table_name));
-    let delivery = OutboxDelivery::over_aws(
-        store.clone(),
-        aws,
-        &config.aws.event_bus_name,
-        &config.email,
-        config.mail_retry,
-        config.delivery.clone(),
-    )?;
+    let delivery = OutboxDelivery::over_aws(store.clone(), aws, &config.aws.event_bus_name, &config.mail)?;
     Ok(Jobs::new(
         store,
         Arc::new(StripeBilling::new(config.stripe.clone())?),

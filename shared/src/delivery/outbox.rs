@@ -89,20 +89,18 @@ impl OutboxDelivery {
         }
     }
 
-    /// The production wiring: e-mail through SES (`aws.ses`, retried per `retry`) rendered
+    /// The production wiring: e-mail through SES (`aws.ses`, retried per `mail_retry`) rendered
     /// from the embedded templates, domain events to `event_bus` on EventBridge.
     pub fn over_aws(
         store: Arc<dyn Store>,
         aws: &crate::config::AwsClients,
         event_bus: &str,
-        email: &crate::email::EmailConfig,
-        retry: crate::email::RetryPolicy,
-        policy: DeliveryPolicy,
+        mailing: &super::Mailing,
     ) -> Result<Self, crate::email::TemplateError> {
-        let renderer = Arc::new(EmailRenderer::embedded(email)?);
-        let mailer = Arc::new(crate::email::SesMailer::from_client(aws.ses.clone(), email).with_retry_policy(retry));
+        let renderer = Arc::new(EmailRenderer::embedded(&mailing.email)?);
+        let mailer = Arc::new(crate::email::SesMailer::from_client(aws.ses.clone(), &mailing.email).with_retry_policy(mailing.mail_retry));
         let publisher = Arc::new(crate::events::EventBridgePublisher::new(aws.eventbridge.clone(), event_bus));
-        Ok(Self::new(store, renderer, mailer, publisher, policy))
+        Ok(Self::new(store, renderer, mailer, publisher, mailing.policy.clone()))
     }
 
     /// Uses `clock` for "now" (tests replay days; jobs pass the event's time).
@@ -203,7 +201,8 @@ impl OutboxDelivery {
                 PublishError::Transient(why) => AttemptError::Transient(why),
                 PublishError::Encode(why) => AttemptError::Permanent(why),
             }),
-            OutboxPayload::Email { kind, user_id, context } => {
+            OutboxPayload::Unreadable { why, .. } => Err(AttemptError::Permanent(format!("the stored payload cannot be read: {why}"))),
+            OutboxPayload::Email { user_id, context } => {
                 // The address is read now, not when the item was queued: a user who
                 // changed it gets the mail at the new one.
                 let profile = match self.store.profile(user_id).await {
@@ -211,9 +210,9 @@ impl OutboxDelivery {
                     Ok(None) => return Err(AttemptError::Permanent(format!("user {user_id} has no profile"))),
                     Err(e) => return Err(AttemptError::Transient(e.to_string())),
                 };
-                let email = self.renderer.render(*kind, &profile, context).map_err(|e| AttemptError::Permanent(e.to_string()))?;
+                let email = self.renderer.render(&profile, context).map_err(|e| AttemptError::Permanent(e.to_string()))?;
                 self.pace().await;
-                self.mailer.send(&profile.email, &email, *kind, &item.id).await.map_err(|e| match e {
+                self.mailer.send(&profile.email, &email, context.kind(), &item.id).await.map_err(|e| match e {
                     SendError::Permanent { .. } => AttemptError::Permanent(e.to_string()),
                     SendError::Transient { .. } => AttemptError::Transient(e.to_string()),
                 })
@@ -244,6 +243,7 @@ impl OutboxDelivery {
             (OutboxPayload::Event { .. }, OutboxState::Sent) => ("DomainEventsPublished", false),
             (OutboxPayload::Event { .. }, OutboxState::DeadLettered) => ("DomainEventsDeadLettered", false),
             (OutboxPayload::Event { .. }, _) => ("DomainEventsRetried", false),
+            (OutboxPayload::Unreadable { .. }, _) => ("OutboxUnreadable", false),
         };
         let metrics = Metrics::new();
         let metrics = if is_email { metrics.dimension("Kind", item.kind_label()) } else { metrics };

@@ -5,6 +5,7 @@ pub mod access;
 pub mod events;
 pub mod history;
 pub mod ids;
+pub mod mail;
 pub mod money;
 pub mod notification;
 pub mod profile;
@@ -18,6 +19,10 @@ pub use access::AccessPolicy;
 pub use events::{DomainEvent, DomainEventKind};
 pub use history::{HistoryChange, HistoryEntry};
 pub use ids::{StripeCustomerId, StripeInvoiceId, StripeSubscriptionId, UserId};
+pub use mail::{
+    CancellationConfirmedContext, EmailContext, ExpiryWarningContext, PaymentFailedContext, PaymentReceiptContext, PlanChangedContext,
+    RenewalReminderContext, SubscriptionConfirmationContext, SubscriptionExpiredContext, TrialEndingContext,
+};
 pub use money::{Currency, Money};
 pub use notification::{NotificationKind, OutboxItem, OutboxPayload, OutboxState};
 pub use profile::{EmailAddress, ProfileUpdate, UserProfile};

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{DomainEvent, UserId};
+use super::{DomainEvent, EmailContext, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,10 +55,20 @@ impl NotificationKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutboxPayload {
     /// An e-mail to the user; the address is looked up at send time. `context` holds
-    /// the notification's own facts (plan, amounts, dates) for the template.
-    Email { kind: NotificationKind, user_id: UserId, context: serde_json::Value },
+    /// the notification's kind and its own facts (plan, amounts, dates) for the template,
+    /// stored beside `user_id` as `kind` and `context`.
+    Email {
+        user_id: UserId,
+        #[serde(flatten)]
+        context: EmailContext,
+    },
     /// A domain event for the EventBridge bus.
     Event { event: DomainEvent },
+    /// A stored payload this deploy cannot read (written by another version, or damaged):
+    /// kept verbatim so a rewrite of the item loses nothing, and never delivered. Only
+    /// the store makes these, when it reads one; it is not a serialised form.
+    #[serde(skip)]
+    Unreadable { raw: String, why: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +99,12 @@ pub struct OutboxItem {
 }
 
 impl OutboxItem {
-    pub fn email(kind: NotificationKind, user_id: &UserId, dedupe: &str, context: serde_json::Value, now: DateTime<Utc>) -> Self {
-        Self::pending(format!("email:{}:{dedupe}", kind.as_str()), OutboxPayload::Email { kind, user_id: user_id.clone(), context }, now)
+    pub fn email(user_id: &UserId, dedupe: &str, context: EmailContext, now: DateTime<Utc>) -> Self {
+        Self::pending(
+            format!("email:{}:{dedupe}", context.kind().as_str()),
+            OutboxPayload::Email { user_id: user_id.clone(), context },
+            now,
+        )
     }
 
     pub fn event(event: DomainEvent, now: DateTime<Utc>) -> Self {
@@ -113,8 +127,9 @@ impl OutboxItem {
 
     pub fn kind_label(&self) -> &'static str {
         match &self.payload {
-            OutboxPayload::Email { kind, .. } => kind.as_str(),
+            OutboxPayload::Email { context, .. } => context.kind().as_str(),
             OutboxPayload::Event { .. } => "domain_event",
+            OutboxPayload::Unreadable { .. } => "unreadable",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! E-mail notifications: typed contexts, tera templates, rendering and SES delivery.
+//! E-mail notifications: tera templates, rendering and SES delivery of the domain's typed
+//! contexts ([`crate::domain::EmailContext`]).
 //!
-//! The flow: a producer queues `EmailContext::to_value()` in the outbox; the
+//! The flow: a producer queues an `EmailContext` in the outbox; the
 //! deliverer loads the user's profile, calls [`EmailRenderer::render`] and hands
 //! the [`RenderedEmail`] to a [`Mailer`] (in AWS, [`SesMailer`]).
 //!
@@ -16,7 +17,6 @@
 //! when it is built, so a broken template stops start-up, not an e-mail.
 
 mod config;
-mod context;
 mod filters;
 mod mailer;
 mod render;
@@ -27,10 +27,6 @@ mod templates;
 mod tests;
 
 pub use config::EmailConfig;
-pub use context::{
-    CancellationConfirmedContext, EmailContext, ExpiryWarningContext, PaymentFailedContext, PaymentReceiptContext, PlanChangedContext,
-    RenewalReminderContext, SubscriptionConfirmationContext, SubscriptionExpiredContext, TrialEndingContext,
-};
 pub use mailer::{redact_address, Mailer, RetryPolicy, SendError};
 pub use render::{EmailRenderer, RenderError, RenderedEmail, TemplateError};
 pub use ses::{client as ses_client, SesMailer};

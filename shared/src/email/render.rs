@@ -4,14 +4,13 @@ use std::error::Error as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
-use serde_json::Value;
 use tera::Tera;
 
-use crate::domain::{EmailAddress, NotificationKind, UserId, UserProfile};
+use crate::domain::{EmailAddress, EmailContext, UserId, UserProfile};
 
 use super::config::normalise_base_url;
 use super::templates::{self, KindTemplates};
-use super::{filters, EmailConfig, EmailContext};
+use super::{filters, EmailConfig};
 
 /// A rendered e-mail, ready for a [`super::Mailer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +25,6 @@ pub struct RenderedEmail {
 /// retrying the same payload gives the same error: the outbox should park it.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("the stored context does not fit a `{kind}` e-mail: {source}")]
-    InvalidContext { kind: &'static str, source: serde_json::Error },
     #[error("template `{template}` failed: {detail}")]
     Template { template: String, detail: String },
     #[error("the subject of `{kind}` rendered empty")]
@@ -80,21 +77,14 @@ impl EmailRenderer {
         tera.add_raw_templates(sources).map_err(|e| TemplateError::Parse { detail: error_chain(&e) })?;
         let renderer = Self { tera, app_url };
         let profile = Self::sample_profile();
-        for (kind, context) in Self::samples() {
-            renderer.render(kind, &profile, &context).map_err(|source| TemplateError::Sample { kind: kind.as_str(), source })?;
+        for context in EmailContext::samples() {
+            renderer.render(&profile, &context).map_err(|source| TemplateError::Sample { kind: context.kind().as_str(), source })?;
         }
         Ok(renderer)
     }
 
-    /// Renders `kind` for `profile` from the context stored in the outbox.
-    pub fn render(&self, kind: NotificationKind, profile: &UserProfile, context: &Value) -> Result<RenderedEmail, RenderError> {
-        let typed =
-            EmailContext::from_value(kind, context).map_err(|source| RenderError::InvalidContext { kind: kind.as_str(), source })?;
-        self.render_context(&typed, profile)
-    }
-
-    /// Renders an already-typed context (what `render` does after parsing).
-    pub fn render_context(&self, context: &EmailContext, profile: &UserProfile) -> Result<RenderedEmail, RenderError> {
+    /// Renders the e-mail `context` describes for `profile`.
+    pub fn render(&self, profile: &UserProfile, context: &EmailContext) -> Result<RenderedEmail, RenderError> {
         let kind = context.kind();
         let names = KindTemplates::of(kind);
         // Re-serialising the typed context means templates only ever see known
@@ -118,11 +108,6 @@ impl EmailRenderer {
 
     fn render_one(&self, template: &str, vars: &tera::Context) -> Result<String, RenderError> {
         self.tera.render(template, vars).map_err(|e| RenderError::Template { template: template.to_owned(), detail: error_chain(&e) })
-    }
-
-    /// One sample context per kind, as stored in the outbox: for previews and the start-up check.
-    pub fn samples() -> Vec<(NotificationKind, Value)> {
-        EmailContext::samples().iter().map(|c| (c.kind(), c.to_value())).collect()
     }
 
     /// The recipient the samples are rendered for.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{keys, StoreError};
-use crate::domain::{HistoryEntry, OutboxItem, OutboxState, Subscription, UserProfile};
+use crate::domain::{HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, UserProfile};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -72,10 +72,13 @@ pub fn ledger(event_id: &str, event_type: &str, received_at: DateTime<Utc>) -> I
     item
 }
 
-/// The outbox payload is kept as one JSON string: it holds free-form template context,
-/// and a string round-trips it exactly whatever its shape.
+/// The outbox payload is kept as one JSON string, which round-trips it exactly whatever
+/// its shape; one this deploy cannot read is written back as it was read.
 pub fn outbox(item: &OutboxItem) -> Result<Item, StoreError> {
-    let payload = serde_json::to_string(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let payload = match &item.payload {
+        OutboxPayload::Unreadable { raw, .. } => raw.clone(),
+        payload => serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    };
     let mut out = with_keys(Item::new(), keys::outbox_pk(&item.id), keys::OUTBOX_SK, "outbox");
     out.insert("id".into(), s(&item.id));
     out.insert("payload".into(), s(payload));
@@ -112,7 +115,7 @@ pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
     };
     Ok(OutboxItem {
         id: text("id")?.to_owned(),
-        payload: serde_json::from_str(text("payload")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        payload: payload_from(text("payload")?),
         state: serde_json::from_value(serde_json::Value::String(text("state")?.to_owned()))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         attempts: item.get("attempts").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0),
@@ -122,6 +125,13 @@ pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
         delivery_id: text("delivery_id").ok().map(str::to_owned),
         sent_at: time("sent_at").ok(),
     })
+}
+
+/// A payload that does not parse (another deploy's, or damaged) is one item's problem,
+/// not the page's: it comes back as [`OutboxPayload::Unreadable`], which delivery fails
+/// for good, instead of an error that would stop every sweep at the same item.
+fn payload_from(raw: &str) -> OutboxPayload {
+    serde_json::from_str(raw).unwrap_or_else(|e| OutboxPayload::Unreadable { raw: raw.to_owned(), why: e.to_string() })
 }
 
 pub fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {

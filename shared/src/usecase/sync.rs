@@ -21,11 +21,13 @@
 use chrono::{DateTime, Utc};
 
 use crate::{
+    domain::mail::{
+        CancellationConfirmedContext, EmailContext, PlanChangedContext, SubscriptionConfirmationContext, SubscriptionExpiredContext,
+    },
     domain::{
         HistoryChange, HistoryEntry, OutboxItem, StripeSnapshot, Subscription, SubscriptionSource, SubscriptionStatus, Tier, Transition,
         UserId,
     },
-    email::{CancellationConfirmedContext, EmailContext, PlanChangedContext, SubscriptionConfirmationContext, SubscriptionExpiredContext},
     store::{Change, StripeMapping},
 };
 

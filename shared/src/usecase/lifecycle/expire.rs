@@ -20,8 +20,8 @@ use tracing::instrument;
 use super::{sync_change, Lifecycle, LifecycleError};
 use crate::{
     billing::{BillingError, IdempotencyKey},
+    domain::mail::{EmailContext, SubscriptionExpiredContext},
     domain::{DomainEvent, DomainEventKind, HistoryChange, HistoryEntry, OutboxItem, Subscription, SubscriptionStatus},
-    email::{EmailContext, SubscriptionExpiredContext},
     store::{keys, Change, SubscriptionWrite},
 };
 

@@ -16,8 +16,8 @@ use tracing::instrument;
 
 use super::{Lifecycle, LifecycleError};
 use crate::{
+    domain::mail::{EmailContext, ExpiryWarningContext, RenewalReminderContext},
     domain::{Subscription, SubscriptionStatus, Tier},
-    email::{EmailContext, ExpiryWarningContext, RenewalReminderContext},
     store::{keys, Change},
 };
 

@@ -26,11 +26,11 @@ pub use event::{EventKind, StripeEvent, Subject};
 use crate::{
     billing::{BillingError, BillingGateway, InvoiceSnapshot, InvoiceStatus},
     clock::Clock,
+    domain::mail::{EmailContext, PaymentFailedContext, PaymentReceiptContext, TrialEndingContext},
     domain::{
         HistoryChange, OutboxItem, StripeCustomerId, StripeSnapshot, StripeSubscriptionId, Subscription, SubscriptionSource,
         SubscriptionStatus, UserId,
     },
-    email::{EmailContext, PaymentFailedContext, PaymentReceiptContext, TrialEndingContext},
     metrics::Metrics,
     store::{Change, LedgerEntry, Store, StoreError, StripeMapping},
     usecase::sync::{self, Cause, Sync},

@@ -1,10 +1,10 @@
 //! What each notification says, as typed data.
 //!
-//! A producer (webhook, jobs, admin API) builds one of the `*Context` structs,
-//! wraps it in [`EmailContext`] and stores [`EmailContext::to_value`] in the
-//! outbox (`OutboxPayload::Email.context`). At delivery time the renderer parses
-//! the stored value back with [`EmailContext::from_value`], so a payload that no
-//! longer matches its kind fails loudly instead of rendering half an e-mail.
+//! A producer (webhook, jobs, admin API) builds one of the `*Context` structs and
+//! wraps it in [`EmailContext`], which the outbox stores as it is
+//! (`OutboxPayload::Email`): serialised as `"kind": <kind>, "context": {facts}`, so the
+//! kind and the facts can never disagree, and an item whose stored facts no longer
+//! parse is refused when it is read, never rendered half.
 //!
 //! Contexts carry facts only (plan, amounts, dates, Stripe links): the greeting,
 //! the recipient and the app's links come from the profile and configuration at
@@ -14,7 +14,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Currency, Money, NotificationKind, OutboxItem, Tier, UserId};
+use super::{Currency, Money, NotificationKind, OutboxItem, Tier, UserId};
 
 /// A new subscription started (paid or granted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,8 +124,10 @@ pub struct CancellationConfirmedContext {
 /// at every `match` that needs it).
 macro_rules! email_contexts {
     ($($variant:ident($context:ident)),+ $(,)?) => {
-        /// The facts of one notification, tied to its [`NotificationKind`].
-        #[derive(Debug, Clone, PartialEq, Eq)]
+        /// The facts of one notification, tied to its [`NotificationKind`] (whose
+        /// snake_case names are the serialised `kind`).
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "kind", content = "context", rename_all = "snake_case")]
         pub enum EmailContext {
             $($variant($context),)+
         }
@@ -138,7 +140,7 @@ macro_rules! email_contexts {
                 }
             }
 
-            /// The context as stored in `OutboxPayload::Email.context`.
+            /// The facts alone, as templates see them.
             pub fn to_value(&self) -> serde_json::Value {
                 let value = match self {
                     $(Self::$variant(context) => serde_json::to_value(context),)+
@@ -146,13 +148,6 @@ macro_rules! email_contexts {
                 // Serialising these structs cannot fail: they hold only strings,
                 // integers, booleans, dates and enums, and no maps with non-string keys.
                 value.expect("e-mail contexts always serialise to JSON")
-            }
-
-            /// Parses a stored context for `kind`.
-            pub fn from_value(kind: NotificationKind, value: &serde_json::Value) -> Result<Self, serde_json::Error> {
-                Ok(match kind {
-                    $(NotificationKind::$variant => Self::$variant($context::deserialize(value)?),)+
-                })
             }
         }
 
@@ -182,7 +177,7 @@ impl EmailContext {
     /// The outbox item that delivers this e-mail; `dedupe` names the logical
     /// notification (e.g. the Stripe invoice id), so queuing it twice is a no-op.
     pub fn outbox_item(&self, user_id: &UserId, dedupe: &str, now: DateTime<Utc>) -> OutboxItem {
-        OutboxItem::email(self.kind(), user_id, dedupe, self.to_value(), now)
+        OutboxItem::email(user_id, dedupe, self.clone(), now)
     }
 
     /// One realistic context per kind, in [`NotificationKind::ALL`] order: used for
@@ -232,22 +227,24 @@ mod tests {
     }
 
     #[test]
-    fn every_sample_round_trips_through_its_stored_value() {
+    fn every_sample_round_trips_as_kind_and_facts() {
         for sample in EmailContext::samples() {
-            let value = sample.to_value();
-            assert!(value.is_object(), "{:?}", sample.kind());
-            assert_eq!(EmailContext::from_value(sample.kind(), &value).unwrap(), sample);
+            let stored = serde_json::to_value(&sample).unwrap();
+            assert_eq!(stored["kind"], sample.kind().as_str());
+            assert_eq!(stored["context"], sample.to_value(), "{:?}", sample.kind());
+            assert_eq!(serde_json::from_value::<EmailContext>(stored).unwrap(), sample);
         }
     }
 
     #[test]
-    fn a_context_stored_under_the_wrong_kind_is_rejected() {
+    fn facts_stored_under_the_wrong_kind_are_rejected() {
         let receipt = EmailContext::samples().remove(1);
-        assert!(EmailContext::from_value(NotificationKind::PlanChanged, &receipt.to_value()).is_err());
+        let mislabelled = serde_json::json!({"kind": "plan_changed", "context": receipt.to_value()});
+        assert!(serde_json::from_value::<EmailContext>(mislabelled).is_err());
     }
 
     #[test]
-    fn outbox_item_carries_kind_and_context() {
+    fn the_outbox_keeps_the_stored_shape_of_earlier_items() {
         let context = EmailContext::from(ExpiryWarningContext {
             plan: Tier::Premium,
             days_remaining: 3,
@@ -256,12 +253,10 @@ mod tests {
         let user = UserId::parse("u-1").unwrap();
         let item = context.outbox_item(&user, "sub_1:2026-01-02", Utc::now());
         assert_eq!(item.id, "email:expiry_warning:sub_1:2026-01-02");
-        match item.payload {
-            crate::domain::OutboxPayload::Email { kind, context: stored, .. } => {
-                assert_eq!(kind, NotificationKind::ExpiryWarning);
-                assert_eq!(stored["days_remaining"], 3);
-            }
-            other => panic!("unexpected payload {other:?}"),
-        }
+        // As items queued before the context was typed were written (and may still be pending).
+        let earlier = r#"{"type":"email","kind":"expiry_warning","user_id":"u-1","context":{"plan":"premium","days_remaining":3,"end_date":"2026-01-02T00:00:00Z"}}"#;
+        let parsed: crate::domain::OutboxPayload = serde_json::from_str(earlier).unwrap();
+        assert_eq!(parsed, item.payload);
+        assert_eq!(serde_json::to_value(&item.payload).unwrap(), serde_json::from_str::<serde_json::Value>(earlier).unwrap());
     }
 }
