@@ -8,7 +8,7 @@
 //!   adapter with its transactional outbox.
 //! - [`billing`]: the Stripe port ([`billing::BillingGateway`]); [`stripe`] implements it
 //!   with async-stripe.
-//! - [`clock`]: "now" as a port.
+//! - [`clock`]: "now" as a port; [`backoff`]: the one retry schedule.
 //! - [`delivery`]: sending outbox items (e-mail, domain events) and recording the outcome.
 //! - [`email`]: notification templates, rendering and SES delivery.
 //! - [`events`]: publishing domain events to EventBridge.
@@ -17,6 +17,7 @@
 //! - [`problem`]: the problem+json body of every HTTP edge.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
+pub mod backoff;
 pub mod billing;
 pub mod clock;
 pub mod config;

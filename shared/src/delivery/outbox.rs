@@ -47,9 +47,15 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
+    /// The wait before the next attempt after `attempts` failed ones: the shared backoff,
+    /// doubling, without jitter (the sweep's own schedule already spreads items).
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1i32 << attempts.saturating_sub(1).min(16);
-        (self.base_backoff * factor).min(self.max_backoff)
+        let schedule = crate::backoff::Backoff {
+            base: self.base_backoff.to_std().unwrap_or_default(),
+            factor: 2,
+            max: self.max_backoff.to_std().unwrap_or_default(),
+        };
+        Duration::from_std(schedule.step(attempts)).unwrap_or(self.max_backoff)
     }
 }
 

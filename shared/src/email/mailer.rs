@@ -76,22 +76,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The pause before attempt `attempt + 1` (counting from 1): exponential, with
-    /// "full jitter" so concurrent senders throttled together do not retry together.
+    /// The pause before attempt `attempt + 1` (counting from 1): the shared backoff,
+    /// doubling, with random jitter so concurrent senders throttled together do not retry
+    /// together.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let cap = exp.min(self.max_backoff);
-        cap.mul_f64(jitter_fraction())
+        crate::backoff::Backoff { base: self.base_backoff, factor: 2, max: self.max_backoff }.random(attempt)
     }
-}
-
-/// A number in [0.5, 1): randomness from std's per-process hasher keys, which
-/// is plenty for spreading retries and needs no RNG dependency.
-fn jitter_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    0.5 + (hasher.finish() % 1000) as f64 / 2000.0
 }
 
 /// `ada.lovelace@example.com` → `a***@example.com`: enough to tell recipients

@@ -31,25 +31,21 @@ impl EventBridgePublisher {
     pub fn new(client: Client, bus: impl Into<String>) -> Self {
         Self { client, bus: bus.into() }
     }
-}
 
-#[async_trait]
-impl EventPublisher for EventBridgePublisher {
-    #[instrument(skip_all, fields(event_id = %event.id, kind = event.kind.as_str(), user_id = %event.user_id))]
-    async fn publish(&self, event: &DomainEvent) -> Result<String, PublishError> {
-        let detail = serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+    /// Puts one entry on the bus; returns EventBridge's event id. The one `PutEvents` of
+    /// the code base: domain events and the jobs' continuations both go through it.
+    pub async fn put(&self, source: &str, detail_type: &str, resource: String, detail: String) -> Result<String, PublishError> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
-            .source(EVENT_SOURCE)
-            .detail_type(event.kind.as_str())
+            .source(source)
+            .detail_type(detail_type)
             .detail(detail)
-            .resources(format!("logiscore:subscription:{}", event.subscription_id))
+            .resources(resource)
             .build();
         let out =
             self.client.put_events().entries(entry).send().await.map_err(|e| PublishError::Transient(crate::store::error_chain(&e)))?;
         // PutEvents answers 200 even when an entry failed: the per-entry result says.
-        let result = out.entries().first().cloned();
-        match result {
+        match out.entries().first() {
             Some(entry) if entry.error_code().is_none() => {
                 entry.event_id().map(str::to_owned).ok_or_else(|| PublishError::Transient("no event id".into()))
             }
@@ -60,5 +56,14 @@ impl EventPublisher for EventBridgePublisher {
             ))),
             None => Err(PublishError::Transient("empty PutEvents response".into())),
         }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EventBridgePublisher {
+    #[instrument(skip_all, fields(event_id = %event.id, kind = event.kind.as_str(), user_id = %event.user_id))]
+    async fn publish(&self, event: &DomainEvent) -> Result<String, PublishError> {
+        let detail = serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+        self.put(EVENT_SOURCE, event.kind.as_str(), format!("logiscore:subscription:{}", event.subscription_id), detail).await
     }
 }

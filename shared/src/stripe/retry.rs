@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::backoff::Backoff;
+
 /// How hard one Stripe call tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -30,14 +32,10 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (so `attempt` is 1 after the first failure),
-    /// given `jitter` in `[0, 1)`. "Equal jitter": half the exponential step is kept so
-    /// retries are never immediate, the other half is random so many Lambdas failing at
-    /// once do not come back in lock-step.
+    /// given `jitter` in `[0, 1)`: the shared backoff with equal jitter, uncapped (the
+    /// attempt count bounds it).
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let exponent = attempt.saturating_sub(1);
-        let step = self.base_delay.saturating_mul(self.factor.max(1).saturating_pow(exponent));
-        let jitter = jitter.clamp(0.0, 1.0);
-        step / 2 + step.mul_f64(jitter / 2.0)
+        Backoff { base: self.base_delay, factor: self.factor, max: Duration::MAX }.jittered(attempt, jitter)
     }
 
     /// Whether another attempt may follow attempt number `attempt` (1-based).
@@ -60,18 +58,6 @@ mod tests {
         assert!(p.allows_another(1));
         assert!(p.allows_another(2));
         assert!(!p.allows_another(3));
-    }
-
-    #[test]
-    fn delays_stay_within_bounds_for_any_jitter() {
-        let p = RetryPolicy::default();
-        for attempt in 1..=5 {
-            let step = p.base_delay * p.factor.pow(attempt - 1);
-            for jitter in [-1.0, 0.0, 0.25, 0.5, 0.75, 0.999, 2.0] {
-                let d = p.delay(attempt, jitter);
-                assert!(d >= step / 2 && d <= step, "attempt {attempt} jitter {jitter}: {d:?}");
-            }
-        }
     }
 
     #[test]
