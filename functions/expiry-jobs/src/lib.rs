@@ -185,10 +185,10 @@ impl Jobs {
         // Every step but delivery works as of the run's `now`; delivery's leases need the
         // time of each claim.
         match step {
-            JobName::ExpiryWarnings => self.expiry_warnings(now, index, budget, counts).await,
-            JobName::ExpireLapsed => self.expire_lapsed(now, index, budget, counts).await,
+            JobName::ExpiryWarnings | JobName::ExpireLapsed | JobName::Reconcile => {
+                self.lifecycle_step(step, now, index, budget, counts).await
+            }
             JobName::DeliverPending => self.deliver_pending(clock, budget, counts).await,
-            JobName::Reconcile => self.reconcile(now, index, budget, counts).await,
             // `daily` is expanded into its steps by the caller.
             JobName::Daily => Ok(jobs::Progress::Done),
         }

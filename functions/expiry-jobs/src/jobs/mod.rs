@@ -3,9 +3,7 @@
 //! [`shared::usecase::lifecycle`].
 
 mod deliver;
-mod expire;
-mod reconcile;
-mod warnings;
+mod lifecycle;
 
 use std::{collections::HashMap, future::Future};
 
@@ -32,6 +30,25 @@ pub enum Progress {
 const MAX_ATTEMPTS: u32 = 3;
 
 impl Jobs {
+    /// Runs `job`'s `item` on every live subscription in `range` from `start`, within the
+    /// budget, re-reading and retrying an item that loses a race (see [`Self::walk`] and
+    /// [`Self::with_retry`]).
+    pub(crate) async fn each<F, Fut>(
+        &self,
+        job: JobName,
+        range: ExpiryRange,
+        start: Option<ExpiryCursor>,
+        budget: &Budget,
+        counts: &mut Counts,
+        item: F,
+    ) -> Result<Progress, StoreError>
+    where
+        F: Fn(Subscription) -> Fut,
+        Fut: Future<Output = Result<Counts, LifecycleError>>,
+    {
+        self.walk(range, start, budget, counts, |sub| self.with_retry(sub, job, &item)).await
+    }
+
     /// Pages through the live subscriptions in `range`, from `start`, handing each to
     /// `handle` (at most `concurrency` at once, results taken in index order). Stops
     /// starting items when the budget is spent and returns where to resume: just after the
