@@ -180,6 +180,9 @@ pub trait BillingGateway: Send + Sync {
         cancel: bool,
         key: &IdempotencyKey,
     ) -> Result<StripeSnapshot, BillingError>;
+    /// Ends the subscription at once and voids its invoices that are still open (an
+    /// incomplete first invoice, a past-due renewal), so nothing of it can be paid later.
+    /// Repeating it (same key) is safe.
     async fn cancel_now(&self, id: &StripeSubscriptionId, key: &IdempotencyKey) -> Result<StripeSnapshot, BillingError>;
     /// Swaps the subscription's price to `tier`'s.
     async fn change_tier(

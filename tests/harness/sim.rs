@@ -51,18 +51,27 @@ impl Sim {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+        let (status, body) = self.request(method.clone(), path, form).await;
+        assert!(status.is_success(), "{method} {path} -> {status}: {body}");
+        body
+    }
+
+    /// A POST whose refusal is the point: its status and body, whatever they are.
+    pub async fn post_answer(&self, path: &str, form: &[(&str, &str)]) -> (reqwest::StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, form).await
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> (reqwest::StatusCode, Value) {
         let response = self
             .http
-            .request(method.clone(), format!("{}{path}", self.handle.base_url()))
+            .request(method, format!("{}{path}", self.handle.base_url()))
             .bearer_auth(self.handle.secret_key())
             .form(form)
             .send()
             .await
             .expect("sim request");
         let status = response.status();
-        let body: Value = response.json().await.expect("sim JSON");
-        assert!(status.is_success(), "{method} {path} -> {status}: {body}");
-        body
+        (status, response.json().await.expect("sim JSON"))
     }
 
     pub async fn get(&self, path: &str) -> Value {

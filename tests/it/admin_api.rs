@@ -150,6 +150,17 @@ async fn incomplete_first_payment_is_202_with_the_payment_action_and_no_access()
     assert_eq!((later.status.as_u16(), later.body["code"].as_str()), (409, Some("cancel_immediately")));
     let now = api.call("POST", "/users/cy/subscription/cancel", Some(json!({"immediately": true}))).await;
     assert_eq!((now.status.as_u16(), now.body["subscription"]["status"].as_str()), (200, Some("canceled")), "{}", now.body);
+    // The first invoice is voided with it: the customer cannot pay for what they do not have.
+    let invoice_id = action["invoice_id"].as_str().unwrap_or_default();
+    let invoice = api.sim.get(&format!("/v1/invoices/{invoice_id}")).await;
+    assert_eq!(invoice["status"], "void", "{invoice}");
+    let (status, pay) = api.sim.post_answer(&format!("/v1/invoices/{invoice_id}/pay"), &[]).await;
+    assert_eq!(
+        (status.as_u16(), pay["error"]["type"].as_str()),
+        (400, Some("invalid_request_error")),
+        "a void invoice cannot be paid: {pay}"
+    );
+    assert!(stripe_objects(&api, &format!("/v1/invoices?subscription={stripe_id}&status=open")).await.is_empty());
 }
 
 #[tokio::test]

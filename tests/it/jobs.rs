@@ -555,6 +555,9 @@ async fn a_past_due_subscription_is_cancelled_at_stripe_before_it_expires_locall
     let record = env.store.subscription(&user(name)).await.unwrap().unwrap();
     assert_eq!((record.status, record.tier), (SubscriptionStatus::Expired, Tier::Free));
     assert_eq!(billing.subscription(&stripe_id).await.unwrap().status, SubscriptionStatus::Canceled, "nothing left at Stripe to charge");
+    let invoices = sim.get(&format!("/v1/invoices?subscription={stripe_id}")).await;
+    let statuses: Vec<&str> = invoices["data"].as_array().into_iter().flatten().filter_map(|i| i["status"].as_str()).collect();
+    assert!(statuses.contains(&"void") && !statuses.contains(&"open"), "the unpaid renewal is voided, not left payable: {statuses:?}");
 
     // A rerun changes nothing and calls Stripe to cancel no more.
     let cancels = sim.handle.request_count_for("DELETE /v1/subscriptions/{id}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rand::Rng;
 use stripe::{Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
-use stripe_billing::invoice::{PayInvoice, RetrieveInvoice};
+use stripe_billing::invoice::{ListInvoice, PayInvoice, RetrieveInvoice, VoidInvoiceInvoice};
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
     CreateSubscriptionTrialEnd, CreateSubscriptionTrialSettings, CreateSubscriptionTrialSettingsEndBehavior,
@@ -174,6 +174,39 @@ impl StripeBilling {
             req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
         })
         .await
+    }
+
+    /// Voids every open invoice of the (cancelled) subscription `id`, so nothing of a
+    /// subscription the customer no longer has can still be paid, by a retry or on the
+    /// hosted invoice page. One key step per invoice: a retry voids each once.
+    async fn void_open_invoices(&self, id: &StripeSubscriptionId, key: &IdempotencyKey) -> Result<(), BillingError> {
+        // A subscription has at most a few open invoices (one per unpaid period); 100 is Stripe's page.
+        let req = ListInvoice::new().subscription(id.as_str()).status(InvoiceStatus::Open).limit(100);
+        let open = self
+            .send(Op::new("GET", "list_invoices"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        for invoice in &open.data {
+            let Some(invoice_id) = invoice.id.as_ref() else { continue };
+            let void = VoidInvoiceInvoice::new(invoice_id.clone());
+            let step = key.step(&format!("void-{}", invoice_id.as_str()));
+            let voided = self
+                .send(Op::new("POST", "void_invoice"), Some(&step), |strategy, timeout| {
+                    void.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+                })
+                .await;
+            match voided {
+                Ok(_) => tracing::info!(stripe.invoice_id = invoice_id.as_str(), "open invoice of a cancelled subscription voided"),
+                // Paid or voided meanwhile (a customer paying at this very moment): nothing
+                // left open to void; the paid one is the webhook's to apply.
+                Err(BillingError::InvalidRequest { message, .. }) => {
+                    tracing::warn!(stripe.invoice_id = invoice_id.as_str(), message, "invoice no longer open; not voided")
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
     }
 
     fn snapshot(&self, sub: &Subscription) -> Result<StripeSnapshot, BillingError> {
@@ -496,18 +529,30 @@ impl BillingGateway for StripeBilling {
                 req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
             })
             .await;
-        match canceled {
-            Ok(sub) => self.snapshot(&sub),
+        let snapshot = match canceled {
+            Ok(sub) => {
+                // Stripe leaves a cancelled subscription's open invoices open (only their
+                // automatic collection stops): still payable on the hosted invoice page.
+                let open =
+                    sub.latest_invoice.as_ref().and_then(Expandable::as_object).is_some_and(|i| i.status == Some(InvoiceStatus::Open));
+                let snapshot = self.snapshot(&sub)?;
+                if open {
+                    self.void_open_invoices(id, key).await?;
+                }
+                snapshot
+            }
             Err(BillingError::InvalidRequest { param, message }) => {
                 let current = self.subscription(id).await?;
-                if current.status.is_terminal() {
-                    Ok(current)
-                } else {
-                    Err(BillingError::InvalidRequest { param, message })
+                if !current.status.is_terminal() {
+                    return Err(BillingError::InvalidRequest { param, message });
                 }
+                // Already cancelled, perhaps by an attempt that died before voiding.
+                self.void_open_invoices(id, key).await?;
+                current
             }
-            Err(other) => Err(other),
-        }
+            Err(other) => return Err(other),
+        };
+        Ok(snapshot)
     }
 
     #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, tier = %tier, proration = ?proration))]
