@@ -56,8 +56,11 @@ pub fn delivery(env: &TestEnv) -> OutboxDelivery {
 
 impl AdminApi {
     pub async fn start() -> AdminApi {
-        let env = TestEnv::new().await;
-        let sim = Sim::start().await;
+        Self::over(TestEnv::new().await, Sim::start().await)
+    }
+
+    /// The admin API over these resources (e.g. a sim with Stripe's timing switched on).
+    pub fn over(env: TestEnv, sim: Sim) -> AdminApi {
         let router = admin_api::app(&config(&env, &sim), &env.aws_clients()).expect("admin-api builds");
         AdminApi { env, sim, router }
     }

@@ -84,6 +84,7 @@ pub async fn put_profile(env: &TestEnv, user: &UserId) -> String {
         username: None,
         user_type: None,
         updated_at: Utc::now(),
+        stripe_customer_id: None,
     };
     env.store.put_profile(&profile).await.expect("put profile");
     address

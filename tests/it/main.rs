@@ -12,4 +12,5 @@ mod observability;
 mod store;
 mod stripe_client;
 mod template;
+mod timing;
 mod webhook;

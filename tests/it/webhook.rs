@@ -239,6 +239,31 @@ async fn failed_renewals_go_past_due_then_cancel_with_one_email_each() {
     assert!(ids.iter().any(|i| i.starts_with("event:SubscriptionCanceled")), "{ids:?}");
 }
 
+/// A renewal whose card needs 3-D Secure: Stripe sends `invoice.payment_action_required`
+/// and `invoice.payment_failed` for the one attempt; the user gets one mail for it.
+#[tokio::test]
+async fn a_renewal_that_needs_authentication_sends_one_mail_per_attempt() {
+    let rig = Rig::new().await;
+    let clock = rig.sim.clock(start_time()).await;
+    let (user, customer) = rig.customer("sca-user", &clock).await;
+    let pm = rig.attach(&customer, "pm_card_visa").await;
+    let sub_id = rig.subscribe(&customer, &[("default_payment_method", &pm)]).await;
+    let sca = rig.attach(&customer, "pm_card_authenticationRequired").await;
+    rig.sim.post(&format!("/v1/subscriptions/{sub_id}"), &[("default_payment_method", &sca)]).await;
+    rig.settle().await;
+
+    let end = rig.local(&user).await.end_date.unwrap().timestamp();
+    rig.sim.advance(&clock, end + 3_600).await;
+    let types: Vec<String> = rig.sim.events().await.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect();
+    for kind in ["invoice.payment_action_required", "invoice.payment_failed"] {
+        assert!(types.iter().any(|t| t == kind), "stripe sent {kind}: {types:?}");
+    }
+    let ids = rig.outbox_ids().await;
+    let mails: Vec<_> = ids.iter().filter(|i| i.starts_with("email:payment_failed:")).collect();
+    assert_eq!(mails.len(), 1, "one mail for the one attempt: {ids:?}");
+    assert_eq!(rig.local(&user).await.status, SubscriptionStatus::PastDue);
+}
+
 #[tokio::test]
 async fn a_trial_without_a_card_warns_then_ends() {
     let rig = Rig::new().await;

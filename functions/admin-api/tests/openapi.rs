@@ -103,6 +103,9 @@ impl Store for Down {
     async fn put_profile(&self, _: &UserProfile) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+    async fn set_customer(&self, _: &UserId, _: &StripeCustomerId) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
     async fn subscription(&self, _: &UserId) -> Result<Option<Subscription>, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }

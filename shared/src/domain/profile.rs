@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{UserId, ValidationErrors};
+use super::{StripeCustomerId, UserId, ValidationErrors};
 
 /// An e-mail address that passed a pragmatic syntax check: one `@`, a local part of
 /// printable ASCII without spaces, and a domain of dot-separated DNS labels with a TLD.
@@ -77,6 +77,12 @@ pub struct UserProfile {
     pub username: Option<String>,
     pub user_type: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// The user's Stripe customer, recorded as soon as it exists (before any charge), so
+    /// later operations neither search for it (Stripe's search lags creation) nor make a
+    /// second one. Set only by [`crate::store::Store::set_customer`]; a profile update
+    /// leaves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_customer_id: Option<StripeCustomerId>,
 }
 
 impl UserProfile {
@@ -122,7 +128,9 @@ impl ProfileUpdate {
         let username = text("username", self.username);
         let user_type = text("user_type", self.user_type);
         match email {
-            Some(email) if errors.is_empty() => Ok(UserProfile { user_id, email, full_name, username, user_type, updated_at: now }),
+            Some(email) if errors.is_empty() => {
+                Ok(UserProfile { user_id, email, full_name, username, user_type, updated_at: now, stripe_customer_id: None })
+            }
             _ => Err(errors),
         }
     }

@@ -120,6 +120,7 @@ impl EmailRenderer {
             username: Some("ada".into()),
             user_type: None,
             updated_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().expect("a valid date"),
+            stripe_customer_id: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::{items, items::Item, keys, Change, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping};
-use crate::domain::{HistoryEntry, OutboxItem, OutboxState, Subscription, UserId, UserProfile};
+use crate::domain::{HistoryEntry, OutboxItem, OutboxState, StripeCustomerId, Subscription, UserId, UserProfile};
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -108,8 +108,45 @@ impl Store for DynamoStore {
 
     #[instrument(skip_all, fields(user_id = %profile.user_id))]
     async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError> {
-        self.client.put_item().table_name(&self.table).set_item(Some(items::profile(profile)?)).send().await.map_err(unavailable)?;
+        // An update of every profile attribute but the Stripe customer, which only
+        // `set_customer` writes: a profile edit racing a subscribe cannot erase it.
+        let item = items::profile(profile)?;
+        let mut update = self.client.update_item().table_name(&self.table);
+        let mut sets = Vec::new();
+        for (i, (name, value)) in item.into_iter().enumerate() {
+            match name.as_str() {
+                "pk" | "sk" => update = update.key(name, value),
+                "stripe_customer_id" => {}
+                _ => {
+                    sets.push(format!("#a{i} = :v{i}"));
+                    update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
+                }
+            }
+        }
+        update.update_expression(format!("SET {}", sets.join(", "))).send().await.map_err(unavailable)?;
         Ok(())
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(keys::user_pk(user)))
+            .key("sk", AttributeValue::S(keys::PROFILE_SK.to_owned()))
+            .update_expression("SET stripe_customer_id = :c")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":c", AttributeValue::S(customer.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict(format!("user {user} has no profile to record customer {customer} on")))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     #[instrument(skip(self), fields(user_id = %user))]

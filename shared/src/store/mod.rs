@@ -44,7 +44,7 @@ mod model;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{HistoryEntry, OutboxItem, Subscription, UserId, UserProfile};
+use crate::domain::{HistoryEntry, OutboxItem, StripeCustomerId, Subscription, UserId, UserProfile};
 
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
@@ -55,7 +55,10 @@ pub use model::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Oper
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError>;
+    /// Creates or replaces the profile's own fields; the recorded Stripe customer stays.
     async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
+    /// Records the user's Stripe customer on their profile (which must exist).
+    async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError>;
     /// The user's current subscription record.
     async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError>;
     /// The user a Stripe customer or subscription belongs to.

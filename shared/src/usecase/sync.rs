@@ -149,6 +149,8 @@ fn fresh(
         return Subscription { version, ..seed.clone() };
     }
     Subscription {
+        // The Stripe id as the record id tells a record an event made from one the admin
+        // API's seed made (a uuid): the admin's late commit adds its facts to the former.
         id: snapshot.subscription_id.to_string(),
         user_id: user.clone(),
         tier: Tier::Free,

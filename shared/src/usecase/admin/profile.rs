@@ -24,13 +24,17 @@ impl AdminService {
         }
         self.store.put_profile(&profile).await?;
         metrics::count("ProfilesUpserted", &[]);
-        Ok((profile, previous.is_none()))
+        // The stored profile keeps its recorded customer (`put_profile` leaves it).
+        let stripe_customer_id = previous.as_ref().and_then(|p| p.stripe_customer_id.clone());
+        Ok((UserProfile { stripe_customer_id, ..profile }, previous.is_none()))
     }
 
     async fn sync_customer(&self, previous: &UserProfile, profile: &UserProfile) -> Result<(), AdminError> {
-        let Some(customer) = self.store.subscription(&profile.user_id).await?.and_then(|s| s.stripe_customer_id) else {
-            return Ok(());
+        let customer = match previous.stripe_customer_id.clone() {
+            Some(recorded) => Some(recorded),
+            None => self.store.subscription(&profile.user_id).await?.and_then(|s| s.stripe_customer_id),
         };
+        let Some(customer) = customer else { return Ok(()) };
         // Keyed by the profile version it replaces, so A→B, B→A, A→B are three updates.
         let request =
             format!("{}|{}|{}", previous.updated_at.timestamp_micros(), profile.email, profile.full_name.as_deref().unwrap_or_default());

@@ -16,7 +16,9 @@
 //! next create takes it over, looks up what it created (a strongly consistent list of the
 //! customer's subscriptions), records it, and only then decides what the new request means.
 //! The customer is created under a key of its own (the user and the details sent), so
-//! retries and successive operations converge on one customer.
+//! retries converge on one customer, and recorded on the profile at once, before anything
+//! is charged: every later operation uses it without asking Stripe's search, which lags
+//! creation.
 
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -29,8 +31,8 @@ use super::{
 use crate::{
     billing::{BillingError, CreatedSubscription, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind, Proration},
     domain::{
-        Billing, HistoryChange, HistoryEntry, StripeSubscriptionId, Subscription, SubscriptionRequest, SubscriptionSource,
-        SubscriptionStatus, SubscriptionUpdate, Tier, UserId, UserProfile,
+        Billing, HistoryChange, HistoryEntry, StripeCustomerId, StripeSubscriptionId, Subscription, SubscriptionRequest,
+        SubscriptionSource, SubscriptionStatus, SubscriptionUpdate, Tier, UserId, UserProfile,
     },
     metrics,
     store::{Change, Operation, StoreError},
@@ -145,11 +147,7 @@ impl AdminService {
         let user = &profile.user_id;
         tracing::warn!(op_id = %dangling.op_id, started_at = %dangling.started_at, "finishing an operation whose process died");
         metrics::count("OperationsRecovered", &[]);
-        let customer = self
-            .billing
-            .ensure_customer(&customer_details(profile), &customer_key(profile))
-            .await
-            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
+        let (customer, _) = self.customer(profile, None).await?;
         let found = self
             .billing
             .subscription_of_operation(&customer, &dangling.op_id)
@@ -218,18 +216,21 @@ impl AdminService {
 
         let op_id = op_id.ok_or_else(|| AdminError::Internal("a Stripe create outside an operation".into()))?;
         let key = IdempotencyKey::new(format!("admin:subscribe:{user}:op:{op_id}"));
-        let customer = self
-            .billing
-            .ensure_customer(&customer_details(profile), &customer_key(profile))
-            .await
-            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
+        let (mut customer, recorded) = self.customer(profile, previous.as_ref()).await?;
         let kind = match &request.billing {
             Billing::Paid { payment_method_id } => {
-                let payment_method = self
-                    .billing
-                    .attach_default_payment_method(&customer, payment_method_id, &key)
-                    .await
-                    .map_err(|e| declined(e, request.tier))?;
+                let attached = match self.billing.attach_default_payment_method(&customer, payment_method_id, &key).await {
+                    // The recorded customer was deleted at Stripe (the Dashboard): a new one.
+                    Err(BillingError::NotFound(what)) if recorded => {
+                        tracing::warn!(stripe.customer_id = %customer, what, "the recorded stripe customer is gone; making a new one");
+                        customer = self.new_customer(profile).await?;
+                        self.billing
+                            .attach_default_payment_method(&customer, payment_method_id, &IdempotencyKey::new(key.step("new-customer")))
+                            .await
+                    }
+                    other => other,
+                };
+                let payment_method = attached.map_err(|e| declined(e, request.tier))?;
                 let cancel_at = if request.auto_renew { None } else { Some(paid_term_end(now, request.duration_months)?) };
                 NewSubscriptionKind::Paid { payment_method, cancel_at }
             }
@@ -255,14 +256,23 @@ impl AdminService {
                 return Err(AdminError::BadGateway(format!("stripe created subscription {stripe_id} already {}", snapshot.status)));
             }
         };
-        let next = applied.next.clone();
         let change = Change { closes_operation: Some(op_id.to_owned()), ..applied.change() };
-        if let Committed::AlreadyApplied(current) = self.commit(change, user, same).await? {
-            // The webhook recorded it first: nothing is left in flight.
-            self.close_quietly(user, op_id).await;
-            return Ok(already_applied(&current));
-        }
-        self.deliver(&applied.outbox).await;
+        let next = match self.commit(change, user, same).await? {
+            Committed::Written => {
+                self.deliver(&applied.outbox).await;
+                applied.next.clone()
+            }
+            Committed::AlreadyApplied(current) => {
+                self.close_quietly(user, op_id).await;
+                // Recorded by the webhook (from the metadata, under the Stripe id: see
+                // `sync::fresh`) with its notifications: this request's own facts are added.
+                // Recorded by a twin of this request (same operation): it is all there.
+                if current.id != stripe_id.as_str() {
+                    return Ok(already_applied(&current));
+                }
+                self.add_request_facts(*current, previous.as_ref(), request.comment.clone(), caller).await
+            }
+        };
 
         let tier = next.tier.as_str();
         if matches!(next.status, SubscriptionStatus::Active | SubscriptionStatus::Trial) {
@@ -278,6 +288,61 @@ impl AdminService {
             metrics::count("SubscriptionsIncomplete", &[("Tier", tier)]);
             let message = "The subscription was created but its first payment did not complete; it grants no access until the customer completes the payment (see payment_action).".into();
             Ok(changed(Outcome::PaymentRequired, &next, message, payment_action))
+        }
+    }
+
+    /// The user's Stripe customer and whether it was already recorded: the one on the
+    /// profile (or on the replaced subscription) without a Stripe call, else
+    /// [`Self::new_customer`].
+    async fn customer(&self, profile: &UserProfile, previous: Option<&Subscription>) -> Result<(StripeCustomerId, bool), AdminError> {
+        match profile.stripe_customer_id.clone().or_else(|| previous.and_then(|p| p.stripe_customer_id.clone())) {
+            Some(known) => Ok((known, true)),
+            None => Ok((self.new_customer(profile).await?, false)),
+        }
+    }
+
+    /// Finds or creates the user's Stripe customer and records it on the profile before
+    /// anything is charged, so no later operation makes a second one while Stripe's search
+    /// lags. When the record cannot be written, the customer is still used (the search and
+    /// the creation key find it again later).
+    async fn new_customer(&self, profile: &UserProfile) -> Result<StripeCustomerId, AdminError> {
+        let customer = self
+            .billing
+            .ensure_customer(&customer_details(profile), &customer_key(profile))
+            .await
+            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
+        if let Err(error) = self.store.set_customer(&profile.user_id, &customer).await {
+            tracing::warn!(%error, stripe.customer_id = %customer, "the stripe customer could not be recorded on the profile");
+        }
+        Ok(customer)
+    }
+
+    /// A subscription this request created at Stripe but a webhook stored first: the
+    /// request's comment goes on the record and its `Created` entry, by the admin, into the
+    /// history (the webhook's own entry stays; the notifications were queued by it). Best
+    /// effort: when another writer changes the record meanwhile, the current record is
+    /// answered without the facts, which only the history would have shown.
+    async fn add_request_facts(
+        &self,
+        current: Subscription,
+        previous: Option<&Subscription>,
+        comment: Option<String>,
+        caller: &Caller,
+    ) -> Subscription {
+        let now = self.clock.now();
+        let next = Subscription {
+            comment: comment.or_else(|| current.comment.clone()),
+            version: current.version + 1,
+            updated_at: now,
+            ..current.clone()
+        };
+        let history = HistoryEntry::record(previous, &next, HistoryChange::Created, caller.actor.as_str(), now);
+        match self.store.commit(Change::subscription(next.clone(), Some(current.version), history)).await {
+            Ok(()) => next,
+            Err(error) => {
+                tracing::warn!(%error, "the request's comment and history entry could not be added to the webhook's record");
+                current
+            }
         }
     }
 
