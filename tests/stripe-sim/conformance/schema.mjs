@@ -124,6 +124,12 @@ export class Reference {
     return d;
   }
 
+  /// `OtherString` (`string & Record<never, never>`): the open end of an enum.
+  isOtherString(t) {
+    if (t.aliasSymbol?.name === 'OtherString') return true;
+    return !!(t.flags & F.Intersection) && t.types.some((m) => m.flags & F.String) && t.types.every((m) => m.flags & F.String || (m.flags & F.Object && this.checker.getPropertiesOfType(m).length === 0));
+  }
+
   isDecimal(t) {
     return t.aliasSymbol?.name === 'Decimal';
   }
@@ -157,6 +163,15 @@ export class Reference {
   check(v, t, p = '') {
     const out = { issues: [], objects: [] };
     const members = (t.isUnion() ? t.types : [t]).filter((m) => !(m.flags & F.Undefined));
+    // Stripe's enums are `'a' | 'b' | OtherString` so that clients tolerate values added
+    // later; a server speaking this version may only send the listed ones.
+    if (typeof v === 'string' && members.some((m) => this.isOtherString(m)) && !members.some((m) => m.flags & F.String)) {
+      const listed = members.filter((m) => m.flags & F.StringLiteral).map((m) => m.value);
+      if (listed.length && !listed.includes(v)) {
+        out.issues.push({ path: p, msg: `enum value ${short(v)} is not one of ${listed.join('|')}` });
+      }
+      return out;
+    }
     const candidates = members.filter((m) => this.plausible(v, m));
     if (candidates.length === 0) {
       out.issues.push({ path: p, msg: `value ${short(v)} is not ${this.typeName(t)}` });

@@ -52,14 +52,13 @@ async fn stripe_node_client_flows_conform_to_the_published_types() {
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 
-    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).expect("the runner wrote its summary"))
-        .expect("summary is JSON");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).expect("the runner wrote its summary")).expect("summary is JSON");
     let _ = std::fs::remove_file(&summary_path);
 
     assert_eq!(summary["api_version"], stripe_sim::API_VERSION, "the client package pins another API version than the sim speaks");
     let (passed, total) = (summary["steps"]["passed"].as_u64().unwrap(), summary["steps"]["total"].as_u64().unwrap());
-    let (conforming, checked) =
-        (summary["objects"]["conforming"].as_u64().unwrap(), summary["objects"]["checked"].as_u64().unwrap());
+    let (conforming, checked) = (summary["objects"]["conforming"].as_u64().unwrap(), summary["objects"]["checked"].as_u64().unwrap());
     // Every type the flows touch must have been seen, so a flow that silently stopped
     // producing an object type cannot make the figures look better.
     for t in [
