@@ -88,19 +88,27 @@ async fn billing_objects_through_a_whole_cycle() {
         .send(&c)
         .await
         .unwrap();
-    assert_eq!(sub.status, SubscriptionStatus::Active);
+    // default_incomplete: nothing is charged until the invoice is paid or its intent confirmed.
+    assert_eq!(sub.status, SubscriptionStatus::Incomplete);
     assert_eq!(sub.items.data[0].current_period_start, T0);
     let invoice = sub.latest_invoice.as_ref().and_then(|i| i.as_object()).expect("latest_invoice expanded");
-    assert_eq!(invoice.status, Some(InvoiceStatus::Paid));
-    assert_eq!(invoice.amount_paid, 999);
+    assert_eq!(invoice.status, Some(InvoiceStatus::Open));
+    assert_eq!((invoice.amount_paid, invoice.attempt_count, invoice.attempted), (0, 0, false));
     let payments = invoice.payments.as_ref().expect("payments included");
     assert_eq!(payments.data.len(), 1);
-    assert_eq!(payments.data[0].status, "paid");
+    assert_eq!(payments.data[0].status, "open");
     let pi_id = payments.data[0].payment.payment_intent.as_ref().expect("payment intent").id().clone();
     let secret = invoice.confirmation_secret.as_ref().expect("confirmation secret");
     assert!(secret.client_secret.starts_with(pi_id.as_str()));
-
     let pi = RetrievePaymentIntent::new(pi_id.as_str()).send(&c).await.unwrap();
+    assert_eq!(pi.status.as_str(), "requires_confirmation");
+    assert_eq!(pi.payment_method.as_ref().map(|p| p.id().as_str().to_string()), Some(pm.id.as_str().to_string()));
+
+    let paid = PayInvoice::new(invoice.id.as_ref().unwrap().as_str()).send(&c).await.unwrap();
+    assert_eq!((paid.status, paid.amount_paid), (Some(InvoiceStatus::Paid), 999));
+    assert_eq!(RetrieveSubscription::new(sub.id.as_str()).send(&c).await.unwrap().status, SubscriptionStatus::Active);
+    let pi = RetrievePaymentIntent::new(pi_id.as_str()).send(&c).await.unwrap();
+    assert_eq!(pi.status.as_str(), "succeeded");
     assert_eq!(pi.amount, 999);
     assert_fixture_keys(&api.fetch(&format!("/v1/payment_intents/{pi_id}")).await, "payment_intent", &[]);
 

@@ -527,9 +527,15 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     billing::finalize(sim, &inv_id, now);
     let open = sim.invoices.get(&inv_id).is_some_and(|i| i.status == crate::state::InvoiceStatus::Open);
     // With nothing to charge, the first invoice simply waits for a payment method
-    // (the client confirms its payment intent or pays the invoice).
+    // (the client confirms its payment intent or pays the invoice). Under
+    // default_incomplete Stripe charges nothing either: the payment intent waits, with
+    // the payment method it would use, for the client to confirm it or pay the invoice.
     if open && pm.is_some() {
-        billing::attempt_payment(sim, &inv_id, now, None, billing::AttemptMode::Automatic);
+        if behavior == PaymentBehavior::Default {
+            billing::await_confirmation(sim, &inv_id, pm.as_deref());
+        } else {
+            billing::attempt_payment(sim, &inv_id, now, None, billing::AttemptMode::Automatic);
+        }
     }
     Ok(render_id(sim, &sub_id))
 }
