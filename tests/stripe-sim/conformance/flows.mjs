@@ -277,6 +277,53 @@ export const flows = [
     }],
   ]),
 
+  flow('pause, resume, void, uncollectible', [
+    ['customer without a card', (stripe, ctx) => clockCustomer(stripe, ctx, 'pause', null)],
+    ['a trial that pauses without a card', async (stripe, ctx) => {
+      ctx.sub = await stripe.subscriptions.create({ customer: ctx.customer.id, items: [{ price: shared.premium.id }], trial_period_days: 2, trial_settings: { end_behavior: { missing_payment_method: 'pause' } } });
+      await advance(stripe, ctx, 3 * DAY);
+      eq((await stripe.subscriptions.retrieve(ctx.sub.id)).status, 'paused', 'status after the trial');
+    }],
+    ['add a card and resume', async (stripe, ctx) => {
+      const pm = await stripe.paymentMethods.attach('pm_card_visa_debit', { customer: ctx.customer.id });
+      await stripe.customers.update(ctx.customer.id, { invoice_settings: { default_payment_method: pm.id } });
+      const s = await stripe.subscriptions.resume(ctx.sub.id, { billing_cycle_anchor: 'now', expand: ['latest_invoice'] });
+      eq(s.status, 'active', 'status after resuming');
+      eq(s.latest_invoice.status, 'paid', 'the resume invoice');
+    }],
+    ['expand the customer, payment method and products', async (stripe, ctx) => {
+      const s = await stripe.subscriptions.retrieve(ctx.sub.id, { expand: ['customer', 'items.data.price.product', 'latest_invoice.payments.data.payment.payment_intent'] });
+      eq(s.customer.id, ctx.customer.id, 'the expanded customer');
+      eq(s.items.data[0].price.product.id, shared.product.id, 'the expanded product');
+      const c = await stripe.customers.retrieve(ctx.customer.id, { expand: ['invoice_settings.default_payment_method', 'test_clock'] });
+      eq(c.test_clock.id, ctx.clock.id, 'the expanded clock');
+    }],
+    ['void an open invoice', async (stripe, ctx) => {
+      ctx.bad = await stripe.customers.create({ email: 'void@example.com', test_clock: ctx.clock.id });
+      const pm = await stripe.paymentMethods.attach('pm_card_chargeCustomerFail', { customer: ctx.bad.id });
+      await stripe.customers.update(ctx.bad.id, { invoice_settings: { default_payment_method: pm.id } });
+      const s = await stripe.subscriptions.create({ customer: ctx.bad.id, items: [{ price: shared.premium.id }] });
+      const v = await stripe.invoices.voidInvoice(s.latest_invoice);
+      eq(v.status, 'void', 'the voided invoice');
+    }],
+    ['mark a failed renewal uncollectible', async (stripe, ctx) => {
+      const cus = await stripe.customers.create({ email: 'dunning@example.com', test_clock: ctx.clock.id });
+      const good = await stripe.paymentMethods.attach('pm_card_visa', { customer: cus.id });
+      const s = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: shared.premium.id }], default_payment_method: good.id });
+      eq(s.status, 'active', 'status');
+      const failing = await stripe.paymentMethods.attach('pm_card_chargeCustomerFail', { customer: cus.id });
+      await stripe.subscriptions.update(s.id, { default_payment_method: failing.id });
+      await advance(stripe, ctx, 32 * DAY);
+      const after = await stripe.subscriptions.retrieve(s.id, { expand: ['latest_invoice'] });
+      eq(after.status, 'past_due', 'status after the failed renewal');
+      expect(after.latest_invoice.next_payment_attempt > ctx.time, 'a scheduled retry');
+      const u = await stripe.invoices.markUncollectible(after.latest_invoice.id);
+      eq(u.status, 'uncollectible', 'the invoice status');
+      const open = await stripe.invoices.list({ customer: cus.id, status: 'uncollectible' });
+      eq(open.data.length, 1, 'uncollectible invoices');
+    }],
+  ]),
+
   flow('customers and payment methods', [
     ['create, update and search a customer', async (stripe, ctx) => {
       ctx.customer = await stripe.customers.create({ email: 'search-me@example.com', name: 'Search Me', metadata: { user_id: 'u-42' } });

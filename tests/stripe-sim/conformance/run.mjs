@@ -127,6 +127,32 @@ for (const c of captured) {
   }
 }
 
+// Negative controls: the checker must see drift planted in a real object, so that a broken
+// reference (say, types that failed to resolve and became `any`) cannot pass vacuously.
+const controls = [];
+const sample = captured.map((c) => (c.status < 400 ? JSON.parse(c.text) : null)).find((v) => v?.object === 'subscription');
+if (sample) {
+  const planted = [
+    ['a missing required field', (o) => delete o.items.data[0].current_period_end],
+    ['a field the version does not have', (o) => (o.items.data[0].plan.bogus_field = 1)],
+    ['null for an optional field', (o) => (o[ref.optionalFields('subscription')[0]] = null)],
+    ['an enum value the version does not have', (o) => (o.status = 'almost_active')],
+    ['a wrong scalar type', (o) => (o.created = String(o.created))],
+    ['an object where an id or object is expected', (o) => (o.customer = { id: o.customer })],
+  ];
+  for (const [what, plant] of planted) {
+    const copy = structuredClone(sample);
+    plant(copy);
+    const found = ref.checkByObject(JSON.parse(JSON.stringify(copy))).issues.length > 0;
+    controls.push({ what, found });
+  }
+} else {
+  controls.push({ what: 'a subscription to plant drift in', found: false });
+}
+const blind = controls.filter((c) => !c.found);
+console.log(`\nnegative controls: ${controls.length - blind.length} of ${controls.length} planted drifts detected`);
+for (const c of blind) console.log(`  NOT DETECTED: ${c.what}`);
+
 const passed = steps.filter((s) => s.ok).length;
 console.log(`\nclient flow steps: ${passed} of ${steps.length} passed`);
 for (const s of steps.filter((s) => !s.ok)) console.log(`  FAILED ${s.name}: ${s.error}`);
@@ -146,8 +172,8 @@ if (drift.size) {
 }
 if (wrongVersion) console.log(`\n${wrongVersion} responses carried a Stripe-Version other than ${pinned}`);
 
-const summary = { reference: `stripe@${pkg.version}`, api_version: pinned, steps: { passed, total: steps.length }, objects: { checked: total, conforming: good }, per_type: Object.fromEntries(perType), drift: Object.fromEntries(drift), webhooks: hooks.received.length };
+const summary = { reference: `stripe@${pkg.version}`, api_version: pinned, steps: { passed, total: steps.length }, objects: { checked: total, conforming: good }, per_type: Object.fromEntries(perType), drift: Object.fromEntries(drift), webhooks: hooks.received.length, controls: { detected: controls.length - blind.length, total: controls.length } };
 if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(summary, null, 2));
-const ok = passed === steps.length && total > 0 && good === total && orphanIssues === 0 && wrongVersion === 0 && hooks.badSignatures === 0 && expected.dependencies.stripe === pkg.version;
+const ok = blind.length === 0 && passed === steps.length && total > 0 && good === total && orphanIssues === 0 && wrongVersion === 0 && hooks.badSignatures === 0 && expected.dependencies.stripe === pkg.version;
 console.log(`\nconformance: ${ok ? 'PASS' : 'FAIL'}`);
 process.exit(ok ? 0 : 1);

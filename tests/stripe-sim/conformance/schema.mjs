@@ -87,6 +87,15 @@ export class Reference {
     return [...this.byObject.keys()].sort();
   }
 
+  /// Fields of an object type that Stripe omits rather than sends as null.
+  optionalFields(object) {
+    const [first] = this.byObject.get(object) ?? [];
+    if (!first) return [];
+    return this.props(first.type)
+      .filter((d) => d.optional && !d.nullable && !d.members.every((m) => m.flags & F.Void))
+      .map((d) => d.name);
+  }
+
   typeName(t) {
     return this.checker.typeToString(t);
   }

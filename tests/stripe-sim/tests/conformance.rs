@@ -79,6 +79,8 @@ async fn stripe_node_client_flows_conform_to_the_published_types() {
     ] {
         assert!(summary["per_type"][t]["checked"].as_u64().unwrap_or(0) > 0, "no `{t}` object was checked");
     }
+    let (detected, planted) = (summary["controls"]["detected"].as_u64().unwrap_or(0), summary["controls"]["total"].as_u64().unwrap_or(0));
+    assert!(planted >= 6 && detected == planted, "the checker missed planted drift ({detected} of {planted}): the reference is broken");
     assert!(total >= 40 && checked >= 1000, "the run covered too little: {total} steps, {checked} objects");
     assert_eq!(passed, total, "client flow steps failed (see the output above)");
     assert_eq!(conforming, checked, "objects drift from the published types: {}", summary["drift"]);
