@@ -2,7 +2,10 @@
 // JSON body the sim sends (HTTP responses and webhook deliveries), and checks each object,
 // recursively, against the types the client package declares for the API version it pins.
 //
-//   node run.mjs http://127.0.0.1:PORT [--json summary.json]
+//   node run.mjs http://127.0.0.1:PORT [--json summary.json] [--python results.json]
+//
+// `--python` adds the steps and bodies of python_flows.py (Stripe's Python client, run
+// against another sim) to the figures; its bodies are checked against the same reference.
 //
 // Exit status 0 only if every client step passed and every object conforms.
 
@@ -17,6 +20,7 @@ import { flows } from './flows.mjs';
 const args = process.argv.slice(2);
 const base = args.find((a) => a.startsWith('http'));
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : null;
+const pythonResults = args.includes('--python') ? args[args.indexOf('--python') + 1] : null;
 if (!base) {
   console.error('usage: node run.mjs http://127.0.0.1:PORT [--json out.json]');
   process.exit(2);
@@ -94,6 +98,17 @@ for (let i = 0; i < 50 && hooks.secret; i++) {
 }
 receiver.close();
 
+// The Python client's run, if given: its steps count like ours, its bodies are checked too.
+let python = null;
+if (pythonResults) {
+  python = JSON.parse(fs.readFileSync(pythonResults, 'utf8'));
+  if (python.api_version !== pinned) {
+    steps.push({ name: 'python: client pins this API version', ok: false, error: `${python.client} pins ${python.api_version}` });
+  }
+  steps.push(...python.steps);
+  captured.push(...python.bodies);
+}
+
 // --- checking ----------------------------------------------------------------------------
 const ref = new Reference();
 const perType = new Map();
@@ -155,6 +170,10 @@ for (const c of blind) console.log(`  NOT DETECTED: ${c.what}`);
 
 const passed = steps.filter((s) => s.ok).length;
 console.log(`\nclient flow steps: ${passed} of ${steps.length} passed`);
+if (python) {
+  const py = steps.filter((s) => s.name.startsWith('python: '));
+  console.log(`  node (stripe ${pkg.version}): ${passed - py.filter((s) => s.ok).length} of ${steps.length - py.length}; python (${python.client}): ${py.filter((s) => s.ok).length} of ${py.length}`);
+}
 for (const s of steps.filter((s) => !s.ok)) console.log(`  FAILED ${s.name}: ${s.error}`);
 console.log(`webhooks received: ${hooks.received.length} (bad signatures: ${hooks.badSignatures})`);
 console.log(`\nobjects checked per type (${bodies} bodies):`);
