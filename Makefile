@@ -4,16 +4,25 @@
 SHELL := /bin/bash
 VENV  := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+# stripe-sim's conformance test: Stripe's Node client and the TypeScript compiler (reads the
+# client's published types), installed from the npm registry into a git-ignored folder.
+CONFORMANCE := tests/stripe-sim/conformance
+NODE_STAMP  := $(CONFORMANCE)/node_modules/.installed-$(shell sha256sum $(CONFORMANCE)/package-lock.json | cut -c1-12)
 
 .PHONY: dev test torture venv lint emails bench fmt clippy clean metrics sam-build
 
-venv: $(STAMP)
+venv: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): requirements-dev.txt
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*; touch $@
+
+$(NODE_STAMP): $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
+	@command -v npm >/dev/null || { echo "node and npm are required (stripe-sim's conformance test)"; exit 1; }
+	npm ci --prefix $(CONFORMANCE) --no-audit --no-fund --loglevel=error
+	@rm -f $(CONFORMANCE)/node_modules/.installed-*; touch $@
 
 dev: venv
 	scripts/dev.sh

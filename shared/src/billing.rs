@@ -195,6 +195,8 @@ pub trait BillingGateway: Send + Sync {
     async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
     /// The subscription of `customer` created by operation `operation_id`, in any status;
     /// `None` if the operation never got that far. A list, not a search: strongly consistent.
+    /// A paid subscription whose first invoice the operation never got to pay is paid now
+    /// (as `create_subscription` would have), so it does not sit `incomplete` until it expires.
     async fn subscription_of_operation(
         &self,
         customer: &StripeCustomerId,

@@ -491,12 +491,28 @@ impl BillingGateway for StripeBilling {
                 req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
             })
             .await?;
-        listed
-            .data
-            .iter()
-            .find(|sub| sub.metadata.get(OPERATION_METADATA).map(String::as_str) == Some(operation_id))
-            .map(|sub| self.snapshot(sub))
-            .transpose()
+        let Some(found) = listed.data.iter().find(|sub| sub.metadata.get(OPERATION_METADATA).map(String::as_str) == Some(operation_id))
+        else {
+            return Ok(None);
+        };
+        // A paid create is `default_incomplete`: Stripe charges nothing until the first
+        // invoice is paid, which `create_subscription` does right after the create. A
+        // process that died in between left the subscription `incomplete` with an invoice
+        // nobody attempted, and Stripe would let it expire: finish the payment step here,
+        // under a key of the operation, as the dead process would have.
+        if found.status.as_str() == "incomplete" {
+            let sub = self.retrieve_subscription_expanded(found.id.as_str(), &[EXPAND_LATEST_INVOICE, EXPAND_LATEST_PAYMENTS]).await?;
+            let invoice_id = first_unattempted_invoice(&sub).and_then(|i| i.id.as_ref()).map(|id| id.as_str().to_owned());
+            let payment_method = sub.default_payment_method.as_ref().map(|pm| pm.id().as_str().to_owned());
+            if let (Some(invoice_id), Some(payment_method)) = (invoice_id, payment_method) {
+                let key = IdempotencyKey::new(format!("recover:op:{operation_id}"));
+                if let Some(decline) = self.pay_first_invoice(&invoice_id, &payment_method, &key).await? {
+                    tracing::warn!(stripe.invoice_id = %invoice_id, message = ?decline.message, "the recovered subscription's first payment was declined");
+                }
+                return self.snapshot(&self.retrieve_subscription(found.id.as_str()).await?).map(Some);
+            }
+        }
+        self.snapshot(found).map(Some)
     }
 
     #[tracing::instrument(skip_all, fields(stripe.subscription_id = %id, cancel))]

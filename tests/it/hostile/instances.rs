@@ -13,7 +13,10 @@ use harness::{
     TestEnv,
 };
 use serde_json::{json, Value};
-use shared::{domain::UserId, stripe::StripeConfig};
+use shared::{
+    domain::{SubscriptionStatus, UserId},
+    stripe::StripeConfig,
+};
 
 const K: usize = 6;
 
@@ -143,8 +146,9 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
     let sim = Sim::start().await;
     let user = "killed-mid-create";
     harness::jobs::put_profile(&env, &UserId::parse(user).unwrap()).await;
-    // Stripe's answer to the create is held: Stripe has created and charged the
-    // subscription, the function is still waiting for the answer when it dies.
+    // Stripe's answer to the create is held: Stripe has created the subscription
+    // (`default_incomplete`: incomplete, its first invoice not yet paid), the function is
+    // still waiting for the answer, and so has not paid it, when it dies.
     let stripe = Proxy::start(sim.handle.base_url()).await;
     stripe.set_route("POST /v1/subscriptions", Fault::Hold(Duration::from_secs(60)));
     let through_proxy = StripeConfig { api_base: Some(stripe.url.clone()), ..sim.stripe_config() };
@@ -168,7 +172,7 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     instance.kill();
-    assert_eq!(created["status"], "active", "charged at Stripe: {created}");
+    assert_eq!(created["status"], "incomplete", "created at Stripe, not charged yet: {created}");
     let user_id = UserId::parse(user).unwrap();
     assert!(env.store.subscription(&user_id).await.unwrap().is_none(), "the commit never happened");
 
@@ -195,5 +199,11 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
     let local = env.store.subscription(&user_id).await.unwrap().expect("recorded now");
     assert_eq!(local.stripe_subscription_id.as_ref().map(|s| s.as_str()), created["id"].as_str());
     assert_eq!(answer.body["subscription"]["stripe_subscription_id"], created["id"]);
+    // The dead process's payment step is finished too: the subscription is paid, once.
+    assert_eq!(live[0]["status"], "active", "the recovered subscription was never paid: {}", live[0]);
+    let invoices = sim.get(&format!("/v1/invoices?subscription={}", created["id"].as_str().unwrap())).await;
+    let paid: Vec<i64> = invoices["data"].as_array().unwrap().iter().map(|i| i["amount_paid"].as_i64().unwrap()).collect();
+    assert_eq!(paid, vec![999], "one first invoice, paid once: {invoices}");
+    assert_eq!(local.status, SubscriptionStatus::Active);
     super::finish("admin-api killed between Stripe and the commit", 1, 1, 1);
 }

@@ -279,6 +279,20 @@ pub fn finalize(sim: &mut Sim, inv_id: &str, now: i64) {
     }
 }
 
+/// Leaves an open invoice's payment intent `requires_confirmation` with `pm` on it, and the
+/// invoice unattempted: nothing is charged until the client confirms or pays.
+pub fn await_confirmation(sim: &mut Sim, inv_id: &str, pm: Option<&str>) {
+    let Some(pi_id) = sim.invoices.get(inv_id).and_then(|i| i.payment_intent.clone()) else {
+        return;
+    };
+    if let Some(pi) = sim.payment_intents.get_mut(&pi_id) {
+        if pi.status == PiStatus::RequiresPaymentMethod {
+            pi.payment_method = pm.map(str::to_string);
+            pi.status = PiStatus::RequiresConfirmation;
+        }
+    }
+}
+
 /// Open → paid, with `invoice.paid` (and `invoice.payment_succeeded` unless it was paid
 /// out of band), then lets the subscription react (incomplete/past_due/unpaid → active).
 pub fn mark_paid(sim: &mut Sim, inv_id: &str, now: i64, out_of_band: bool) {

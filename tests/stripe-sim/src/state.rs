@@ -354,6 +354,9 @@ pub struct InvoiceItem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PiStatus {
     RequiresPaymentMethod,
+    /// A payment method is set and the client has not confirmed yet
+    /// (the first invoice of a `default_incomplete` subscription).
+    RequiresConfirmation,
     RequiresAction,
     Succeeded,
     Canceled,
@@ -363,6 +366,7 @@ impl PiStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             PiStatus::RequiresPaymentMethod => "requires_payment_method",
+            PiStatus::RequiresConfirmation => "requires_confirmation",
             PiStatus::RequiresAction => "requires_action",
             PiStatus::Succeeded => "succeeded",
             PiStatus::Canceled => "canceled",

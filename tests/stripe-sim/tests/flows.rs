@@ -368,16 +368,27 @@ async fn default_incomplete_with_failing_card_stays_incomplete_then_expires() {
     let sub = subscribe(&api, &cus, &[("payment_behavior", "default_incomplete"), ("expand[]", "latest_invoice.payments")]).await;
     assert_eq!(sub["status"], "incomplete");
     let inv = &sub["latest_invoice"];
+    // Nothing is charged before the client confirms.
     assert_eq!(
         (inv["status"].as_str(), inv["attempt_count"].as_i64(), inv["amount_remaining"].as_i64()),
-        (Some("open"), Some(1), Some(999))
+        (Some("open"), Some(0), Some(999))
     );
-    assert!(inv["next_payment_attempt"].is_null(), "the first invoice is not retried");
     let payment = &inv["payments"]["data"][0];
     assert_eq!(payment["status"], "open");
-    let pi = api.fetch(&format!("/v1/payment_intents/{}", s(&payment["payment"]["payment_intent"]))).await;
+    let pi_id = s(&payment["payment"]["payment_intent"]).to_string();
+    let pi = api.fetch(&format!("/v1/payment_intents/{pi_id}")).await;
+    assert_eq!(pi["status"], "requires_confirmation");
+    assert!(pi["last_payment_error"].is_null());
+    // Confirming charges the card, which declines.
+    let (status, err) = api.post(&format!("/v1/payment_intents/{pi_id}/confirm"), &[]).await;
+    assert_eq!((status, s(&err["error"]["decline_code"])), (402, "generic_decline"));
+    let inv = latest_invoice(&api, s(&sub["id"])).await;
+    assert_eq!((inv["status"].as_str(), inv["attempt_count"].as_i64()), (Some("open"), Some(1)));
+    assert!(inv["next_payment_attempt"].is_null(), "the first invoice is not retried");
+    let pi = api.fetch(&format!("/v1/payment_intents/{pi_id}")).await;
     assert_eq!(pi["status"], "requires_payment_method");
     assert_eq!(pi["last_payment_error"]["decline_code"], "generic_decline");
+    assert_eq!(api.fetch(&format!("/v1/subscriptions/{}", s(&sub["id"]))).await["status"], "incomplete");
 
     // error_if_incomplete refuses up front and creates nothing.
     let (status, err) = api

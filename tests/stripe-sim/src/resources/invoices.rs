@@ -81,7 +81,9 @@ pub fn render(sim: &Sim, inv: &Invoice) -> Value {
     let parent = inv.subscription.as_ref().map(|s| {
         json!({
             "quote_details": null,
-            "subscription_details": { "metadata": inv.subscription_metadata, "subscription": s, "subscription_proration_date": null },
+            // `subscription_proration_date` is optional: Stripe sends it only when the
+            // invoice was created with a proration date.
+            "subscription_details": { "metadata": inv.subscription_metadata, "subscription": s },
             "type": "subscription_details"
         })
     });
@@ -159,7 +161,6 @@ pub fn render(sim: &Sim, inv: &Invoice) -> Value {
                 "voided_at": inv.voided_at
             }),
         )
-        .set("subscription", inv.subscription.clone())
         .set("subtotal", inv.total)
         .set("subtotal_excluding_tax", inv.total)
         .set("test_clock", inv.test_clock.clone())
@@ -233,6 +234,7 @@ pub fn render_payment_intent(sim: &Sim, pi: &PaymentIntent) -> Value {
         .set("amount_capturable", 0)
         .set("amount_details", json!({ "tip": {} }))
         .set("amount_received", pi.amount_received)
+        .set("allowed_payment_method_types", Value::Null)
         .set("application", Value::Null)
         .set("application_fee_amount", Value::Null)
         .set("automatic_payment_methods", Value::Null)
@@ -258,6 +260,7 @@ pub fn render_payment_intent(sim: &Sim, pi: &PaymentIntent) -> Value {
         .set("payment_method_configuration_details", Value::Null)
         .set("payment_method_options", Value::Null)
         .set("payment_method_types", json!(["card"]))
+        .set("payment_record", Value::Null)
         .set("processing", Value::Null)
         .set("receipt_email", Value::Null)
         .set("review", Value::Null)
@@ -272,7 +275,7 @@ pub fn render_payment_intent(sim: &Sim, pi: &PaymentIntent) -> Value {
     t.into_value()
 }
 
-pub fn render_invoice_item(ii: &InvoiceItem) -> Value {
+pub fn render_invoice_item(sim: &Sim, ii: &InvoiceItem) -> Value {
     let mut t = fixture("invoiceitem");
     t.set("id", ii.id.clone())
         .set("object", "invoiceitem")
@@ -298,10 +301,7 @@ pub fn render_invoice_item(ii: &InvoiceItem) -> Value {
             }),
         )
         .set("period", json!({ "end": ii.period_end, "start": ii.period_start }))
-        .set(
-            "pricing",
-            json!({ "price_details": { "price": ii.price, "product": null }, "type": "price_details", "unit_amount_decimal": ii.amount.to_string() }),
-        )
+        .set("pricing", pricing(sim, &ii.price, ii.amount.to_string()))
         .set("proration", ii.proration)
         .set("quantity", 1)
         .set("quantity_decimal", "1")
@@ -480,7 +480,7 @@ pub fn list_invoice_items(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
             .values()
             .filter(|ii| customer.is_none_or(|c| ii.customer == c) && pending.is_none_or(|pd| ii.invoice.is_none() == pd)),
         |ii| ii.seq,
-        |ii| (ii.id.clone(), render_invoice_item(ii)),
+        |ii| (ii.id.clone(), render_invoice_item(sim, ii)),
     );
     paginate(p, items, "/v1/invoiceitems")
 }

@@ -224,7 +224,7 @@ pub fn render_by_id(sim: &Sim, id: &str) -> Option<Value> {
         "sub" => sim.subscriptions.get(id).map(|s| subscriptions::render(sim, s)),
         "in" => sim.invoices.get(id).map(|i| invoices::render(sim, i)),
         "pi" => sim.payment_intents.get(id).map(|p| invoices::render_payment_intent(sim, p)),
-        "ii" => sim.invoice_items.get(id).map(invoices::render_invoice_item),
+        "ii" => sim.invoice_items.get(id).map(|ii| invoices::render_invoice_item(sim, ii)),
         "clock" => sim.test_clocks.get(id).map(|c| test_clocks::render(c, "ready")),
         _ => None,
     }

@@ -28,6 +28,7 @@ pub fn render_product(p: &Product) -> Value {
         .set("shippable", Value::Null)
         .set("statement_descriptor", Value::Null)
         .set("tax_code", Value::Null)
+        .set("tax_details", Value::Null)
         .set("type", "service")
         .set("unit_label", Value::Null)
         .set("updated", p.updated)

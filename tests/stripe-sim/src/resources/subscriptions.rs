@@ -29,6 +29,7 @@ pub fn render_item(sim: &Sim, sub_id: &str, item: &SubItem) -> Value {
         .set("created", item.created)
         .set("current_period_end", item.current_period_end)
         .set("current_period_start", item.current_period_start)
+        .set("current_trial", Value::Null)
         .set("discounts", json!([]))
         .set("metadata", metadata_json(&item.metadata))
         .set("plan", plan)
@@ -57,7 +58,12 @@ pub fn render(sim: &Sim, s: &Subscription) -> Value {
         .set("canceled_at", s.canceled_at)
         .set(
             "cancellation_details",
-            json!({ "comment": s.cancellation_comment, "feedback": s.cancellation_feedback, "reason": s.cancellation_reason }),
+            json!({
+                "comment": s.cancellation_comment,
+                "feedback": s.cancellation_feedback,
+                "feedback_option": null,
+                "reason": s.cancellation_reason
+            }),
         )
         .set("collection_method", "charge_automatically")
         .set("created", s.created)
@@ -71,7 +77,10 @@ pub fn render(sim: &Sim, s: &Subscription) -> Value {
         .set("description", s.description.clone())
         .set("discounts", json!([]))
         .set("ended_at", s.ended_at)
-        .set("invoice_settings", json!({ "account_tax_ids": null, "issuer": { "type": "self" } }))
+        .set(
+            "invoice_settings",
+            json!({ "account_tax_ids": null, "custom_fields": null, "description": null, "footer": null, "issuer": { "type": "self" } }),
+        )
         .set(
             "items",
             json!({
@@ -101,7 +110,10 @@ pub fn render(sim: &Sim, s: &Subscription) -> Value {
         .set("test_clock", s.test_clock.clone())
         .set("transfer_data", Value::Null)
         .set("trial_end", s.trial_end)
-        .set("trial_settings", json!({ "end_behavior": { "missing_payment_method": s.missing_payment_method.as_str() } }))
+        .set(
+            "trial_settings",
+            json!({ "end_behavior": { "billing_cycle_anchor": null, "missing_payment_method": s.missing_payment_method.as_str() } }),
+        )
         .set("trial_start", s.trial_start);
     t.into_value()
 }
@@ -515,9 +527,15 @@ pub fn create(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     billing::finalize(sim, &inv_id, now);
     let open = sim.invoices.get(&inv_id).is_some_and(|i| i.status == crate::state::InvoiceStatus::Open);
     // With nothing to charge, the first invoice simply waits for a payment method
-    // (the client confirms its payment intent or pays the invoice).
+    // (the client confirms its payment intent or pays the invoice). Under
+    // default_incomplete Stripe charges nothing either: the payment intent waits, with
+    // the payment method it would use, for the client to confirm it or pay the invoice.
     if open && pm.is_some() {
-        billing::attempt_payment(sim, &inv_id, now, None, billing::AttemptMode::Automatic);
+        if behavior == PaymentBehavior::Default {
+            billing::await_confirmation(sim, &inv_id, pm.as_deref());
+        } else {
+            billing::attempt_payment(sim, &inv_id, now, None, billing::AttemptMode::Automatic);
+        }
     }
     Ok(render_id(sim, &sub_id))
 }
@@ -898,7 +916,7 @@ pub fn update(sim: &mut Sim, ctx: &Ctx) -> Result<Value, ApiError> {
     trial_will_end_if_due(sim, &sub_id, now);
     for ii in created_items {
         if let Some(item) = sim.invoice_items.get(&ii) {
-            let obj = super::invoices::render_invoice_item(item);
+            let obj = super::invoices::render_invoice_item(sim, item);
             sim.emit("invoiceitem.created", obj, None, now);
         }
     }
