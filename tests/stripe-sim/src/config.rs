@@ -116,6 +116,9 @@ pub struct SimConfig {
     /// request's HTTP response is sent, as can happen with Stripe. Off by default:
     /// deliveries happen afterwards, asynchronously.
     pub webhooks_before_response: bool,
+    /// How long events stay listable and retrievable (`/v1/events`), measured on the wall
+    /// clock from when the sim recorded them: Stripe keeps 30 days.
+    pub event_retention: Duration,
 }
 
 impl Default for SimConfig {
@@ -135,6 +138,7 @@ impl Default for SimConfig {
             search_delay: None,
             idempotency_expiry: false,
             webhooks_before_response: false,
+            event_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

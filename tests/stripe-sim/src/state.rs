@@ -442,6 +442,9 @@ pub struct Event {
     pub request_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub pending_webhooks: i64,
+    /// Wall-clock second the sim recorded it (retention is measured on it, not on
+    /// `created`, which follows the object's test clock).
+    pub recorded_at: i64,
 }
 
 /// A stored idempotent response.
@@ -568,6 +571,7 @@ impl Sim {
             request_id: self.request.id.clone(),
             idempotency_key: self.request.idempotency_key.clone(),
             pending_webhooks: targets.len() as i64,
+            recorded_at: crate::time::wall_now(),
         };
         tracing::debug!(event = %event.id, r#type = type_, endpoints = targets.len(), "event");
         if !targets.is_empty() {

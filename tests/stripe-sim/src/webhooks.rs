@@ -188,6 +188,19 @@ impl Dispatcher {
         lock(&self.shared.records).clone()
     }
 
+    /// Whether every endpoint `event_id` went to (`endpoints` of them) has it delivered:
+    /// Stripe's `delivery_success` (an event still pending, or given up by one endpoint,
+    /// is not a success).
+    pub fn delivered_everywhere(&self, event_id: &str, endpoints: i64) -> bool {
+        let records = lock(&self.shared.records);
+        let delivered: std::collections::HashSet<&str> = records
+            .iter()
+            .filter(|r| r.event_id == event_id && !r.duplicate && r.status == DeliveryStatus::Delivered)
+            .map(|r| r.endpoint_id.as_str())
+            .collect();
+        delivered.len() as i64 >= endpoints
+    }
+
     /// Aborts every delivery task (used when the sim shuts down).
     pub fn shutdown(&self) {
         for (_, q) in lock(&self.queues).drain() {

@@ -155,7 +155,10 @@ pub fn allowed_params(route: &str) -> Vec<&'static str> {
         "POST /v1/invoices/{id}/pay" => &[invoices::PAY_PARAMS],
         "GET /v1/invoiceitems" => &[&["customer", "pending"], LIST_PARAMS],
         "POST /v1/payment_intents/{id}/confirm" => &[invoices::CONFIRM_PARAMS],
-        "GET /v1/events" => &[&["type", "types[]"], LIST_PARAMS],
+        "GET /v1/events" => &[
+            &["type", "types[]", "delivery_success", "created", "created[gt]", "created[gte]", "created[lt]", "created[lte]"],
+            LIST_PARAMS,
+        ],
         "POST /v1/webhook_endpoints" => &[webhook_endpoints::CREATE_PARAMS],
         "POST /v1/webhook_endpoints/{id}" => &[webhook_endpoints::UPDATE_PARAMS],
         "GET /v1/webhook_endpoints" | "GET /v1/test_helpers/test_clocks" => &[LIST_PARAMS],
