@@ -27,7 +27,7 @@ use shared::{
     domain::{Subscription, SubscriptionStatus, UserId},
     store::keys,
 };
-use stripe_webhook::{envelope, signature};
+use stripe_webhook::signature;
 
 use crate::{proxy::CountingProxy, runtime::RuntimeApi};
 
@@ -375,7 +375,7 @@ fn rust_webhook_cpu(payload: &[u8], iterations: usize) -> Duration {
         for _ in 0..n {
             let body = std::hint::black_box(payload);
             signature::verify(body, Some(&header), &secrets, now, 300).expect("valid signature");
-            let event = envelope::decode(body).expect("decodes");
+            let event = shared::usecase::stripe_event::decode(body).expect("decodes");
             let route = routes.get(event.kind.as_str()).copied().unwrap_or(6);
             hits[route] += 1;
             std::hint::black_box(&event);

@@ -10,7 +10,7 @@ use axum::{
 };
 use shared::{metrics::Metrics, usecase::stripe_event::StripeEvent};
 
-use crate::{envelope, error::WebhookError, routes::Webhook, signature};
+use crate::{error::WebhookError, routes::Webhook, signature};
 
 /// Stripe's payloads are far smaller; API Gateway refuses bodies over 10 MB anyway.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -28,7 +28,7 @@ impl FromRequest<Arc<Webhook>> for VerifiedEvent {
         let now = webhook.clock.now().timestamp();
         signature::verify(&body, header.as_deref(), &webhook.secrets, now, webhook.tolerance_secs)
             .map_err(|err| rejected(WebhookError::InvalidSignature(err.to_string())))?;
-        let event = envelope::decode(&body).map_err(|err| rejected(WebhookError::InvalidEvent(err.to_string())))?;
+        let event = shared::usecase::stripe_event::decode(&body).map_err(|err| rejected(WebhookError::InvalidEvent(err.to_string())))?;
         Ok(Self(event))
     }
 }

@@ -12,11 +12,8 @@ use proptest::{
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
 };
 use serde_json::{json, Value};
-use shared::config::Secret;
-use stripe_webhook::{
-    envelope::decode,
-    signature::{sign_header, verify, SignatureError, SignatureHeader},
-};
+use shared::{config::Secret, usecase::stripe_event::decode};
+use stripe_webhook::signature::{sign_header, verify, SignatureError, SignatureHeader};
 
 const NOW: i64 = 1_767_225_600;
 const TOLERANCE: i64 = 300;

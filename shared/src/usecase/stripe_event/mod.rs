@@ -12,6 +12,7 @@
 //!   subscription's own `metadata.user_id` (an event can beat the creating call's commit);
 //!   an event is recorded as ignored only when neither ties it to a user.
 
+mod envelope;
 mod event;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::instrument;
 
+pub use envelope::{decode, decode_value, DecodeError};
 pub use event::{EventKind, StripeEvent, Subject};
 
 use crate::{

@@ -1,14 +1,14 @@
-//! Decoding a Stripe event into the use case's [`StripeEvent`]: its id, its kind, and
-//! the typed ids of the objects it is about. Only ids are taken from the payload; state
-//! is always re-fetched from Stripe, because a payload may be older than what is stored.
+//! Decoding a Stripe event — a webhook's body, or one listed by the Events API — into the
+//! use case's [`StripeEvent`]: its id, its kind, and the typed ids of the objects it is
+//! about. Only ids are taken from the payload; state is always re-fetched from Stripe,
+//! because a payload may be older than what is stored.
 
 use serde::Deserialize;
 use serde_json::Value;
-use shared::{
-    domain::{StripeCustomerId, StripeInvoiceId, StripeSubscriptionId, UserId},
-    usecase::stripe_event::{EventKind, StripeEvent, Subject},
-};
 use thiserror::Error;
+
+use super::{EventKind, StripeEvent, Subject};
+use crate::domain::{StripeCustomerId, StripeInvoiceId, StripeSubscriptionId, UserId};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -48,8 +48,17 @@ fn invoice_subscription(invoice: &Value) -> Option<String> {
     id_of(invoice.pointer("/parent/subscription_details/subscription")).or_else(|| id_of(invoice.get("subscription")))
 }
 
+/// A webhook's body.
 pub fn decode(body: &[u8]) -> Result<StripeEvent, DecodeError> {
-    let raw: RawEvent = serde_json::from_slice(body).map_err(|e| DecodeError::NotAnEvent(e.to_string()))?;
+    serde_json::from_slice(body).map_err(|e| DecodeError::NotAnEvent(e.to_string())).and_then(typed)
+}
+
+/// An event as the Events API lists it.
+pub fn decode_value(event: Value) -> Result<StripeEvent, DecodeError> {
+    serde_json::from_value(event).map_err(|e| DecodeError::NotAnEvent(e.to_string())).and_then(typed)
+}
+
+fn typed(raw: RawEvent) -> Result<StripeEvent, DecodeError> {
     let object = &raw.data.object;
     let missing = |what| DecodeError::MissingField { event_id: raw.id.clone(), event_type: raw.event_type.clone(), what };
     let customer = || id_of(object.get("customer")).and_then(|id| StripeCustomerId::parse(&id).ok());
