@@ -155,6 +155,38 @@ pub enum BillingError {
     Unexpected(String),
 }
 
+/// Which events to list: of these types, created at or after `created_gte` (unix
+/// seconds), older than the event `starting_after` (a page cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    pub types: Vec<String>,
+    pub created_gte: i64,
+    pub starting_after: Option<String>,
+}
+
+/// One event as the Events API lists it: its id and time, and its body for decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedEvent {
+    pub id: String,
+    pub created: i64,
+    pub body: serde_json::Value,
+}
+
+/// One page of a list, newest first; `has_more` when older items follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// One subscription of a [`BillingGateway::all_subscriptions`] page: its snapshot, or why
+/// none could be made (a subscription of prices this service does not sell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedSubscription {
+    pub id: String,
+    pub snapshot: Result<StripeSnapshot, String>,
+}
+
 #[async_trait]
 pub trait BillingGateway: Send + Sync {
     /// The user's Stripe customer, created on first use: one per user, found again by
@@ -173,7 +205,6 @@ pub trait BillingGateway: Send + Sync {
     async fn create_subscription(&self, new: &NewSubscription, key: &IdempotencyKey) -> Result<CreatedSubscription, BillingError>;
     /// Stripe's current state of a subscription (the source of truth for webhooks and reconcile).
     async fn subscription(&self, id: &StripeSubscriptionId) -> Result<StripeSnapshot, BillingError>;
-    /// Live subscriptions of a customer, for reconciliation.
     async fn set_cancel_at_period_end(
         &self,
         id: &StripeSubscriptionId,
@@ -193,6 +224,11 @@ pub trait BillingGateway: Send + Sync {
         key: &IdempotencyKey,
     ) -> Result<StripeSnapshot, BillingError>;
     async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
+    /// One page (up to 100) of Stripe's event log, newest first. Stripe keeps 30 days.
+    async fn events(&self, query: &EventQuery) -> Result<Page<ListedEvent>, BillingError>;
+    /// One page (up to 100) of every subscription in any status, newest first, older than
+    /// the subscription `starting_after`.
+    async fn all_subscriptions(&self, starting_after: Option<&str>) -> Result<Page<ListedSubscription>, BillingError>;
     /// The subscription of `customer` created by operation `operation_id`, in any status;
     /// `None` if the operation never got that far. A list, not a search: strongly consistent.
     /// A paid subscription whose first invoice the operation never got to pay is paid now

@@ -194,7 +194,9 @@ async fn runs_stopped_after_k_items_and_continued_handle_everything_exactly_once
     const ENDING: usize = 6;
     for k in [1u64, 2, 3, 5] {
         let env = TestEnv::new().await;
-        let jobs = jobs_for(&env, unreachable_stripe(), JobSettings { page_size: 4, ..quiet_settings() });
+        // A Stripe that answers: `daily` ends with the missed-event replay (nothing to replay).
+        let sim = Sim::start().await;
+        let jobs = jobs_for(&env, sim.stripe_config(), JobSettings { page_size: 4, ..quiet_settings() });
         let mut lapsed = Vec::new();
         for i in 0..LAPSED {
             let u = user(&format!("slice{k}-lapsed-{i}"));
@@ -389,7 +391,7 @@ fn local_from(name: &str, snap: &StripeSnapshot) -> Subscription {
 }
 
 #[tokio::test]
-async fn reconcile_repairs_a_record_that_missed_its_webhook() {
+async fn the_sweep_repairs_records_that_missed_their_webhooks_with_one_list_call() {
     let env = TestEnv::new().await;
     let sim = Sim::start().await;
     let jobs = jobs_for(&env, sim.stripe_config(), quiet_settings());
@@ -415,22 +417,27 @@ async fn reconcile_repairs_a_record_that_missed_its_webhook() {
 
     // The run happens after the fixtures were made (history sorts by time, then version).
     let now = Utc::now();
-    let summary = run(&jobs, JobName::Reconcile, now).await;
-    assert_eq!((summary.counts.reconciled, summary.counts.items_read, summary.counts.errors), (2, 3, 0), "{summary:?}");
+    let (lists, gets) = (sim.handle.request_count_for("GET /v1/subscriptions"), sim.handle.request_count_for("GET /v1/subscriptions/{id}"));
+    let summary = run(&jobs, JobName::SweepStripe, now).await;
+    let counts = summary.counts;
+    assert_eq!((counts.swept, counts.sweep_repaired, counts.orphans_adopted, counts.errors), (3, 2, 0, 0), "{summary:?}");
+    assert_eq!(sim.handle.request_count_for("GET /v1/subscriptions") - lists, 1, "three subscriptions: one page");
+    assert_eq!(sim.handle.request_count_for("GET /v1/subscriptions/{id}"), gets, "no per-subscription reads");
 
     let later = env.store.subscription(&user("recon-cancel-later")).await.unwrap().unwrap();
     assert_eq!((later.status, later.cancel_at_period_end, later.auto_renew, later.version), (SubscriptionStatus::Active, true, false, 2));
     let history = env.store.history(&user("recon-cancel-later"), 1).await.unwrap();
-    assert_eq!((history[0].change, history[0].actor.as_str()), (HistoryChange::Synced, "job:reconcile"));
+    assert_eq!((history[0].change, history[0].actor.as_str()), (HistoryChange::Synced, "job:sweep-stripe"));
     let gone = env.store.subscription(&user("recon-cancel-now")).await.unwrap().unwrap();
     assert_eq!(gone.status, SubscriptionStatus::Canceled);
     assert_eq!(env.store.subscription(&user("recon-same")).await.unwrap().unwrap().version, 1);
     let items = outbox(&env).await;
     assert_eq!(ids_for(&items, "SubscriptionCanceled").len(), 1, "{:?}", items.keys());
 
-    // Repaired once: a rerun finds nothing to repair (and the canceled one left the index).
-    let rerun = run(&jobs, JobName::Reconcile, now + Duration::minutes(1)).await;
-    assert_eq!((rerun.counts.reconciled, rerun.counts.items_read), (0, 2), "{rerun:?}");
+    // Repaired once: a new pass finds nothing to repair.
+    let rerun = run(&jobs, JobName::SweepStripe, now + Duration::minutes(1)).await;
+    assert_eq!((rerun.counts.swept, rerun.counts.sweep_repaired), (3, 0), "{rerun:?}");
+    assert_eq!(ids_for(&outbox(&env).await, "SubscriptionCanceled").len(), 1);
 }
 
 #[tokio::test]

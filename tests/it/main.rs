@@ -2,6 +2,7 @@
 //! (moto server, stripe-sim) over 127.0.0.1, never to in-code fakes.
 
 mod admin_api;
+mod catch_up;
 mod delivery;
 mod email;
 mod fixtures;

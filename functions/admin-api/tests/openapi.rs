@@ -106,6 +106,12 @@ impl Store for Down {
     async fn set_customer(&self, _: &UserId, _: &StripeCustomerId) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+    async fn cursor(&self, _: &str) -> Result<Option<String>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn put_cursor(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
     async fn subscription(&self, _: &UserId) -> Result<Option<Subscription>, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
@@ -147,6 +153,12 @@ fn down() -> BillingError {
 
 #[async_trait]
 impl BillingGateway for Down {
+    async fn events(&self, _: &EventQuery) -> Result<Page<ListedEvent>, BillingError> {
+        Err(down())
+    }
+    async fn all_subscriptions(&self, _: Option<&str>) -> Result<Page<ListedSubscription>, BillingError> {
+        Err(down())
+    }
     async fn ensure_customer(&self, _: &CustomerDetails, _: &IdempotencyKey) -> Result<StripeCustomerId, BillingError> {
         Err(down())
     }

@@ -57,9 +57,6 @@ pub struct JobSettings {
     pub page_size: u32,
     /// `JOB_CONCURRENCY` (default 4): subscriptions handled at once (Stripe calls, commits).
     pub concurrency: usize,
-    /// `RECONCILE_HORIZON_DAYS` (default 40): `reconcile` checks live subscriptions whose period
-    /// ends before now + this (every monthly subscription; a yearly one in its last 40 days).
-    pub reconcile_horizon: Duration,
     /// `JOB_SAFETY_MARGIN_MS` (default 20 000): stop starting new work when the Lambda deadline
     /// is this close, and hand the rest to a continuation (capped at a third of the invocation's
     /// time, see [`crate::Budget::until`]; the function's timeout should be minutes, not seconds).
@@ -89,7 +86,6 @@ impl Default for JobSettings {
             max_delivery_attempts: shared::delivery::DeliveryPolicy::default().max_attempts,
             page_size: 100,
             concurrency: 4,
-            reconcile_horizon: Duration::days(40),
             safety_margin: StdDuration::from_secs(20),
             max_items: None,
             max_continuations: 50,
@@ -117,7 +113,6 @@ impl JobSettings {
             max_delivery_attempts: number("MAX_DELIVERY_ATTEMPTS", d.max_delivery_attempts)?,
             page_size: number("JOB_PAGE_SIZE", d.page_size)?,
             concurrency: number("JOB_CONCURRENCY", d.concurrency)?,
-            reconcile_horizon: Duration::days(number("RECONCILE_HORIZON_DAYS", 40i64)?),
             safety_margin: StdDuration::from_millis(number("JOB_SAFETY_MARGIN_MS", 20_000u64)?),
             max_items,
             max_continuations: number("JOB_MAX_CONTINUATIONS", d.max_continuations)?,
@@ -154,9 +149,6 @@ impl JobSettings {
         }
         if !(1..=64).contains(&self.concurrency) {
             return invalid("JOB_CONCURRENCY", "must be 1 to 64");
-        }
-        if self.reconcile_horizon <= Duration::zero() {
-            return invalid("RECONCILE_HORIZON_DAYS", "must be at least 1");
         }
         if self.max_items == Some(0) {
             return invalid("JOB_MAX_ITEMS", "must be at least 1 when set");

@@ -28,13 +28,17 @@ pub enum JobName {
     ExpiryWarnings,
     ExpireLapsed,
     DeliverPending,
+    /// The missed-event replay (Stripe's event log since the last run).
     Reconcile,
-    /// All of the above, in this order.
+    /// The full sweep of every Stripe subscription (weekly; resumable across runs).
+    SweepStripe,
+    /// `expiry-warnings`, `expire-lapsed`, `deliver-pending` and `reconcile`, in this order.
     Daily,
 }
 
 impl JobName {
-    pub const ALL: [JobName; 5] = [Self::ExpiryWarnings, Self::ExpireLapsed, Self::DeliverPending, Self::Reconcile, Self::Daily];
+    pub const ALL: [JobName; 6] =
+        [Self::ExpiryWarnings, Self::ExpireLapsed, Self::DeliverPending, Self::Reconcile, Self::SweepStripe, Self::Daily];
 
     /// The steps `daily` runs, in order.
     pub const DAILY_STEPS: [JobName; 4] = [Self::ExpiryWarnings, Self::ExpireLapsed, Self::DeliverPending, Self::Reconcile];
@@ -45,6 +49,7 @@ impl JobName {
             Self::ExpireLapsed => "expire-lapsed",
             Self::DeliverPending => "deliver-pending",
             Self::Reconcile => "reconcile",
+            Self::SweepStripe => "sweep-stripe",
             Self::Daily => "daily",
         }
     }
@@ -98,7 +103,7 @@ pub struct JobRequest {
 /// Why an invocation's input was refused. Nothing has been read or written yet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    #[error("unknown job `{0}`: expected one of expiry-warnings, expire-lapsed, deliver-pending, reconcile, daily")]
+    #[error("unknown job `{0}`: expected one of expiry-warnings, expire-lapsed, deliver-pending, reconcile, sweep-stripe, daily")]
     UnknownJob(String),
     #[error("no job named: give {{\"job\": \"<name>\"}}, or a Scheduled Event whose rule name ends with the job name")]
     MissingJob,

@@ -8,8 +8,9 @@
 //! | `expiry-warnings` | queues one warning (or, for a renewing subscription, a renewal reminder) per subscription, period and window |
 //! | `expire-lapsed` | expires and downgrades live subscriptions past their end plus grace, after asking Stripe whether a renewal was merely late |
 //! | `deliver-pending` | delivers outbox items still pending, at a bounded rate |
-//! | `reconcile` | repairs local subscriptions that drifted from Stripe (a missed webhook) |
-//! | `daily` | all four, in that order |
+//! | `reconcile` | replays the Stripe events the webhook missed (the event log since the last run) |
+//! | `sweep-stripe` | lists every Stripe subscription and repairs every disagreement (weekly) |
+//! | `daily` | the first four, in that order |
 //!
 //! Every step is idempotent (deterministic outbox ids, version-guarded writes, `expire` is
 //! a no-op on an expired record), so a run that is retried, replayed with the same `time`,
@@ -30,9 +31,14 @@ use serde_json::Value;
 use shared::{
     billing::BillingGateway,
     clock::RunClock,
+    clock::SystemClock,
     delivery::OutboxDelivery,
     store::{Store, StoreError},
-    usecase::lifecycle::Lifecycle,
+    usecase::{
+        catch_up::{CatchUp, CatchUpError, Replay, ReplaySettings, Sweep},
+        lifecycle::Lifecycle,
+        stripe_event::Processor,
+    },
 };
 use tracing::Instrument;
 
@@ -52,6 +58,10 @@ pub enum JobError {
     /// and a retry or the next schedule resumes it.
     #[error("the table could not be read: {0}")]
     Store(#[from] StoreError),
+    /// A catch-up with Stripe stopped (Stripe or the table failed); its position is saved
+    /// and a retry resumes it.
+    #[error("catching up with stripe stopped: {0}")]
+    CatchUp(#[from] CatchUpError),
     /// The run stopped early but its continuation could not be put on the bus; failing the
     /// invocation makes Lambda retry it, which redoes nothing that was done.
     #[error("the continuation could not be published: {0}")]
@@ -68,6 +78,7 @@ impl JobError {
         match self {
             Self::Input(_) => "InvalidJobInput",
             Self::Store(_) => "StoreUnavailable",
+            Self::CatchUp(_) => "CatchUpStopped",
             Self::Continuation(_) => "ContinuationNotPublished",
             Self::NoProgress(_) => "NoProgress",
             Self::TooManyContinuations { .. } => "TooManyContinuations",
@@ -85,6 +96,8 @@ impl From<JobError> for lambda_runtime::Diagnostic {
 pub struct Jobs {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) lifecycle: Lifecycle,
+    pub(crate) replay: Replay,
+    pub(crate) sweep: Sweep,
     pub(crate) delivery: Arc<OutboxDelivery>,
     pub(crate) continuations: ContinuationPublisher,
     pub(crate) settings: JobSettings,
@@ -98,8 +111,12 @@ impl Jobs {
         continuations: ContinuationPublisher,
         settings: JobSettings,
     ) -> Self {
-        let lifecycle = Lifecycle::new(store.clone(), billing, settings.rules());
-        Self { store, lifecycle, delivery, continuations, settings }
+        let lifecycle = Lifecycle::new(store.clone(), billing.clone(), settings.rules());
+        let processor = Arc::new(Processor::new(store.clone(), billing.clone(), Arc::new(SystemClock)));
+        let catch_up = CatchUp::new(store.clone(), billing, processor);
+        let replay = Replay::new(catch_up.clone(), ReplaySettings::default());
+        let sweep = Sweep::new(catch_up);
+        Self { store, lifecycle, replay, sweep, delivery, continuations, settings }
     }
 
     pub fn settings(&self) -> &JobSettings {
@@ -151,7 +168,7 @@ impl Jobs {
                 }
                 Err(error) => {
                     tracing::error!(step = step.as_str(), %error, partial = ?counts, "job step failed; a retry or the next run resumes it");
-                    return Err(error.into());
+                    return Err(error);
                 }
             }
         }
@@ -181,14 +198,14 @@ impl Jobs {
         index: Option<shared::store::ExpiryCursor>,
         budget: &Budget,
         counts: &mut Counts,
-    ) -> Result<jobs::Progress, StoreError> {
+    ) -> Result<jobs::Progress, JobError> {
         // Every step but delivery works as of the run's `now`; delivery's leases need the
         // time of each claim.
         match step {
-            JobName::ExpiryWarnings | JobName::ExpireLapsed | JobName::Reconcile => {
-                self.lifecycle_step(step, now, index, budget, counts).await
-            }
-            JobName::DeliverPending => self.deliver_pending(clock, budget, counts).await,
+            JobName::ExpiryWarnings | JobName::ExpireLapsed => Ok(self.lifecycle_step(step, now, index, budget, counts).await?),
+            JobName::DeliverPending => Ok(self.deliver_pending(clock, budget, counts).await?),
+            JobName::Reconcile => self.replay_events(now, budget, counts).await,
+            JobName::SweepStripe => self.sweep_stripe(now, budget, counts).await,
             // `daily` is expanded into its steps by the caller.
             JobName::Daily => Ok(jobs::Progress::Done),
         }

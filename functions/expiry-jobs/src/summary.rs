@@ -31,8 +31,18 @@ pub struct Counts {
     /// Lapsed subscriptions left alone for now (Stripe still active or retrying a payment
     /// within the past-due grace).
     pub deferred: u64,
-    /// Subscriptions whose local record differed from Stripe and was repaired by `reconcile`.
-    pub reconciled: u64,
+    /// Events read from Stripe's event log by `reconcile` (the missed-event replay).
+    pub events_listed: u64,
+    /// Of those, events the ledger did not know (missed webhooks), handled now.
+    pub events_replayed: u64,
+    /// Subscriptions looked at by `sweep-stripe`, in its whole pass so far.
+    pub swept: u64,
+    /// Records the sweep brought in line with Stripe (whole pass).
+    pub sweep_repaired: u64,
+    /// Of those, Stripe subscriptions of our users that no record named (whole pass).
+    pub orphans_adopted: u64,
+    /// Second live Stripe subscriptions of one user, left for an operator (whole pass).
+    pub orphans_flagged: u64,
     /// Outbox items delivered (`deliver-pending`).
     pub delivered: u64,
     /// Outbox items that failed this time and stay pending for a later attempt.
@@ -60,7 +70,12 @@ impl AddAssign for Counts {
         self.canceled_at_stripe += o.canceled_at_stripe;
         self.synced += o.synced;
         self.deferred += o.deferred;
-        self.reconciled += o.reconciled;
+        self.events_listed += o.events_listed;
+        self.events_replayed += o.events_replayed;
+        self.swept += o.swept;
+        self.sweep_repaired += o.sweep_repaired;
+        self.orphans_adopted += o.orphans_adopted;
+        self.orphans_flagged += o.orphans_flagged;
         self.delivered += o.delivered;
         self.retry_later += o.retry_later;
         self.failed += o.failed;
@@ -89,7 +104,12 @@ impl Counts {
             ("CanceledAtStripe", self.canceled_at_stripe),
             ("Synced", self.synced),
             ("Deferred", self.deferred),
-            ("Reconciled", self.reconciled),
+            ("EventsListed", self.events_listed),
+            ("EventsReplayed", self.events_replayed),
+            ("Swept", self.swept),
+            ("SweepRepaired", self.sweep_repaired),
+            ("OrphansAdopted", self.orphans_adopted),
+            ("OrphansFlagged", self.orphans_flagged),
             ("Delivered", self.delivered),
             ("RetryLater", self.retry_later),
             ("Failed", self.failed),
@@ -131,7 +151,12 @@ impl RunSummary {
             expired = c.expired,
             synced = c.synced,
             deferred = c.deferred,
-            reconciled = c.reconciled,
+            events_listed = c.events_listed,
+            events_replayed = c.events_replayed,
+            swept = c.swept,
+            sweep_repaired = c.sweep_repaired,
+            orphans_adopted = c.orphans_adopted,
+            orphans_flagged = c.orphans_flagged,
             canceled_at_stripe = c.canceled_at_stripe,
             delivered = c.delivered,
             retry_later = c.retry_later,

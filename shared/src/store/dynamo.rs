@@ -127,6 +127,26 @@ impl Store for DynamoStore {
         Ok(())
     }
 
+    async fn cursor(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let Some(item) = self.get(keys::job_pk(job), keys::CURSOR_SK).await? else { return Ok(None) };
+        Ok(item.get("position").and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    async fn put_cursor(&self, job: &str, position: &str) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(keys::job_pk(job)))
+            .item("sk", AttributeValue::S(keys::CURSOR_SK.to_owned()))
+            .item("entity", AttributeValue::S("job_cursor".into()))
+            .item("position", AttributeValue::S(position.to_owned()))
+            .item("updated_at", AttributeValue::S(keys::timestamp(Utc::now())))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     #[instrument(skip(self), fields(user_id = %user))]
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError> {
         let result = self

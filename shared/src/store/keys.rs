@@ -65,6 +65,12 @@ pub fn pending_keys(id: &str, due: DateTime<Utc>) -> (String, String) {
     (pending_pk_for_shard(shard_of(id, PENDING_SHARDS)), format!("{}#{id}", timestamp(due)))
 }
 
+/// A job's persisted position: one item per job.
+pub fn job_pk(job: &str) -> String {
+    format!("JOB#{job}")
+}
+pub const CURSOR_SK: &str = "CURSOR";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,10 @@ pub trait Store: Send + Sync {
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError>;
     /// Creates or replaces the profile's own fields; the recorded Stripe customer stays.
     async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
+    /// A job's persisted position (what it is, is the job's: JSON, say), if it has one.
+    async fn cursor(&self, job: &str) -> Result<Option<String>, StoreError>;
+    /// Replaces a job's persisted position.
+    async fn put_cursor(&self, job: &str, position: &str) -> Result<(), StoreError>;
     /// Records the user's Stripe customer on their profile (which must exist).
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError>;
     /// The user's current subscription record.

@@ -15,14 +15,16 @@ use stripe_billing::subscription::{
     UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
 use stripe_core::customer::{CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings};
+use stripe_core::event::ListEvent;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_payment::payment_method::AttachPaymentMethod;
 use stripe_shared::{Invoice, InvoiceStatus, Subscription};
 use stripe_types::Expandable;
+use stripe_types::RangeQueryTs;
 
 use crate::billing::{
-    BillingError, BillingGateway, CreatedSubscription, CustomerDetails, IdempotencyKey, InvoiceSnapshot, NewSubscription,
-    NewSubscriptionKind, Proration,
+    BillingError, BillingGateway, CreatedSubscription, CustomerDetails, EventQuery, IdempotencyKey, InvoiceSnapshot, ListedEvent,
+    ListedSubscription, NewSubscription, NewSubscriptionKind, Page, Proration,
 };
 use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
 
@@ -621,6 +623,39 @@ impl BillingGateway for StripeBilling {
             })
             .await?;
         convert::invoice_snapshot(&invoice)
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Page<ListedEvent>, BillingError> {
+        let mut req = ListEvent::new().types(query.types.clone()).created(RangeQueryTs::gte(query.created_gte)).limit(100);
+        if let Some(after) = &query.starting_after {
+            req = req.starting_after(after.clone());
+        }
+        let listed = self
+            .send(Op::new("GET", "list_events"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        let items = listed.data.iter().map(convert::listed_event).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, has_more: listed.has_more })
+    }
+
+    async fn all_subscriptions(&self, starting_after: Option<&str>) -> Result<Page<ListedSubscription>, BillingError> {
+        let mut req =
+            ListSubscription::new().status(ListSubscriptionStatus::All).limit(100).expand(vec![format!("data.{EXPAND_LATEST_INVOICE}")]);
+        if let Some(after) = starting_after {
+            req = req.starting_after(after.to_owned());
+        }
+        let listed = self
+            .send(Op::new("GET", "list_subscriptions"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await?;
+        let items = listed
+            .data
+            .iter()
+            .map(|sub| ListedSubscription { id: sub.id.as_str().to_owned(), snapshot: self.snapshot(sub).map_err(|e| e.to_string()) })
+            .collect();
+        Ok(Page { items, has_more: listed.has_more })
     }
 }
 

@@ -239,6 +239,22 @@ fn subscription_id(raw: &str) -> Result<StripeSubscriptionId, BillingError> {
     StripeSubscriptionId::parse(raw).map_err(|_| BillingError::Unexpected(format!("`{raw}` is not a subscription id")))
 }
 
+/// A listed event as the body a webhook would carry (the fields decoding reads): async-stripe
+/// keeps `data.object` as a `miniserde` value, which goes over to JSON through its text.
+pub(crate) fn listed_event(event: &stripe_shared::Event) -> Result<crate::billing::ListedEvent, BillingError> {
+    let object: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(&event.data.object))
+        .map_err(|e| BillingError::Unexpected(format!("event {} has an unreadable object: {e}", event.id.as_str())))?;
+    let body = serde_json::json!({
+        "id": event.id.as_str(),
+        "object": "event",
+        "type": event.type_.as_str(),
+        "created": event.created,
+        "livemode": event.livemode,
+        "data": {"object": object},
+    });
+    Ok(crate::billing::ListedEvent { id: event.id.as_str().to_owned(), created: event.created, body })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

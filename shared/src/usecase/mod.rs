@@ -7,9 +7,11 @@
 //!   its history and its notifications — used by every other use case here and by the jobs.
 //! - [`admin`]: what the admin API does (profiles; create, change, cancel, reactivate, read).
 //! - [`stripe_event`]: applying one verified Stripe event.
+//! - [`catch_up`]: the missed-event replay and the full Stripe sweep.
 //! - [`lifecycle`]: the scheduled rules for one subscription: warn, expire, reconcile.
 
 pub mod admin;
+pub mod catch_up;
 pub mod lifecycle;
 pub mod stripe_event;
 pub mod sync;

@@ -82,7 +82,9 @@ fn worker() {
             }
             "job" => {
                 let now: DateTime<Utc> = var("HOSTILE_CRASH_TIME").parse().expect("time");
-                let jobs = harness::jobs::jobs(&env, harness::jobs::unreachable_stripe(), job_settings());
+                // A Stripe that answers (with nothing to replay): `daily` ends with the replay.
+                let sim = harness::sim::Sim::start().await;
+                let jobs = harness::jobs::jobs(&env, sim.stripe_config(), job_settings());
                 let job: JobName = serde_json::from_value(Value::String(var("HOSTILE_CRASH_JOB"))).expect("job name");
                 let summary = harness::jobs::run(&jobs, job, now).await;
                 assert_eq!(summary.counts.errors, 0, "{summary:?}");

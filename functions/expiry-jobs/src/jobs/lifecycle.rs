@@ -1,4 +1,4 @@
-//! The three jobs that walk the expiry index and apply the library's lifecycle rules
+//! The two jobs that walk the expiry index and apply the library's lifecycle rules
 //! ([`shared::usecase::lifecycle`]) to each subscription they select; this module only
 //! selects and counts.
 //!
@@ -6,23 +6,18 @@
 //! | --- | --- | --- |
 //! | `expiry-warnings` | live subscriptions ending within the widest warning window (`now ..= now + WARNING_DAYS`) | [`Lifecycle::warn`]: the narrowest window's mail, once per period and window |
 //! | `expire-lapsed` | live subscriptions that ended before `now - EXPIRY_GRACE_HOURS` | [`Lifecycle::expire`]: Stripe asked first, Stripe told first, one commit |
-//! | `reconcile` | live subscriptions whose period ends before `now + RECONCILE_HORIZON_DAYS` (default 40) | [`Lifecycle::reconcile`]: Stripe's current state through the one sync path |
 //!
-//! `reconcile`'s horizon covers every monthly subscription on every run (a period is at
-//! most 31 days), every lapsed one, and a yearly one during its last 40 days, when drift
-//! matters most. It does not cover records that are no longer live locally
-//! (canceled/expired) while Stripe still bills — those are not in the index; their
-//! webhooks bring them back, and the admin API's read path can re-sync one user. A live
-//! record Stripe does not know is counted as an error (an operator's look, not a failed run).
+//! Drift from Stripe is not looked for here, one subscription at a time (a cost that grows
+//! with the customers): `reconcile` replays missed events and `sweep-stripe` lists every
+//! subscription, see [`super::catch_up`].
 //!
 //! [`Lifecycle::warn`]: shared::usecase::lifecycle::Lifecycle::warn
 //! [`Lifecycle::expire`]: shared::usecase::lifecycle::Lifecycle::expire
-//! [`Lifecycle::reconcile`]: shared::usecase::lifecycle::Lifecycle::reconcile
 
 use chrono::{DateTime, Duration, Utc};
 use shared::{
     store::{ExpiryCursor, ExpiryRange, StoreError},
-    usecase::lifecycle::{Reconciled, Warned},
+    usecase::lifecycle::Warned,
 };
 
 use super::Progress;
@@ -68,19 +63,8 @@ impl Jobs {
                 })
                 .await
             }
-            JobName::Reconcile => {
-                let range = ExpiryRange::EndedBefore(now + self.settings.reconcile_horizon);
-                self.each(job, range, start, budget, counts, |sub| async move {
-                    Ok(match self.lifecycle.reconcile(&sub, now, actor).await? {
-                        Reconciled::Repaired => Counts { reconciled: 1, ..Counts::default() },
-                        Reconciled::UnknownAtStripe => Counts { errors: 1, ..Counts::default() },
-                        Reconciled::NotBilled | Reconciled::InLine => Counts::default(),
-                    })
-                })
-                .await
-            }
-            // Not index walks: delivery has its own step, `daily` is expanded by the caller.
-            JobName::DeliverPending | JobName::Daily => Ok(Progress::Done),
+            // Not index walks: the others have steps of their own, `daily` is expanded by the caller.
+            JobName::DeliverPending | JobName::Reconcile | JobName::SweepStripe | JobName::Daily => Ok(Progress::Done),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! item after a concurrent change. What is done to each item is the library's
 //! [`shared::usecase::lifecycle`].
 
+mod catch_up;
 mod deliver;
 mod lifecycle;
 

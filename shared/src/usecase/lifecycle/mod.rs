@@ -1,5 +1,6 @@
 //! The lifecycle rules the scheduled jobs apply to one subscription at a time: warn before
-//! an end, expire after it, repair drift from Stripe. The jobs crate only walks the expiry
+//! an end, expire after it (catching up with Stripe is [`crate::usecase::catch_up`]'s). The
+//! jobs crate only walks the expiry
 //! index within its budget and counts what these return; the rules live here, over the
 //! ports, beside the other use cases.
 //!
@@ -13,7 +14,6 @@
 //!   queues nothing twice.
 
 mod expire;
-mod reconcile;
 mod warn;
 
 use std::sync::Arc;
@@ -28,7 +28,6 @@ use crate::{
 };
 
 pub use expire::Expiry;
-pub use reconcile::Reconciled;
 pub use warn::{warning_for, Warned, Warning};
 
 /// The knobs of the rules (the jobs read them from their environment).

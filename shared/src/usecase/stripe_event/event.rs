@@ -23,7 +23,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    const KNOWN: [EventKind; 12] = [
+    pub const KNOWN: [EventKind; 12] = [
         Self::SubscriptionCreated,
         Self::SubscriptionUpdated,
         Self::SubscriptionDeleted,

@@ -234,6 +234,64 @@ impl Processor {
     }
 }
 
+/// What bringing one listed subscription in line did (see [`Processor::apply_snapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciliation {
+    /// No user of ours: neither a mapping nor `metadata.user_id` names one.
+    Foreign,
+    /// The owner's record already says what Stripe says (or names a newer subscription
+    /// and this one has ended).
+    InLine,
+    /// The owner's record was brought in line. `adopted`: it did not name this
+    /// subscription before (a create whose commit was lost, a Checkout subscription).
+    Repaired { adopted: bool },
+    /// A live subscription of a user whose record names another live one: two live
+    /// subscriptions for one user. Left for an operator (which one is right is a
+    /// business decision); counted and logged.
+    Conflicting,
+}
+
+impl Processor {
+    /// Brings the owner's record in line with `snapshot`, a subscription no event named
+    /// (a sweep listed it): the owner rules and the sync path of an event, without a
+    /// ledger entry; history actor `actor`.
+    pub async fn apply_snapshot(&self, snapshot: &StripeSnapshot, actor: &str) -> Result<Reconciliation, ProcessError> {
+        let stripe_id = &snapshot.subscription_id;
+        let Some(user) = self.owner(stripe_id, Some(&snapshot.customer_id), None).await?.or_else(|| snapshot.owner.clone()) else {
+            return Ok(Reconciliation::Foreign);
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let local = self.store.subscription(&user).await?;
+            let adopted = local.as_ref().and_then(|l| l.stripe_subscription_id.as_ref()) != Some(stripe_id);
+            let now = self.clock.now();
+            let applied = match sync::plan(&user, local.as_ref(), snapshot, now, &Cause::by(actor, HistoryChange::Synced)) {
+                Sync::InLine => return Ok(Reconciliation::InLine),
+                Sync::NotCurrent if snapshot.status.is_terminal() => return Ok(Reconciliation::InLine),
+                Sync::NotCurrent => {
+                    tracing::error!(user_id = %user, stripe_subscription_id = %stripe_id, local = ?local.as_ref().and_then(|l| l.stripe_subscription_id.as_ref()), status = %snapshot.status, "a second live stripe subscription for one user");
+                    return Ok(Reconciliation::Conflicting);
+                }
+                Sync::Apply(applied) => applied,
+            };
+            let mut change = applied.change();
+            change.mappings =
+                vec![StripeMapping::Subscription(stripe_id.to_string()), StripeMapping::Customer(snapshot.customer_id.to_string())];
+            match self.store.commit(change).await {
+                Ok(()) => {
+                    tracing::warn!(user_id = %user, stripe_subscription_id = %stripe_id, status = %applied.next.status, adopted, "record brought in line with stripe");
+                    return Ok(Reconciliation::Repaired { adopted });
+                }
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(reason = %why, "concurrent change; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ProcessError::Contention)
+    }
+}
+
 /// Business metrics of an event applied for the first time (EMF, bounded dimensions):
 /// `PaymentsSucceeded` for `invoice.paid` with money collected, `PaymentsFailed` for
 /// `invoice.payment_failed` on an open invoice (both dimensionless: the failure-rate alarm
