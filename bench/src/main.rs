@@ -873,12 +873,10 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
         let per_call = ddb_time / u32::try_from(ddb_calls.max(1)).unwrap_or(u32::MAX);
         let c = summary.counts;
         // What `daily` must read at least: each due subscription once per step that selects it
-        // (warnings, expire, reconcile for the still-live warned ones), plus each outbox item it delivers.
-        let warned_live = (n as u64).div_ceil(2);
+        // (warnings, expire), plus each outbox item it delivers (reconcile reads Stripe's event log, not the index).
         let due_work = (c.warned + c.reminded + c.already_warned)
             + (c.expired + c.synced + c.deferred)
-            + (c.delivered + c.retry_later + c.failed + c.dead_lettered)
-            + warned_live;
+            + (c.delivered + c.retry_later + c.failed + c.dead_lettered);
         let delta = (c.items_read as f64 - due_work as f64) / due_work.max(1) as f64;
         reads_by_size.push((factor, total, c.items_read, due_work, delta, wall, ddb_calls, per_call, c.errors));
         let _ = writeln!(
@@ -921,12 +919,136 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
              plus not-due subscriptions (a third live but ending 60+ days ahead — in the expiry index but outside every window — and two thirds \
              canceled/expired, outside the sparse index), written with `BatchWriteItem` in the store's item format. `daily` runs \
              expiry-warnings, expire-lapsed, deliver-pending (real SES/EventBridge at moto) and reconcile in one invocation. \
-             \"Due work\" = warned + expired + outbox items handled + the still-live warned subscriptions reconcile must look at. \
+             \"Due work\" = warned + expired + outbox items handled (reconcile reads Stripe's event log, not the index, see section 7). \
              DynamoDB requests are counted at the proxy{same_requests}; they are forwarded to moto one at a time \
              (see `bench/src/proxy.rs`: moto's `TransactWriteItems` is not safe under concurrent writes). The wall time still grows \
              with the table because moto's own time per request does (its queries and transactions walk or copy the whole table in \
              Python); DynamoDB's latency does not depend on table size, so on AWS the wall time follows the request count. \
              \"Outside DynamoDB\" is the wall time less the time moto spent answering DynamoDB requests: our code, plus SES and EventBridge calls where they did not overlap one.\n\n{detail}"
+        ),
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Reconcile at scale: the missed-event replay and the full sweep
+
+/// A paid subscription at the sim for `name`, made as the admin API's create makes it.
+async fn stripe_paid(billing: &shared::stripe::StripeBilling, name: &str) -> String {
+    use shared::billing::{BillingGateway, CustomerDetails, IdempotencyKey, NewSubscription, NewSubscriptionKind};
+    let user = UserId::parse(name).expect("user id");
+    let key = |step: &str| IdempotencyKey::new(format!("bench-{name}-{step}"));
+    let details = CustomerDetails { user_id: user.clone(), email: format!("{name}@example.com"), name: None };
+    let customer = billing.ensure_customer(&details, &key("customer")).await.expect("customer");
+    let payment_method = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.expect("card");
+    let new = NewSubscription {
+        customer,
+        user_id: user,
+        tier: shared::domain::Tier::Premium,
+        kind: NewSubscriptionKind::Paid { payment_method, cancel_at: None },
+        operation_id: format!("op-{name}"),
+    };
+    billing.create_subscription(&new, &key("subscription")).await.expect("subscription").snapshot.subscription_id.to_string()
+}
+
+async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
+    use shared::usecase::{
+        catch_up::{CatchUp, Replay, ReplaySettings, Sweep},
+        stripe_event::Processor,
+    };
+    println!("\n[7/7] reconcile at scale: replay and sweep with 1×, 10×, 100× subscriptions, 20 missed changes");
+    let base = env_or("BENCH_RECONCILE_SUBSCRIPTIONS", 10);
+    let changes = 20usize;
+    let mut detail = String::from(
+        "| subscriptions | missed changes | replay: Stripe requests (list + re-fetch) | replay: events handled | replay wall time | sweep: Stripe requests | sweep: DynamoDB requests | sweep wall time | sweep found |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    let mut replay_requests = Vec::new();
+    for factor in [1usize, 10, 100] {
+        let n = (base * factor).max(changes);
+        // Its own Stripe and table: nothing else's events or subscriptions in the lists.
+        let sim = harness::sim::Sim::start().await;
+        let env = TestEnv::new().await;
+        let billing = sim.billing();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("rec-{factor}-{i}");
+            harness::jobs::put_profile(&env, &UserId::parse(&name).expect("user id")).await;
+            ids.push(stripe_paid(&billing, &name).await);
+        }
+        let store = env.store.clone();
+        let gateway: std::sync::Arc<dyn shared::billing::BillingGateway> = std::sync::Arc::new(sim.billing());
+        let processor =
+            std::sync::Arc::new(Processor::new(store.clone(), gateway.clone(), std::sync::Arc::new(shared::clock::SystemClock)));
+        let up = CatchUp::new(store.clone(), gateway, processor);
+        // Steady state first: one sweep records everything, then the replay's cursor is now.
+        let sweep = Sweep::new(up.clone());
+        sweep.run(Utc::now(), &|| true).await.expect("first sweep");
+        let started_at = Utc::now() + ChronoDuration::seconds(1);
+        store
+            .put_cursor(Replay::JOB, &format!(r#"{{"covered_until":{},"pass":null}}"#, started_at.timestamp()))
+            .await
+            .expect("replay position");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // The missed changes: cancellations scheduled at Stripe whose webhooks never came.
+        for id in ids.iter().take(changes) {
+            sim.post(&format!("/v1/subscriptions/{id}"), &[("cancel_at_period_end", "true")]).await;
+        }
+        let replay = Replay::new(up.clone(), ReplaySettings { overlap: ChronoDuration::zero(), ..ReplaySettings::default() });
+        let before = sim.handle.request_count();
+        let t = Instant::now();
+        let replayed = replay.run(Utc::now(), &|| true).await.expect("replay");
+        let replay_wall = t.elapsed();
+        let replay_stripe = sim.handle.request_count() - before;
+        replay_requests.push(replay_stripe);
+
+        let before = sim.handle.request_count();
+        stack.proxy.reset();
+        let t = Instant::now();
+        let swept = sweep.run(Utc::now(), &|| true).await.expect("sweep");
+        let sweep_wall = t.elapsed();
+        let sweep_stripe = sim.handle.request_count() - before;
+        let (ddb, _) = stack.proxy.totals("DynamoDB_");
+        let _ = writeln!(
+            detail,
+            "| {n} ({factor}×) | {changes} | {replay_stripe} ({} + {}) | {} replayed of {} listed | {} | {sweep_stripe} (N/100 + 1 = {}) | {ddb} | {} | seen {}, repaired {}, adopted {}, flagged {} |",
+            replayed.pages,
+            replay_stripe - replayed.pages,
+            replayed.replayed,
+            replayed.listed,
+            ms(replay_wall),
+            n / 100 + 1,
+            ms(sweep_wall),
+            swept.seen,
+            swept.repaired,
+            swept.adopted,
+            swept.conflicting
+        );
+        report.row(
+            format!("sweep Stripe requests, {n} subscriptions"),
+            format!("{sweep_stripe} ({})", ms(sweep_wall)),
+            format!("≤ {}", n / 100 + 1),
+            String::new(),
+            "≤ N/100 + 1",
+            Some(sweep_stripe <= (n / 100 + 1) as u64),
+        );
+    }
+    let flat = replay_requests.windows(2).all(|w| w[0] == w[1]);
+    report.row(
+        format!("replay Stripe requests, {changes} missed changes, {base}…{} subscriptions", base * 100),
+        format!("{replay_requests:?}"),
+        "flat in N",
+        String::new(),
+        "flat in the number of subscriptions",
+        Some(flat),
+    );
+    report.sections.push((
+        "7. Reconcile at scale (`reconcile` replay and `sweep-stripe`)".into(),
+        format!(
+            "Per size: N paid subscriptions made at a fresh stripe-sim through the adapter (no webhook endpoint: every event is missed), \
+             a first sweep that records them all (steady state), the replay's cursor set to now, then {changes} cancellations scheduled \
+             at Stripe whose webhooks never come. The replay (overlap 0 here, so only the changes are in its window) lists the event log \
+             and handles each missed event as the webhook would (one re-fetch of the subscription each); the sweep then lists every \
+             subscription and compares. Stripe requests are counted at the sim, DynamoDB requests at the proxy (forwarded to moto one \
+             at a time). Wall times are moto's and the in-process sim's; they exclude nothing but the set-up.\n\n{detail}"
         ),
     ));
 }
@@ -1124,7 +1246,7 @@ Logs of the function processes: `target/bench/*.log`; zips: `target/bench/zips/`
 struct Sections(Option<Vec<String>>);
 
 impl Sections {
-    const NAMES: [&'static str; 6] = ["round-trips", "cold-start", "cpu", "memory", "jobs", "package"];
+    const NAMES: [&'static str; 7] = ["round-trips", "cold-start", "cpu", "memory", "jobs", "reconcile", "package"];
 
     fn from_env() -> Sections {
         let Ok(raw) = std::env::var("BENCH_ONLY") else { return Sections(None) };
@@ -1187,6 +1309,9 @@ async fn main() {
     }
     if only.has("jobs") {
         job_scaling(&mut report, &stack).await;
+    }
+    if only.has("reconcile") {
+        reconcile_scaling(&mut report, &stack).await;
     }
     if only.has("package") {
         package_size(&mut report);
