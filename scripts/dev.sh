@@ -26,7 +26,7 @@ start_moto "$MOTO_PORT" target/dev-logs/moto.log
 # The Stripe key and the webhook's signing secret(s) go into moto's Secrets Manager, and
 # the functions are given only their names (as in AWS, where they get the ARNs).
 python scripts/local_stack.py bootstrap --endpoint "http://127.0.0.1:$MOTO_PORT" \
-  --table "$TABLE_NAME" --bus "$EVENT_BUS_NAME" --mail-from "$MAIL_FROM" \
+  --table "$TABLE_NAME" --bus "$EVENT_BUS_NAME" --bus "$JOB_CONTINUATION_BUS_NAME" --mail-from "$MAIL_FROM" \
   --secret "STRIPE_SECRET_KEY=$STRIPE_SECRET_ARN" --secret "STRIPE_WEBHOOK_SECRET=$STRIPE_WEBHOOK_SECRET_ARN"
 
 echo "== building stripe-sim and the functions"

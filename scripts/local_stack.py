@@ -4,7 +4,7 @@
 template.yaml is the one source of truth: the table's keys, GSIs and TTL are read
 from its SubscriptionsTable resource, never restated here.
 
-    local_stack.py bootstrap --endpoint http://127.0.0.1:5055 --table T --bus B --mail-from a@b.co \
+    local_stack.py bootstrap --endpoint http://127.0.0.1:5055 --table T --bus B [--bus B2] --mail-from a@b.co \
         [--secret VAR=NAME ...]
     local_stack.py wait --endpoint URL [--timeout 30]
 
@@ -94,8 +94,9 @@ def bootstrap(args):
     ses.create_email_identity(EmailIdentity=args.mail_from)
     events = _client("events", args.endpoint)
     names = [b["Name"] for b in events.list_event_buses()["EventBuses"]]
-    if args.bus not in names:
-        events.create_event_bus(Name=args.bus)
+    for bus in args.bus:
+        if bus not in names:
+            events.create_event_bus(Name=bus)
     secrets = []
     for spec in args.secret:
         var, sep, name = spec.partition("=")
@@ -103,7 +104,7 @@ def bootstrap(args):
             sys.exit(f"--secret {spec}: expected VAR=NAME")
         put_secret(args.endpoint, var, name)
         secrets.append(name)
-    print(f"local stack ready: table={args.table} bus={args.bus} ses-identity={args.mail_from} secrets={','.join(secrets)}")
+    print(f"local stack ready: table={args.table} buses={','.join(args.bus)} ses-identity={args.mail_from} secrets={','.join(secrets)}")
 
 
 def wait(args):
@@ -123,7 +124,7 @@ def main():
     b = sub.add_parser("bootstrap")
     b.add_argument("--endpoint", required=True)
     b.add_argument("--table", required=True)
-    b.add_argument("--bus", required=True)
+    b.add_argument("--bus", required=True, action="append")
     b.add_argument("--mail-from", required=True)
     b.add_argument("--secret", action="append", default=[], metavar="VAR=NAME")
     b.set_defaults(func=bootstrap)

@@ -254,6 +254,7 @@ fn function_env(stack: &Stack, name: &str) -> Vec<(String, String)> {
         ("TABLE_NAME", env.table.as_str()),
         ("EVENT_BUS_NAME", env.bus.as_str()),
         ("STRIPE_API_BASE", sim.handle.base_url()),
+        ("JOB_CONTINUATION_BUS_NAME", env.bus.as_str()),
         ("STRIPE_PRICE_PREMIUM", stripe_sim::PREMIUM_MONTHLY),
         ("STRIPE_PRICE_ENTERPRISE", stripe_sim::ENTERPRISE_MONTHLY),
         ("MAIL_FROM", harness::env::MAIL_FROM),

@@ -79,7 +79,7 @@ async fn dev_bootstrap_stores_the_secrets_the_functions_read() {
         std::process::Command::new(python())
             .arg(workspace_root().join("scripts/local_stack.py"))
             .args(["bootstrap", "--endpoint", env.moto.endpoint(), "--table", &format!("{}-dev", env.table)])
-            .args(["--bus", &format!("{}-dev", env.bus)])
+            .args(["--bus", &format!("{}-dev", env.bus), "--bus", &format!("{}-jobs-dev", env.bus)])
             .args(["--mail-from", "dev@logiscore.test", "--secret", &format!("LOCAL_STACK_STRIPE_KEY={name}")])
             // The value comes from the environment, as dev.sh passes it, not the command line.
             .env("LOCAL_STACK_STRIPE_KEY", value)
@@ -93,4 +93,7 @@ async fn dev_bootstrap_stores_the_secrets_the_functions_read() {
     // A second `make dev` against the same moto with another key replaces the value.
     assert!(bootstrap("sk_test_dev_second").success());
     assert_eq!(secrets.read("STRIPE_SECRET_ARN", &name).await.unwrap().expose(), "sk_test_dev_second");
+    let buses: Vec<String> =
+        env.events.list_event_buses().send().await.unwrap().event_buses().iter().filter_map(|b| b.name().map(str::to_owned)).collect();
+    assert!(buses.contains(&format!("{}-jobs-dev", env.bus)), "{buses:?}");
 }

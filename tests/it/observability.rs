@@ -172,6 +172,7 @@ async fn run_function(name: &'static str, deps: &Deps<'_>, events: Vec<Value>) -
         .env_remove("STRIPE_SECRET_KEY")
         .env_remove("STRIPE_WEBHOOK_SECRET")
         .envs(&deps.secrets)
+        .env("JOB_CONTINUATION_BUS_NAME", &deps.env.bus)
         .env("STRIPE_API_BASE", deps.sim.handle.base_url())
         .env("STRIPE_PRICE_PREMIUM", &stripe.price_premium)
         .env("STRIPE_PRICE_ENTERPRISE", &stripe.price_enterprise)

@@ -24,6 +24,7 @@ fn plain_env(env: &TestEnv, sim: &Sim, aws_endpoint: &str) -> BTreeMap<String, S
     [
         ("TABLE_NAME", env.table.as_str()),
         ("EVENT_BUS_NAME", env.bus.as_str()),
+        ("JOB_CONTINUATION_BUS_NAME", env.bus.as_str()),
         ("ADMIN_GROUP", "admin"),
         ("STRIPE_API_BASE", sim.handle.base_url()),
         ("STRIPE_PRICE_PREMIUM", stripe_sim::PREMIUM_MONTHLY),

@@ -191,7 +191,7 @@ fn the_scan_sees_what_each_function_calls() {
     assert!(jobs.contains("dynamodb:Query") && jobs.contains("ses:SendEmail") && jobs.contains("events:PutEvents"), "{jobs:?}");
 }
 
-// ------------------------------------------------------------------ secrets
+// ------------------------------------------------------------------ secrets and continuations
 
 /// `(tag, value)` of a CloudFormation short-form intrinsic (`!Ref Name` is `("Ref",
 /// "Name")`, `!GetAtt Bus.Arn` is `("GetAtt", "Bus.Arn")`); `None` for anything else.
@@ -321,4 +321,59 @@ fn each_function_reads_exactly_its_own_secrets_and_no_secret_is_an_environment_v
         assert_eq!(granted, expected, "{name}: GetSecretValue must be granted on exactly the secrets it reads");
     }
     assert_eq!(owners.len(), 4, "one Stripe key per function, and the webhook's signing secrets: {owners:?}");
+}
+
+#[test]
+fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
+    use expiry_jobs::{CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
+    use shared::domain::events::EVENT_SOURCE;
+
+    let t = template::template();
+    let mut continuation_publishers = Vec::new();
+    for (name, resource) in functions(&t) {
+        for statement in statements(&resource) {
+            if !strings(&statement["Action"]).iter().any(|a| a == "events:PutEvents") {
+                continue;
+            }
+            // Without a source condition a function could publish as anyone, the jobs included.
+            let sources = strings(&statement["Condition"]["StringEquals"]["events:source"]);
+            assert!(!sources.is_empty(), "{name}: PutEvents without an events:source condition");
+            assert!(sources.iter().all(|s| !s.contains('*') && !s.contains('?')), "{name}: {sources:?}");
+            let buses: Vec<String> = items(&statement["Resource"])
+                .iter()
+                .map(|r| intrinsic(r).unwrap_or_else(|| panic!("{name}: PutEvents on {r:?}, not on one of the stack's buses")).1)
+                .collect();
+            match buses.as_slice() {
+                [bus] if bus == "JobContinuationBus.Arn" => {
+                    assert_eq!(sources, [CONTINUATION_SOURCE], "{name}");
+                    continuation_publishers.push(name.clone());
+                }
+                [bus] if bus == "DomainEventBus.Arn" => assert_eq!(sources, [EVENT_SOURCE], "{name}: domain events only"),
+                other => panic!("{name}: PutEvents on {other:?}"),
+            }
+        }
+    }
+    assert_eq!(continuation_publishers, ["ExpiryJobsFunction"]);
+
+    let jobs = &t["Resources"]["ExpiryJobsFunction"];
+    let env = &jobs["Properties"]["Environment"]["Variables"];
+    assert_eq!(intrinsic(&env["JOB_CONTINUATION_BUS_NAME"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(t["Resources"]["JobContinuationBus"]["Type"].as_str(), Some("AWS::Events::EventBus"));
+    // The one rule invoking the jobs from a bus: on their own bus, matching their own events,
+    // handing over the whole event (its source and time are what the function checks).
+    let rules: Vec<(String, Value)> = jobs["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e["Type"].as_str() == Some("EventBridgeRule"))
+        .map(|(n, e)| (n.as_str().unwrap().to_owned(), e["Properties"].clone()))
+        .collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let (_, rule) = &rules[0];
+    assert_eq!(intrinsic(&rule["EventBusName"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(strings(&rule["Pattern"]["source"]), [CONTINUATION_SOURCE]);
+    assert_eq!(strings(&rule["Pattern"]["detail-type"]), [CONTINUATION_DETAIL_TYPE]);
+    for key in ["InputPath", "InputTransformer", "Input"] {
+        assert!(rule.get(key).is_none(), "the continuation rule rewrites the event ({key}): the function could not check it");
+    }
 }

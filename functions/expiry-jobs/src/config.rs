@@ -4,7 +4,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use shared::{
-    config::{number, optional, AwsResources, ConfigError, InitError},
+    config::{number, optional, required, AwsResources, ConfigError, InitError},
     delivery::{DeliveryPolicy, Mailing},
     secrets::SecretStore,
     stripe::StripeConfig,
@@ -15,6 +15,9 @@ use shared::{
 pub struct Config {
     /// `TABLE_NAME`, `EVENT_BUS_NAME`.
     pub aws: AwsResources,
+    /// `JOB_CONTINUATION_BUS_NAME`: the bus continuations go on, of this function alone
+    /// (see [`crate::continuation`]).
+    pub continuation_bus: String,
     /// `STRIPE_API_BASE`, `STRIPE_PRICE_*`, and the key in the secret `STRIPE_SECRET_ARN` names.
     pub stripe: StripeConfig,
     /// E-mail and outbox delivery, the policy from the settings' `MAX_DELIVERY_ATTEMPTS`
@@ -29,6 +32,7 @@ impl Config {
         let settings = JobSettings::from_env()?;
         Ok(Self {
             aws: AwsResources::from_env()?,
+            continuation_bus: required("JOB_CONTINUATION_BUS_NAME")?,
             stripe: StripeConfig::from_env(secrets).await?,
             mail: Mailing::from_env(settings.delivery_policy())?,
             settings,
