@@ -93,10 +93,13 @@ def bootstrap(args):
     ses = _client("sesv2", args.endpoint)
     ses.create_email_identity(EmailIdentity=args.mail_from)
     events = _client("events", args.endpoint)
-    names = [b["Name"] for b in events.list_event_buses()["EventBuses"]]
     for bus in args.bus:
-        if bus not in names:
+        # Create-or-keep, not list-then-create: ListEventBuses pages, so on a moto server
+        # holding many buses a bus that exists may not be on the first page.
+        try:
             events.create_event_bus(Name=bus)
+        except events.exceptions.ResourceAlreadyExistsException:
+            pass
     secrets = []
     for spec in args.secret:
         var, sep, name = spec.partition("=")
