@@ -23,8 +23,11 @@ trap 'exit 130' INT TERM
 mkdir -p target/dev-logs
 echo "== moto server on 127.0.0.1:$MOTO_PORT (log: target/dev-logs/moto.log)"
 start_moto "$MOTO_PORT" target/dev-logs/moto.log
+# The Stripe key and the webhook's signing secret(s) go into moto's Secrets Manager, and
+# the functions are given only their names (as in AWS, where they get the ARNs).
 python scripts/local_stack.py bootstrap --endpoint "http://127.0.0.1:$MOTO_PORT" \
-  --table "$TABLE_NAME" --bus "$EVENT_BUS_NAME" --mail-from "$MAIL_FROM"
+  --table "$TABLE_NAME" --bus "$EVENT_BUS_NAME" --bus "$JOB_CONTINUATION_BUS_NAME" --mail-from "$MAIL_FROM" \
+  --secret "STRIPE_SECRET_KEY=$STRIPE_SECRET_ARN" --secret "STRIPE_WEBHOOK_SECRET=$STRIPE_WEBHOOK_SECRET_ARN"
 
 echo "== building stripe-sim and the functions"
 cargo build -p stripe-sim -p admin-api -p stripe-webhook -p expiry-jobs
@@ -37,7 +40,9 @@ start_bg target/dev-logs/stripe-sim.log "${CARGO_TARGET_DIR:-target}/debug/strip
   --webhook-url "$WEBHOOK_URL" --webhook-secret "${STRIPE_WEBHOOK_SECRET%%,*}"
 
 echo "== cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (log: target/dev-logs/functions.log)"
-start_bg target/dev-logs/functions.log cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"
+# The functions find their secrets by name; the values are not in their environment.
+start_bg target/dev-logs/functions.log env -u STRIPE_SECRET_KEY -u STRIPE_WEBHOOK_SECRET \
+  cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"
 
 cat <<INFO
 

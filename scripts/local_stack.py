@@ -4,8 +4,14 @@
 template.yaml is the one source of truth: the table's keys, GSIs and TTL are read
 from its SubscriptionsTable resource, never restated here.
 
-    local_stack.py bootstrap --endpoint http://127.0.0.1:5055 --table T --bus B --mail-from a@b.co
+    local_stack.py bootstrap --endpoint http://127.0.0.1:5055 --table T --bus B [--bus B2] --mail-from a@b.co \
+        [--secret VAR=NAME ...]
     local_stack.py wait --endpoint URL [--timeout 30]
+
+`--secret STRIPE_SECRET_KEY=logiscore/dev/stripe-secret-key` stores the value of the
+environment variable STRIPE_SECRET_KEY as the Secrets Manager secret of that name
+(created, or updated when it exists), so the functions read it as they do in AWS. The
+value is taken from the environment, never the command line (which `ps` shows).
 """
 import argparse
 import os
@@ -71,15 +77,37 @@ def create_table(endpoint, name):
     )
 
 
+def put_secret(endpoint, var, name):
+    value = os.environ.get(var, "").strip()
+    if not value:
+        sys.exit(f"--secret {var}={name}: {var} is not set")
+    sm = _client("secretsmanager", endpoint)
+    try:
+        sm.create_secret(Name=name, SecretString=value)
+    except sm.exceptions.ResourceExistsException:
+        sm.put_secret_value(SecretId=name, SecretString=value)
+
+
 def bootstrap(args):
     create_table(args.endpoint, args.table)
     ses = _client("sesv2", args.endpoint)
     ses.create_email_identity(EmailIdentity=args.mail_from)
     events = _client("events", args.endpoint)
-    names = [b["Name"] for b in events.list_event_buses()["EventBuses"]]
-    if args.bus not in names:
-        events.create_event_bus(Name=args.bus)
-    print(f"local stack ready: table={args.table} bus={args.bus} ses-identity={args.mail_from}")
+    for bus in args.bus:
+        # Create-or-keep, not list-then-create: ListEventBuses pages, so on a moto server
+        # holding many buses a bus that exists may not be on the first page.
+        try:
+            events.create_event_bus(Name=bus)
+        except events.exceptions.ResourceAlreadyExistsException:
+            pass
+    secrets = []
+    for spec in args.secret:
+        var, sep, name = spec.partition("=")
+        if not sep or not var or not name:
+            sys.exit(f"--secret {spec}: expected VAR=NAME")
+        put_secret(args.endpoint, var, name)
+        secrets.append(name)
+    print(f"local stack ready: table={args.table} buses={','.join(args.bus)} ses-identity={args.mail_from} secrets={','.join(secrets)}")
 
 
 def wait(args):
@@ -99,8 +127,9 @@ def main():
     b = sub.add_parser("bootstrap")
     b.add_argument("--endpoint", required=True)
     b.add_argument("--table", required=True)
-    b.add_argument("--bus", required=True)
+    b.add_argument("--bus", required=True, action="append")
     b.add_argument("--mail-from", required=True)
+    b.add_argument("--secret", action="append", default=[], metavar="VAR=NAME")
     b.set_defaults(func=bootstrap)
     w = sub.add_parser("wait")
     w.add_argument("--endpoint", required=True)

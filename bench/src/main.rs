@@ -242,6 +242,9 @@ struct Stack {
     moto: Moto,
     proxy: CountingProxy,
     api: AdminApi,
+    /// `STRIPE_SECRET_ARN`, `STRIPE_WEBHOOK_SECRET_ARN`: the Rust functions read their
+    /// secrets from (moto's) Secrets Manager at init, as in AWS.
+    secrets: std::collections::BTreeMap<String, String>,
 }
 
 fn function_env(stack: &Stack, name: &str) -> Vec<(String, String)> {
@@ -250,9 +253,8 @@ fn function_env(stack: &Stack, name: &str) -> Vec<(String, String)> {
     [
         ("TABLE_NAME", env.table.as_str()),
         ("EVENT_BUS_NAME", env.bus.as_str()),
-        ("STRIPE_SECRET_KEY", sim.handle.secret_key()),
         ("STRIPE_API_BASE", sim.handle.base_url()),
-        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("JOB_CONTINUATION_BUS_NAME", env.bus.as_str()),
         ("STRIPE_PRICE_PREMIUM", stripe_sim::PREMIUM_MONTHLY),
         ("STRIPE_PRICE_ENTERPRISE", stripe_sim::ENTERPRISE_MONTHLY),
         ("MAIL_FROM", harness::env::MAIL_FROM),
@@ -270,6 +272,7 @@ fn function_env(stack: &Stack, name: &str) -> Vec<(String, String)> {
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain(stack.secrets.clone())
     .collect()
 }
 
@@ -280,6 +283,8 @@ fn rust_spec(stack: &Stack, name: &str) -> Spec {
 fn python_spec(stack: &Stack, name: &str) -> Spec {
     let mut env = function_env(stack, name);
     env.push(("BENCH_MODE".into(), name.into()));
+    // The reference implementation takes its secret from the environment.
+    env.push(("STRIPE_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()));
     Spec {
         label: format!("python {name}"),
         program: python_bin(),
@@ -1291,7 +1296,8 @@ async fn main() {
     // SAFETY: set before any other thread reads the environment.
     std::env::set_var("MOTO_ENDPOINT", &proxy.url);
     let api = AdminApi::start().await;
-    let stack = Stack { moto, proxy, api };
+    let secrets = harness::secrets::stripe_vars(&api.env, api.sim.handle.secret_key(), Some(WEBHOOK_SECRET)).await;
+    let stack = Stack { moto, proxy, api, secrets };
     let user = "bench-user-1";
 
     let only = Sections::from_env();

@@ -93,14 +93,25 @@ impl AwsClients {
 }
 
 /// Why a function could not start: every cause is a cold-start failure, never a request's.
-#[derive(Debug, Error)]
+#[derive(Error)]
 pub enum InitError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("stripe client: {0}")]
     Stripe(#[from] crate::billing::BillingError),
     #[error("e-mail templates: {0}")]
     Templates(#[from] crate::email::TemplateError),
+}
+
+/// `main` returns this error, and Rust prints a returned error with `Debug` (`Error: …` on
+/// stderr, which is what the Lambda console shows for a failed init): so `Debug` says what
+/// `Display` says, the sentence naming the variable or secret, not the nested variants.
+impl fmt::Debug for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// The AWS SDK configuration every client is built from: region and endpoint from the
@@ -123,6 +134,12 @@ pub async fn aws_sdk_config() -> SdkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_errors_print_as_sentences() {
+        let error = InitError::from(ConfigError::Missing("STRIPE_SECRET_ARN"));
+        assert_eq!(format!("{error:?}"), "environment variable STRIPE_SECRET_ARN is required");
+    }
 
     #[test]
     fn secrets_never_print() {

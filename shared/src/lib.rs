@@ -12,7 +12,8 @@
 //! - [`delivery`]: sending outbox items (e-mail, domain events) and recording the outcome.
 //! - [`email`]: notification templates, rendering and SES delivery.
 //! - [`events`]: publishing domain events to EventBridge.
-//! - [`config`]: typed configuration read once at start-up.
+//! - [`config`]: typed configuration read once at start-up; [`secrets`]: the secrets it
+//!   names, read from Secrets Manager.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`problem`]: the problem+json body of every HTTP edge.
 //! - [`telemetry`]: JSON logs for CloudWatch.
@@ -27,6 +28,7 @@ pub mod email;
 pub mod events;
 pub mod metrics;
 pub mod problem;
+pub mod secrets;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;

@@ -34,6 +34,8 @@ pub fn unreachable_stripe() -> StripeConfig {
 pub fn config(env: &TestEnv, stripe: StripeConfig, settings: JobSettings) -> expiry_jobs::Config {
     expiry_jobs::Config {
         aws: env.resources(),
+        // The test's one bus, so its SQS queue sees the continuations too.
+        continuation_bus: env.bus.clone(),
         stripe,
         mail: Mailing { email: email_config(), mail_retry: quick_mail_retry(), policy: test_delivery_policy() },
         settings,

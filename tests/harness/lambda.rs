@@ -72,6 +72,20 @@ impl Drop for Instance {
     }
 }
 
+/// Builds the three function binaries, once per test process (cargo releases its lock
+/// while tests run, so this does not deadlock with the `cargo test` that started us).
+pub fn build_functions() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "admin-api", "-p", "stripe-webhook", "-p", "expiry-jobs", "--bins"])
+            .current_dir(crate::workspace_root())
+            .status()
+            .expect("cargo build the function binaries");
+        assert!(status.success(), "cargo build of admin-api, stripe-webhook, expiry-jobs failed");
+    });
+}
+
 /// The binary `name` of the workspace, as `cargo test --workspace` builds it.
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace_root().join("target"), PathBuf::from);

@@ -3,6 +3,7 @@
 //! - [`Moto`]: a moto server (DynamoDB, SES v2, EventBridge, SQS) on a free port.
 //! - [`TestEnv`]: a fresh table (created from `template.yaml`), SES identity, event bus
 //!   and an SQS queue that receives every event on the bus, unique to one test.
+//! - [`secrets`]: the Stripe secrets in moto's Secrets Manager, named to a function by ARN.
 //! - [`mail::MailSink`]: what one test sent through SES, read without asking moto for the
 //!   state of every test.
 
@@ -15,6 +16,7 @@ pub mod moto;
 pub mod process;
 pub mod proxy;
 pub mod records;
+pub mod secrets;
 pub mod serve;
 pub mod sim;
 pub mod template;

@@ -347,6 +347,67 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(summary.now, morning(10));
 }
 
+/// The one event of `detail-type` `kind` that reached the bus (through its SQS queue), as
+/// the continuation rule would hand it to the function: the whole envelope.
+async fn the_bus_event(env: &TestEnv, kind: &str) -> serde_json::Value {
+    let events: Vec<_> = env.bus_events().await.into_iter().filter(|e| e["detail-type"] == kind).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    events.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn a_continuation_from_another_source_or_from_the_future_is_refused_and_changes_nothing() {
+    use expiry_jobs::{ContinuationPublisher, InputError, JobCursor, JobRequest};
+    use shared::{domain::events::EVENT_SOURCE, events::EventBridgePublisher};
+
+    let env = TestEnv::new().await;
+    let jobs = jobs_for(&env, unreachable_stripe(), quiet_settings());
+    let u = user("forged-continuation-1");
+    create(&env, &granted(&u, day(1))).await;
+    let deadline = std::time::SystemTime::now() + StdDuration::from_secs(60);
+    let bus = EventBridgePublisher::new(env.events.clone(), &env.bus);
+    let detail = |time: DateTime<Utc>| {
+        serde_json::json!({"job": "expire-lapsed", "time": time.to_rfc3339(), "cursor": {"step": "expire-lapsed", "hops": 1}}).to_string()
+    };
+
+    // What admin-api could put on the domain bus: the jobs' detail-type and a cursor, but
+    // its own source (the only one its IAM allows).
+    bus.put(EVENT_SOURCE, CONTINUATION_DETAIL_TYPE, "logiscore:job:expire-lapsed".into(), detail(morning(10))).await.unwrap();
+    let forged = the_bus_event(&env, CONTINUATION_DETAIL_TYPE).await;
+    let err = jobs.handle(&forged, deadline).await.unwrap_err();
+    assert!(matches!(&err, JobError::Input(InputError::UntrustedSource(s)) if s == EVENT_SOURCE), "{err:?}");
+    assert!(err.to_string().contains("logiscore.subscriptions") && err.to_string().contains("not accepted"), "{err}");
+
+    // The jobs' own source, acting as of a day after EventBridge accepted it.
+    let tomorrow = Utc::now() + Duration::days(1);
+    bus.put(CONTINUATION_SOURCE, CONTINUATION_DETAIL_TYPE, "logiscore:job:expire-lapsed".into(), detail(tomorrow)).await.unwrap();
+    let future = the_bus_event(&env, CONTINUATION_DETAIL_TYPE).await;
+    let err = jobs.handle(&future, deadline).await.unwrap_err();
+    assert!(matches!(&err, JobError::Input(InputError::ContinuationFromTheFuture { .. })), "{err:?}");
+    assert_eq!(err.kind(), "InvalidJobInput");
+
+    // The same cursor handed over directly (an operator's invoke, a rule with InputPath).
+    let direct: serde_json::Value = serde_json::from_str(&detail(morning(10))).unwrap();
+    let err = jobs.handle(&direct, deadline).await.unwrap_err();
+    assert!(matches!(&err, JobError::Input(InputError::CursorOutsideContinuation)), "{err:?}");
+
+    // Nothing was done: the lapsed subscription is untouched, nothing queued or published.
+    assert_eq!(env.store.subscription(&u).await.unwrap().unwrap().version, 1);
+    assert!(outbox(&env).await.is_empty());
+    assert!(env.bus_events().await.is_empty());
+
+    // What the jobs themselves publish is accepted, and does the work.
+    let genuine = JobRequest {
+        job: JobName::ExpireLapsed,
+        time: Some(morning(10)),
+        cursor: Some(JobCursor { step: Some(JobName::ExpireLapsed), index: None, hops: 1 }),
+    };
+    ContinuationPublisher::new(env.events.clone(), &env.bus).publish(&genuine).await.unwrap();
+    let event = the_bus_event(&env, CONTINUATION_DETAIL_TYPE).await;
+    let summary = jobs.handle(&event, deadline).await.expect("the jobs' own continuation runs");
+    assert_eq!((summary.job, summary.now, summary.counts.expired), (JobName::ExpireLapsed, morning(10), 1), "{summary:?}");
+}
+
 // ---- Stripe: late renewals and missed webhooks, against stripe-sim ----
 
 async fn stripe_subscription(sim: &Sim, name: &str) -> StripeSnapshot {

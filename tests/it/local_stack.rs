@@ -1,4 +1,5 @@
-//! The local stack (`make dev`) builds its table from template.yaml exactly as the tests do.
+//! The local stack (`make dev`) builds its table from template.yaml exactly as the tests do,
+//! and puts the Stripe secrets into moto's Secrets Manager where the functions read them.
 
 use harness::{template, workspace_root, TestEnv};
 
@@ -68,4 +69,31 @@ async fn dev_bootstrap_creates_the_templates_table() {
     let ttl = env.ddb.describe_time_to_live().table_name(&dev_table).send().await.unwrap().time_to_live_description.unwrap();
     assert_eq!(ttl.attribute_name(), props["TimeToLiveSpecification"]["AttributeName"].as_str());
     assert_eq!(ttl.time_to_live_status().map(|s| s.as_str()), Some("ENABLED"));
+}
+
+#[tokio::test]
+async fn dev_bootstrap_stores_the_secrets_the_functions_read() {
+    let env = TestEnv::new().await;
+    let name = format!("logiscore/dev-test/stripe-secret-key-{}", env.table);
+    let bootstrap = |value: &str| {
+        std::process::Command::new(python())
+            .arg(workspace_root().join("scripts/local_stack.py"))
+            .args(["bootstrap", "--endpoint", env.moto.endpoint(), "--table", &format!("{}-dev", env.table)])
+            .args(["--bus", &format!("{}-dev", env.bus), "--bus", &format!("{}-jobs-dev", env.bus)])
+            .args(["--mail-from", "dev@logiscore.test", "--secret", &format!("LOCAL_STACK_STRIPE_KEY={name}")])
+            // The value comes from the environment, as dev.sh passes it, not the command line.
+            .env("LOCAL_STACK_STRIPE_KEY", value)
+            .status()
+            .expect("run local_stack.py")
+    };
+    assert!(bootstrap("sk_test_dev_first").success());
+    let secrets = shared::secrets::SecretStore::new(&env.config);
+    let read = secrets.read("STRIPE_SECRET_ARN", &name).await.expect("the function's read finds the secret by name");
+    assert_eq!(read.expose(), "sk_test_dev_first");
+    // A second `make dev` against the same moto with another key replaces the value.
+    assert!(bootstrap("sk_test_dev_second").success());
+    assert_eq!(secrets.read("STRIPE_SECRET_ARN", &name).await.unwrap().expose(), "sk_test_dev_second");
+    let buses: Vec<String> =
+        env.events.list_event_buses().send().await.unwrap().event_buses().iter().filter_map(|b| b.name().map(str::to_owned)).collect();
+    assert!(buses.contains(&format!("{}-jobs-dev", env.bus)), "{buses:?}");
 }

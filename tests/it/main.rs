@@ -10,6 +10,7 @@ mod hostile;
 mod jobs;
 mod local_stack;
 mod observability;
+mod secrets;
 mod store;
 mod stripe_client;
 mod template;

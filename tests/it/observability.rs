@@ -13,7 +13,7 @@
 //! 3. expiry-jobs: `{"job": "deliver-pending"}` (sends the receipt the webhook queued).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -137,22 +137,11 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| harness::workspace_root().join("target"))
 }
 
-/// Builds the three function binaries once (cargo releases its lock while tests run).
-fn build_binaries() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "admin-api", "-p", "stripe-webhook", "-p", "expiry-jobs", "--bins"])
-            .current_dir(harness::workspace_root())
-            .status()
-            .expect("cargo build the function binaries");
-        assert!(status.success(), "cargo build of admin-api, stripe-webhook, expiry-jobs failed");
-    });
-}
-
 struct Deps<'a> {
     env: &'a harness::TestEnv,
     sim: &'a harness::sim::Sim,
+    /// `STRIPE_SECRET_ARN`, `STRIPE_WEBHOOK_SECRET_ARN`: the secrets in moto's Secrets Manager.
+    secrets: BTreeMap<String, String>,
 }
 
 /// Runs binary `name` under the Runtime API until every one of `events` has a result.
@@ -179,11 +168,14 @@ async fn run_function(name: &'static str, deps: &Deps<'_>, events: Vec<Value>) -
         .env("TABLE_NAME", &deps.env.table)
         .env("EVENT_BUS_NAME", &deps.env.bus)
         .env("ADMIN_GROUP", "admin")
-        .env("STRIPE_SECRET_KEY", stripe.secret_key.expose())
+        // The Stripe key and the signing secret are in Secrets Manager; only their ARNs here.
+        .env_remove("STRIPE_SECRET_KEY")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .envs(&deps.secrets)
+        .env("JOB_CONTINUATION_BUS_NAME", &deps.env.bus)
         .env("STRIPE_API_BASE", deps.sim.handle.base_url())
         .env("STRIPE_PRICE_PREMIUM", &stripe.price_premium)
         .env("STRIPE_PRICE_ENTERPRISE", &stripe.price_enterprise)
-        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("MAIL_FROM", harness::env::MAIL_FROM)
         .env("APP_BASE_URL", "https://app.logiscore.test")
         .env("SES_SEND_RATE", "50")
@@ -194,6 +186,11 @@ async fn run_function(name: &'static str, deps: &Deps<'_>, events: Vec<Value>) -
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    // Nothing secret is in the function's environment, only where to find it.
+    for (var, value) in command.get_envs() {
+        let value = value.map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+        assert!(!value.contains(STRIPE_KEY_SUFFIX) && !value.contains(WEBHOOK_SECRET), "{name}: {var:?} holds a secret's value");
+    }
     let mut child = harness::process::ChildGuard::spawn(command).unwrap_or_else(|e| panic!("start {name}: {e}"));
     let done = harness::eventually(Duration::from_secs(120), || {
         let state = state.clone();
@@ -246,7 +243,7 @@ fn webhook_request(body: &str, signature: &str) -> Value {
 
 /// The whole flow, once.
 async fn flow() -> Runs {
-    build_binaries();
+    harness::lambda::build_functions();
     let env = harness::TestEnv::new().await;
     let stripe_key = format!("sk_test_{STRIPE_KEY_SUFFIX}");
     let sim = harness::sim::Sim::start_with(stripe_sim::SimConfig {
@@ -255,7 +252,8 @@ async fn flow() -> Runs {
         ..stripe_sim::SimConfig::default()
     })
     .await;
-    let deps = Deps { env: &env, sim: &sim };
+    let secrets = harness::secrets::stripe_vars(&env, &stripe_key, Some(WEBHOOK_SECRET)).await;
+    let deps = Deps { env: &env, sim: &sim, secrets };
 
     let admin = run_function(
         "admin-api",

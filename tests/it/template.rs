@@ -109,6 +109,9 @@ fn operations_in(text: &str, store: &BTreeMap<String, BTreeSet<&'static str>>) -
     if text.contains("SesMailer") || text.contains(".send_email()") {
         ops.insert("ses:SendEmail".into());
     }
+    if text.contains("SecretStore") || text.contains(".get_secret_value()") {
+        ops.insert("secretsmanager:GetSecretValue".into());
+    }
     if text.contains("EventBridgePublisher") || text.contains(".put_events()") {
         ops.insert("events:PutEvents".into());
     }
@@ -186,4 +189,191 @@ fn the_scan_sees_what_each_function_calls() {
     assert!(!webhook.contains("dynamodb:Query"), "{webhook:?}");
     let jobs = operations_in(&function_sources(&workspace_root().join("functions/expiry-jobs/src")), &store);
     assert!(jobs.contains("dynamodb:Query") && jobs.contains("ses:SendEmail") && jobs.contains("events:PutEvents"), "{jobs:?}");
+}
+
+// ------------------------------------------------------------------ secrets and continuations
+
+/// `(tag, value)` of a CloudFormation short-form intrinsic (`!Ref Name` is `("Ref",
+/// "Name")`, `!GetAtt Bus.Arn` is `("GetAtt", "Bus.Arn")`); `None` for anything else.
+fn intrinsic(v: &Value) -> Option<(String, String)> {
+    match v {
+        Value::Tagged(tagged) => {
+            let tag = tagged.tag.to_string().trim_start_matches('!').to_owned();
+            tagged.value.as_str().map(|value| (tag, value.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// A list or a single item, as IAM and SAM allow both.
+fn items(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Sequence(items) => items.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    }
+}
+
+/// Variables naming a Secrets Manager secret: `….from_env("NAME_ARN", …)` in `text`.
+fn secret_vars(text: &str) -> BTreeSet<String> {
+    text.split(".from_env(\"")
+        .skip(1)
+        .filter_map(|part| part.split('"').next())
+        .filter(|name| name.ends_with("_ARN") && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every `Allow` statement of a function resource.
+fn statements(resource: &Value) -> Vec<Value> {
+    items(&resource["Properties"]["Policies"]).iter().flat_map(|policy| items(&policy["Statement"])).collect()
+}
+
+fn functions(t: &Value) -> Vec<(String, Value)> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+fn binary_of(resource: &Value) -> String {
+    resource["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary").to_owned()
+}
+
+/// `pattern` (a parameter's `AllowedPattern`, which CloudFormation anchors at both ends)
+/// admits a complete secret ARN and nothing IAM would read as several secrets.
+fn assert_allows_one_secret_arn(parameter: &str, pattern: &str) {
+    let re = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap_or_else(|e| panic!("{parameter}: {e}"));
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logiscore/prod/stripe-webhook-key-AbC12z";
+    assert!(re.is_match(arn), "{parameter} refuses a real secret ARN: {pattern}");
+    for wide in [
+        "*",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logiscore/prod/*-AbC12z",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logiscore/prod/stripe-key-??????",
+        "arn:aws:secretsmanager:*:123456789012:secret:logiscore/prod/stripe-key-AbC12z",
+        "arn:aws:secretsmanager:eu-west-1:*:secret:logiscore/prod/stripe-key-AbC12z",
+        // A name without the six-character suffix: not one secret's ARN.
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:logiscore/prod/stripe-key",
+        "logiscore/prod/stripe-key-AbC12z",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/stripe-key-AbC12z",
+    ] {
+        assert!(!re.is_match(wide), "{parameter} admits `{wide}`: {pattern}");
+    }
+}
+
+#[test]
+fn each_function_reads_exactly_its_own_secrets_and_no_secret_is_an_environment_variable() {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    // Dynamic references resolve into the function configuration in plain text.
+    assert!(!text.contains("{{resolve:"), "template.yaml resolves a secret into a property");
+    let t = template::template();
+    let global_env = t["Globals"]["Function"]["Environment"]["Variables"].as_mapping().unwrap().clone();
+    let shared_secrets = secret_vars(&sources(&workspace_root().join("shared/src")));
+    assert!(shared_secrets.contains("STRIPE_SECRET_ARN"), "the scan finds no secret read in shared: {shared_secrets:?}");
+
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for (name, resource) in functions(&t) {
+        let code = function_sources(&workspace_root().join("functions").join(binary_of(&resource)).join("src"));
+        let needed: BTreeSet<String> = secret_vars(&code).union(&shared_secrets).cloned().collect();
+        let env = resource["Properties"]["Environment"]["Variables"].as_mapping().cloned().unwrap_or_default();
+        for (var, _) in global_env.iter().chain(env.iter()) {
+            let var = var.as_str().unwrap();
+            assert!(!var.contains("SECRET") || var.ends_with("_ARN"), "{name}: {var} would hold a secret's value");
+        }
+        // Each variable the code reads a secret from is one of the function's own, naming a
+        // template parameter that can only hold one complete secret ARN.
+        let mut expected = BTreeSet::new();
+        for var in &needed {
+            assert!(!global_env.contains_key(var.as_str()), "{var} is global: every function would read the same secret");
+            let value = env.get(var.as_str()).unwrap_or_else(|| panic!("{name} reads {var}, which it is not given"));
+            let (tag, parameter) = intrinsic(value).unwrap_or_else(|| panic!("{name}: {var} is not a !Ref to a parameter"));
+            assert_eq!(tag, "Ref", "{name}: {var}");
+            let pattern = t["Parameters"][parameter.as_str()]["AllowedPattern"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{parameter}: no AllowedPattern, so any ARN (or `*`) would be granted"));
+            assert_allows_one_secret_arn(&parameter, pattern);
+            if let Some(previous) = owners.insert(parameter.clone(), name.clone()) {
+                panic!("{parameter} is read by both {previous} and {name}: each function has its own key");
+            }
+            expected.insert(parameter);
+        }
+
+        let mut granted = BTreeSet::new();
+        for statement in statements(&resource) {
+            let actions = strings(&statement["Action"]);
+            let secrets_actions: Vec<&String> = actions.iter().filter(|a| a.starts_with("secretsmanager:")).collect();
+            if secrets_actions.is_empty() {
+                continue;
+            }
+            assert_eq!(actions, ["secretsmanager:GetSecretValue"], "{name}: a secrets statement grants exactly GetSecretValue");
+            assert!(statement.get("Condition").is_none(), "{name}: the grant is by resource, not by condition");
+            for resource in items(&statement["Resource"]) {
+                let (tag, parameter) =
+                    intrinsic(&resource).unwrap_or_else(|| panic!("{name}: secret resource {resource:?} is not a !Ref to its parameter"));
+                assert_eq!(tag, "Ref", "{name}: {resource:?}");
+                assert!(granted.insert(parameter.clone()), "{name}: {parameter} granted twice");
+            }
+        }
+        assert_eq!(granted, expected, "{name}: GetSecretValue must be granted on exactly the secrets it reads");
+    }
+    assert_eq!(owners.len(), 4, "one Stripe key per function, and the webhook's signing secrets: {owners:?}");
+}
+
+#[test]
+fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
+    use expiry_jobs::{CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
+    use shared::domain::events::EVENT_SOURCE;
+
+    let t = template::template();
+    let mut continuation_publishers = Vec::new();
+    for (name, resource) in functions(&t) {
+        for statement in statements(&resource) {
+            if !strings(&statement["Action"]).iter().any(|a| a == "events:PutEvents") {
+                continue;
+            }
+            // Without a source condition a function could publish as anyone, the jobs included.
+            let sources = strings(&statement["Condition"]["StringEquals"]["events:source"]);
+            assert!(!sources.is_empty(), "{name}: PutEvents without an events:source condition");
+            assert!(sources.iter().all(|s| !s.contains('*') && !s.contains('?')), "{name}: {sources:?}");
+            let buses: Vec<String> = items(&statement["Resource"])
+                .iter()
+                .map(|r| intrinsic(r).unwrap_or_else(|| panic!("{name}: PutEvents on {r:?}, not on one of the stack's buses")).1)
+                .collect();
+            match buses.as_slice() {
+                [bus] if bus == "JobContinuationBus.Arn" => {
+                    assert_eq!(sources, [CONTINUATION_SOURCE], "{name}");
+                    continuation_publishers.push(name.clone());
+                }
+                [bus] if bus == "DomainEventBus.Arn" => assert_eq!(sources, [EVENT_SOURCE], "{name}: domain events only"),
+                other => panic!("{name}: PutEvents on {other:?}"),
+            }
+        }
+    }
+    assert_eq!(continuation_publishers, ["ExpiryJobsFunction"]);
+
+    let jobs = &t["Resources"]["ExpiryJobsFunction"];
+    let env = &jobs["Properties"]["Environment"]["Variables"];
+    assert_eq!(intrinsic(&env["JOB_CONTINUATION_BUS_NAME"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(t["Resources"]["JobContinuationBus"]["Type"].as_str(), Some("AWS::Events::EventBus"));
+    // The one rule invoking the jobs from a bus: on their own bus, matching their own events,
+    // handing over the whole event (its source and time are what the function checks).
+    let rules: Vec<(String, Value)> = jobs["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e["Type"].as_str() == Some("EventBridgeRule"))
+        .map(|(n, e)| (n.as_str().unwrap().to_owned(), e["Properties"].clone()))
+        .collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let (_, rule) = &rules[0];
+    assert_eq!(intrinsic(&rule["EventBusName"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(strings(&rule["Pattern"]["source"]), [CONTINUATION_SOURCE]);
+    assert_eq!(strings(&rule["Pattern"]["detail-type"]), [CONTINUATION_DETAIL_TYPE]);
+    for key in ["InputPath", "InputTransformer", "Input"] {
+        assert!(rule.get(key).is_none(), "the continuation rule rewrites the event ({key}): the function could not check it");
+    }
 }

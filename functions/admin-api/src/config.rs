@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use shared::{
-    config::{optional, AwsResources, ConfigError},
+    config::{optional, AwsResources, ConfigError, InitError},
     delivery::{DeliveryPolicy, Mailing},
+    secrets::SecretStore,
     stripe::StripeConfig,
     usecase::admin::DEFAULT_OPERATION_LEASE,
 };
@@ -18,7 +19,7 @@ pub struct Config {
     pub aws: AwsResources,
     /// `ADMIN_GROUP` (default `admin`): the Cognito group whose members may call the API.
     pub admin_group: String,
-    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
+    /// `STRIPE_API_BASE`, `STRIPE_PRICE_*`, and the key in the secret `STRIPE_SECRET_ARN` names.
     pub stripe: StripeConfig,
     /// How the outbox items a change queues are delivered right after it (what fails is
     /// left pending for `deliver-pending`).
@@ -30,11 +31,12 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// Reads the environment, and the Stripe key from Secrets Manager (one read).
+    pub async fn from_env(secrets: &SecretStore) -> Result<Self, InitError> {
         Ok(Self {
             aws: AwsResources::from_env()?,
             admin_group: admin_group(optional("ADMIN_GROUP"))?,
-            stripe: StripeConfig::from_env()?,
+            stripe: StripeConfig::from_env(secrets).await?,
             mail: Mailing::from_env(DeliveryPolicy::default())?,
             operation_lease: operation_lease(optional("OPERATION_LEASE_SECONDS"))?,
         })

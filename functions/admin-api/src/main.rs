@@ -1,14 +1,19 @@
 //! `admin-api`: the admin subscription API on Lambda (API Gateway HTTP API).
 
 use admin_api::Config;
-use shared::config::{aws_sdk_config, AwsClients};
+use shared::{
+    config::{aws_sdk_config, AwsClients},
+    secrets::SecretStore,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    // Everything that can be wrong with the configuration fails here, at cold start.
-    let config = Config::from_env()?;
-    let aws = AwsClients::new(&aws_sdk_config().await);
+    let sdk = aws_sdk_config().await;
+    // Everything that can be wrong with the configuration fails here, at cold start,
+    // including a Stripe key that cannot be read (it is read once, here, and kept).
+    let config = Config::from_env(&SecretStore::new(&sdk)).await?;
+    let aws = AwsClients::new(&sdk);
     let app = admin_api::app(&config, &aws)?;
     tracing::info!(admin_group = %config.admin_group, "admin-api ready");
     lambda_http::run(app).await

@@ -4,8 +4,9 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use shared::{
-    config::{number, optional, AwsResources, ConfigError},
+    config::{number, optional, required, AwsResources, ConfigError, InitError},
     delivery::{DeliveryPolicy, Mailing},
+    secrets::SecretStore,
     stripe::StripeConfig,
 };
 
@@ -14,7 +15,10 @@ use shared::{
 pub struct Config {
     /// `TABLE_NAME`, `EVENT_BUS_NAME`.
     pub aws: AwsResources,
-    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`.
+    /// `JOB_CONTINUATION_BUS_NAME`: the bus continuations go on, of this function alone
+    /// (see [`crate::continuation`]).
+    pub continuation_bus: String,
+    /// `STRIPE_API_BASE`, `STRIPE_PRICE_*`, and the key in the secret `STRIPE_SECRET_ARN` names.
     pub stripe: StripeConfig,
     /// E-mail and outbox delivery, the policy from the settings' `MAX_DELIVERY_ATTEMPTS`
     /// and `SES_SEND_RATE`.
@@ -23,11 +27,13 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// Reads the environment, and the Stripe key from Secrets Manager (one read).
+    pub async fn from_env(secrets: &SecretStore) -> Result<Self, InitError> {
         let settings = JobSettings::from_env()?;
         Ok(Self {
             aws: AwsResources::from_env()?,
-            stripe: StripeConfig::from_env()?,
+            continuation_bus: required("JOB_CONTINUATION_BUS_NAME")?,
+            stripe: StripeConfig::from_env(secrets).await?,
             mail: Mailing::from_env(settings.delivery_policy())?,
             settings,
         })

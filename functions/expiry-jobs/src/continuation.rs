@@ -1,21 +1,26 @@
 //! Handing the rest of an interrupted run to the next invocation.
 //!
-//! The continuation is one EventBridge event on the service's bus:
+//! The continuation is one EventBridge event on the jobs' own bus
+//! (`JOB_CONTINUATION_BUS_NAME`), not the domain-event bus other functions publish to:
 //!
 //! ```json
 //! {
 //!   "source": "logiscore.subscriptions.jobs",
 //!   "detail-type": "JobContinuation",
+//!   "time": "2026-03-10T06:14:41Z",
 //!   "resources": ["logiscore:job:<job>"],
 //!   "detail": {"job": "daily", "time": "2026-03-10T06:00:00Z",
 //!              "cursor": {"step": "expire-lapsed", "index": {"shard": 3, "after": {…}}, "hops": 1}}
 //! }
 //! ```
 //!
-//! A rule matching `source` + `detail-type` that targets this function (without an input
-//! transformer) re-invokes it with the whole event; [`crate::JobRequest::parse`] reads the
-//! `detail`. `time` is always the interrupted run's "now", so the continuation acts as of
-//! the same instant.
+//! A rule on that bus matching `source` + `detail-type` re-invokes this function with the
+//! *whole* event (no `InputPath`, no input transformer), so [`crate::JobRequest::parse`]
+//! can check what it trusts: the `source` is this one, and the detail's `time` — always the
+//! interrupted run's "now", so the continuation acts as of the same instant — is not later
+//! than the envelope's `time`, which EventBridge sets when it accepts the event (this
+//! publisher never sets it). Only this function is granted `events:PutEvents` on that bus,
+//! and only with this source (`events:source` condition in template.yaml).
 
 use aws_sdk_eventbridge::Client;
 use shared::events::EventBridgePublisher;

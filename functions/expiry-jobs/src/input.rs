@@ -5,20 +5,36 @@
 //!
 //! 1. The direct form (a schedule target with `Input`, `cargo lambda invoke`, an operator):
 //!    `{"job": "daily", "time": "2026-03-10T06:00:00Z"}`; `time` is optional (then "now" is
-//!    the clock). A continuation adds `"cursor": {…}` (see [`JobCursor`]).
-//! 2. An EventBridge event whose `detail` carries that object, e.g. the `JobContinuation`
-//!    event this function publishes itself, or a Scheduled Event whose rule passes the
-//!    job in `detail`. `time` falls back to the envelope's `time`.
+//!    the clock).
+//! 2. An EventBridge event whose `detail` carries that object: a Scheduled Event whose rule
+//!    passes the job in `detail` (`time` falls back to the envelope's), or the
+//!    `JobContinuation` event this function publishes itself, which adds `"cursor": {…}`
+//!    (see [`JobCursor`]).
 //! 3. A plain `Scheduled Event` (empty `detail`): the job is named by the rule, i.e. the
 //!    rule name in `resources` ends with the job name (`…/logiscore-prod-expire-lapsed`),
 //!    and "now" is the event's `time`.
+//!
+//! A continuation is trusted with a cursor and a past `time`, so it is accepted only as
+//! what [`crate::ContinuationPublisher`] puts on the bus: an envelope whose `source` is
+//! [`CONTINUATION_SOURCE`] and whose `detail-type` is [`CONTINUATION_DETAIL_TYPE`], and
+//! whose `time` (the interrupted run's "now") is not later than the envelope's own `time`
+//! (when EventBridge accepted it). A cursor anywhere else, an event from any other source
+//! than EventBridge's scheduler or the jobs', and a continuation from the future are
+//! refused. In AWS only this function may put events with that source, on a bus of its
+//! own (template.yaml); these checks keep a forged or mis-routed event from replaying a
+//! day even if that ever changes.
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::store::ExpiryCursor;
+
+use crate::continuation::{CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
+
+/// The `source` of the events EventBridge's scheduler delivers (rule schedules).
+pub const SCHEDULE_SOURCE: &str = "aws.events";
 
 /// The jobs this function runs. The names are a contract: the schedules in
 /// `template.yaml`, `events/jobs/` and the README name them.
@@ -117,26 +133,66 @@ pub enum InputError {
     CursorMismatch { job: JobName, step: JobName },
     #[error("the input must be a JSON object")]
     NotAnObject,
+    #[error("events from source `{0}` are not accepted: only schedules (aws.events) and this function's own continuations (logiscore.subscriptions.jobs)")]
+    UntrustedSource(String),
+    #[error("a cursor is accepted only in a JobContinuation event from logiscore.subscriptions.jobs; rerun the job without one instead")]
+    CursorOutsideContinuation,
+    #[error("a continuation must be a JobContinuation event with a `time` in its detail and in its envelope")]
+    MalformedContinuation,
+    #[error("the continuation's time {time} is later than its own event time {event_time}")]
+    ContinuationFromTheFuture { time: DateTime<Utc>, event_time: DateTime<Utc> },
 }
 
 impl JobRequest {
     /// Parses any of the accepted shapes (see the module docs).
     pub fn parse(input: &Value) -> Result<Self, InputError> {
         let object = input.as_object().ok_or(InputError::NotAnObject)?;
-        let is_envelope = object.contains_key("detail-type") || object.contains_key("detail");
+        let is_envelope = object.contains_key("detail-type") || object.contains_key("detail") || object.contains_key("source");
         if !is_envelope {
-            return Self::from_fields(input, None);
+            let request = Self::from_fields(input, None)?;
+            if request.cursor.is_some() {
+                return Err(InputError::CursorOutsideContinuation);
+            }
+            return Ok(request);
         }
-        // An EventBridge envelope: `detail` may name the job; otherwise the rule does.
+        match optional_str(input, "source")? {
+            Some(CONTINUATION_SOURCE) => return Self::continuation(input),
+            Some(SCHEDULE_SOURCE) | None => {}
+            Some(other) => return Err(InputError::UntrustedSource(other.to_owned())),
+        }
+        // A schedule's envelope: `detail` may name the job; otherwise the rule does.
         let envelope_time = optional_str(input, "time")?;
         let detail = input.get("detail").filter(|d| d.as_object().is_some_and(|o| !o.is_empty()));
         match detail {
-            Some(detail) if detail.get("job").is_some() => Self::from_fields(detail, envelope_time),
+            Some(detail) if detail.get("job").is_some() => {
+                let request = Self::from_fields(detail, envelope_time)?;
+                if request.cursor.is_some() {
+                    return Err(InputError::CursorOutsideContinuation);
+                }
+                Ok(request)
+            }
             _ => {
                 let job = job_from_resources(input).ok_or(InputError::MissingJob)?;
                 Ok(Self { job, time: envelope_time.map(parse_time).transpose()?, cursor: None })
             }
         }
+    }
+
+    /// A `JobContinuation` event: its detail is the request the interrupted run handed on,
+    /// acting as of a `time` that was already "now" when the event was put on the bus.
+    fn continuation(event: &Value) -> Result<Self, InputError> {
+        if optional_str(event, "detail-type")? != Some(CONTINUATION_DETAIL_TYPE) {
+            return Err(InputError::MalformedContinuation);
+        }
+        let event_time = parse_time(optional_str(event, "time")?.ok_or(InputError::MalformedContinuation)?)?;
+        let detail = event.get("detail").ok_or(InputError::MalformedContinuation)?;
+        let request = Self::from_fields(detail, None)?;
+        let time = request.time.ok_or(InputError::MalformedContinuation)?;
+        // EventBridge stamps the envelope to the second; the run's "now" has sub-seconds.
+        if time.trunc_subsecs(0) > event_time {
+            return Err(InputError::ContinuationFromTheFuture { time, event_time });
+        }
+        Ok(request)
     }
 
     fn from_fields(fields: &Value, fallback_time: Option<&str>) -> Result<Self, InputError> {
@@ -224,11 +280,64 @@ mod tests {
         let value = serde_json::to_value(&req).unwrap();
         assert_eq!(value["job"], "daily");
         assert_eq!(value["cursor"]["step"], "expire-lapsed");
-        assert_eq!(JobRequest::parse(&value).unwrap(), req);
-        // The same detail inside the JobContinuation event this function publishes.
-        let event = json!({"version": "0", "detail-type": "JobContinuation", "source": "logiscore.subscriptions.jobs",
-            "time": "2026-03-10T06:14:00Z", "resources": [], "detail": value});
+        // The detail inside the JobContinuation event this function publishes.
+        let event = continuation_event(value.clone(), "2026-03-10T06:14:00Z");
         assert_eq!(JobRequest::parse(&event).unwrap(), req);
+        // The same detail on its own is not a continuation: nobody vouches for its cursor.
+        assert_eq!(JobRequest::parse(&value), Err(InputError::CursorOutsideContinuation));
+    }
+
+    fn continuation_event(detail: Value, time: &str) -> Value {
+        json!({"version": "0", "id": "c1", "detail-type": "JobContinuation", "source": "logiscore.subscriptions.jobs",
+            "account": "123456789012", "time": time, "region": "us-east-1", "resources": ["logiscore:job:daily"], "detail": detail})
+    }
+
+    fn detail_at(time: &str) -> Value {
+        json!({"job": "expire-lapsed", "time": time, "cursor": {"step": "expire-lapsed", "hops": 1}})
+    }
+
+    #[test]
+    fn continuations_come_only_from_the_jobs_own_source() {
+        let genuine = continuation_event(detail_at("2026-03-10T06:00:00Z"), "2026-03-10T06:14:00Z");
+        assert!(JobRequest::parse(&genuine).is_ok());
+        for source in ["logiscore.subscriptions", "aws.events", "logiscore.subscriptions.jobs.forged", ""] {
+            let mut forged = genuine.clone();
+            forged["source"] = json!(source);
+            let err = JobRequest::parse(&forged).unwrap_err();
+            assert!(matches!(err, InputError::UntrustedSource(_) | InputError::CursorOutsideContinuation), "{source}: {err:?}");
+        }
+        // Another source's event is refused even without a cursor.
+        let domain = json!({"detail-type": "SubscriptionActivated", "source": "logiscore.subscriptions",
+            "time": "2026-03-10T06:14:00Z", "detail": {"job": "daily"}});
+        assert_eq!(JobRequest::parse(&domain), Err(InputError::UntrustedSource("logiscore.subscriptions".into())));
+        // A schedule cannot carry a cursor either.
+        let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-03-10T06:14:00Z",
+            "detail": detail_at("2026-03-10T06:00:00Z")});
+        assert_eq!(JobRequest::parse(&scheduled), Err(InputError::CursorOutsideContinuation));
+        // The right source with the wrong detail-type, or no times, is not a continuation.
+        let mut renamed = genuine.clone();
+        renamed["detail-type"] = json!("Scheduled Event");
+        assert_eq!(JobRequest::parse(&renamed), Err(InputError::MalformedContinuation));
+        let mut untimed = genuine.clone();
+        untimed["detail"].as_object_mut().unwrap().remove("time");
+        assert_eq!(JobRequest::parse(&untimed), Err(InputError::MalformedContinuation));
+        let mut unstamped = genuine;
+        unstamped.as_object_mut().unwrap().remove("time");
+        assert_eq!(JobRequest::parse(&unstamped), Err(InputError::MalformedContinuation));
+    }
+
+    #[test]
+    fn a_continuation_may_not_act_after_its_own_event_time() {
+        let future = continuation_event(detail_at("2026-03-10T06:14:01Z"), "2026-03-10T06:14:00Z");
+        assert!(matches!(JobRequest::parse(&future), Err(InputError::ContinuationFromTheFuture { .. })));
+        let next_day = continuation_event(detail_at("2026-03-11T06:00:00Z"), "2026-03-10T06:14:00Z");
+        assert!(matches!(JobRequest::parse(&next_day), Err(InputError::ContinuationFromTheFuture { .. })));
+        // Published within the second the run started: EventBridge's stamp has no fraction.
+        let same_second = continuation_event(detail_at("2026-03-10T06:14:00.750Z"), "2026-03-10T06:14:00Z");
+        assert!(JobRequest::parse(&same_second).is_ok());
+        // A replay of a past day, continued now, is what continuations are for.
+        let replay = continuation_event(detail_at("2026-01-01T06:00:00Z"), "2026-03-10T06:14:00Z");
+        assert!(JobRequest::parse(&replay).is_ok());
     }
 
     #[test]

@@ -9,13 +9,18 @@
 use expiry_jobs::Config;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::{aws_sdk_config, AwsClients};
+use shared::{
+    config::{aws_sdk_config, AwsClients},
+    secrets::SecretStore,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = Config::from_env()?;
-    let aws = AwsClients::new(&aws_sdk_config().await);
+    let sdk = aws_sdk_config().await;
+    // The Stripe key is read from Secrets Manager once, here, and kept for the instance's life.
+    let config = Config::from_env(&SecretStore::new(&sdk)).await?;
+    let aws = AwsClients::new(&sdk);
     let jobs = expiry_jobs::app(&config, &aws)?;
     let jobs = &jobs;
     lambda_runtime::run(service_fn(

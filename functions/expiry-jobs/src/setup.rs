@@ -20,7 +20,7 @@ pub fn app(config: &Config, aws: &AwsClients) -> Result<Jobs, InitError> {
         store,
         Arc::new(StripeBilling::new(config.stripe.clone())?),
         Arc::new(delivery),
-        ContinuationPublisher::new(aws.eventbridge.clone(), &config.aws.event_bus_name),
+        ContinuationPublisher::new(aws.eventbridge.clone(), &config.continuation_bus),
         config.settings.clone(),
     ))
 }

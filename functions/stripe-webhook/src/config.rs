@@ -1,40 +1,40 @@
 //! The webhook's configuration, read once at cold start.
 
 use shared::{
-    config::{self, AwsResources, ConfigError, Secret},
+    config::{self, AwsResources, InitError, Secret},
+    secrets::SecretStore,
     stripe::StripeConfig,
 };
 
 pub struct Config {
     pub aws: AwsResources,
-    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_PRICE_*`: the re-fetch of each event's objects.
+    /// `STRIPE_API_BASE`, `STRIPE_PRICE_*`, and the key in the secret `STRIPE_SECRET_ARN`
+    /// names: the re-fetch of each event's objects (a restricted key that can only read).
     pub stripe: StripeConfig,
-    /// Every secret currently accepted (`STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation).
+    /// Every signing secret currently accepted, from the Secrets Manager secret
+    /// `STRIPE_WEBHOOK_SECRET_ARN` names (comma-separated `whsec_…` during a rotation).
     pub webhook_secrets: Vec<Secret>,
     pub tolerance_secs: i64,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let raw = config::required("STRIPE_WEBHOOK_SECRET")?;
-        let webhook_secrets = parse_secrets(&raw)?;
+    /// Reads the environment, and the two secrets it names from Secrets Manager (one
+    /// read each).
+    pub async fn from_env(secrets: &SecretStore) -> Result<Self, InitError> {
         Ok(Self {
             aws: AwsResources::from_env()?,
-            stripe: StripeConfig::from_env()?,
-            webhook_secrets,
+            stripe: StripeConfig::from_env(secrets).await?,
+            webhook_secrets: secrets.from_env("STRIPE_WEBHOOK_SECRET_ARN", |raw| parse_secrets(raw.expose())).await?,
             tolerance_secs: config::number("STRIPE_WEBHOOK_TOLERANCE_SECS", crate::signature::DEFAULT_TOLERANCE_SECS)?,
         })
     }
 }
 
 /// Splits the comma-separated list; each must look like an endpoint secret.
-pub fn parse_secrets(raw: &str) -> Result<Vec<Secret>, ConfigError> {
+pub fn parse_secrets(raw: &str) -> Result<Vec<Secret>, &'static str> {
     let secrets: Vec<Secret> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Secret::new).collect();
     if secrets.is_empty() || secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
-        return Err(ConfigError::Invalid {
-            name: "STRIPE_WEBHOOK_SECRET",
-            why: "expected one or more comma-separated whsec_… values".into(),
-        });
+        return Err("one or more comma-separated whsec_… values");
     }
     Ok(secrets)
 }

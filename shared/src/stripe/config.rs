@@ -2,13 +2,28 @@
 
 use crate::config::{optional, required, ConfigError, Secret};
 use crate::domain::Tier;
+use crate::secrets::{SecretError, SecretStore};
 
 use super::retry::RetryPolicy;
+
+/// A Stripe API key: a secret (`sk_`) or restricted (`rk_`) key; anything else (a webhook
+/// secret, a publishable key, JSON) is the wrong secret and fails the init.
+pub fn parse_api_key(value: Secret) -> Result<Secret, &'static str> {
+    let key = value.expose();
+    let shaped = ["sk_test_", "sk_live_", "rk_test_", "rk_live_"].iter().any(|p| key.starts_with(p))
+        && !key.chars().any(|c| c.is_whitespace() || c == ',');
+    if shaped {
+        Ok(value)
+    } else {
+        Err("a Stripe API key (sk_test_…, sk_live_…, rk_test_… or rk_live_…)")
+    }
+}
 
 /// Everything the Stripe adapter needs, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct StripeConfig {
-    /// `sk_…` key; `Secret` so it never reaches a log line through `Debug`.
+    /// The API key (`sk_…`, or a restricted `rk_…`), read from Secrets Manager at init;
+    /// `Secret` so it never reaches a log line through `Debug`.
     pub secret_key: Secret,
     /// `STRIPE_API_BASE`: where the API lives. `None` is the real Stripe; tests and the
     /// local run point it at stripe-sim (`http://127.0.0.1:12111`).
@@ -22,14 +37,14 @@ pub struct StripeConfig {
 }
 
 impl StripeConfig {
-    /// Reads `STRIPE_SECRET_KEY`, `STRIPE_API_BASE` (optional), `STRIPE_PRICE_PREMIUM`
-    /// and `STRIPE_PRICE_ENTERPRISE`.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// Reads `STRIPE_API_BASE` (optional), `STRIPE_PRICE_PREMIUM`, `STRIPE_PRICE_ENTERPRISE`,
+    /// and the API key from the Secrets Manager secret `STRIPE_SECRET_ARN` names (one read).
+    pub async fn from_env(secrets: &SecretStore) -> Result<Self, SecretError> {
         let config = Self {
-            secret_key: Secret::new(required("STRIPE_SECRET_KEY")?),
             api_base: optional("STRIPE_API_BASE"),
             price_premium: required("STRIPE_PRICE_PREMIUM")?,
             price_enterprise: required("STRIPE_PRICE_ENTERPRISE")?,
+            secret_key: secrets.from_env("STRIPE_SECRET_ARN", parse_api_key).await?,
             retry: RetryPolicy::default(),
         };
         config.validate()?;
@@ -126,6 +141,16 @@ mod tests {
         let mut c = config();
         c.api_base = Some("127.0.0.1:12111".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn only_api_keys_pass_as_api_keys() {
+        for key in ["sk_test_abc", "sk_live_abc", "rk_live_abc", "rk_test_abc"] {
+            assert_eq!(parse_api_key(Secret::new(key)).unwrap().expose(), key);
+        }
+        for wrong in ["whsec_abc", "pk_live_abc", "{\"secret_key\": \"sk_live_abc\"}", "sk_test_a,sk_test_b", "sk_other"] {
+            assert!(parse_api_key(Secret::new(wrong)).is_err(), "{wrong}");
+        }
     }
 
     #[test]

@@ -20,8 +20,9 @@ use shared::{
 
 const K: usize = 6;
 
-/// What the admin-api process reads from its environment, over `env` and `stripe`.
-fn function_env(env: &TestEnv, stripe: &StripeConfig, lease_secs: u64) -> BTreeMap<String, String> {
+/// What the admin-api process reads from its environment, over `env` and `stripe` (its
+/// key stored in the env's Secrets Manager, the process given the secret's ARN).
+async fn function_env(env: &TestEnv, stripe: &StripeConfig, lease_secs: u64) -> BTreeMap<String, String> {
     let endpoint = env.config.endpoint_url().expect("the env's AWS endpoint").to_owned();
     let mut vars: BTreeMap<String, String> = [
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
@@ -32,7 +33,6 @@ fn function_env(env: &TestEnv, stripe: &StripeConfig, lease_secs: u64) -> BTreeM
         ("TABLE_NAME", env.table.as_str()),
         ("EVENT_BUS_NAME", env.bus.as_str()),
         ("ADMIN_GROUP", "admin"),
-        ("STRIPE_SECRET_KEY", stripe.secret_key.expose()),
         ("STRIPE_PRICE_PREMIUM", stripe.price_premium.as_str()),
         ("STRIPE_PRICE_ENTERPRISE", stripe.price_enterprise.as_str()),
         ("MAIL_FROM", harness::env::MAIL_FROM),
@@ -42,6 +42,7 @@ fn function_env(env: &TestEnv, stripe: &StripeConfig, lease_secs: u64) -> BTreeM
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    vars.extend(harness::secrets::stripe_vars(env, stripe.secret_key.expose(), None).await);
     vars.insert("STRIPE_API_BASE".into(), stripe.api_base.clone().expect("a local Stripe"));
     vars.insert("OPERATION_LEASE_SECONDS".into(), lease_secs.to_string());
     vars
@@ -88,7 +89,7 @@ fn live(subscriptions: &[Value]) -> Vec<&Value> {
 /// K instances, released together, each sending `events[i]`; their answers.
 async fn race(env: &TestEnv, sim: &Sim, events: Vec<Value>) -> Vec<(u64, Value)> {
     let bin = binary("admin-api");
-    let vars = function_env(env, &sim.stripe_config(), 60);
+    let vars = function_env(env, &sim.stripe_config(), 60).await;
     let gate = Gate::new();
     let mut instances = Vec::new();
     for event in events {
@@ -155,7 +156,7 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
     let gate = Gate::new();
     let mut instance = Instance::start(
         &binary("admin-api"),
-        &function_env(&env, &through_proxy, 2),
+        &function_env(&env, &through_proxy, 2).await,
         put_subscription(user, Some("first-attempt"), "first"),
         &gate,
     )
