@@ -4,6 +4,7 @@
 mod admin_api;
 mod delivery;
 mod email;
+mod erasure;
 mod fixtures;
 mod hostile;
 mod jobs;
