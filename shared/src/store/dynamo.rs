@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::SdkError,
-    operation::transact_write_items::TransactWriteItemsError,
+    operation::{transact_write_items::TransactWriteItemsError, update_item::builders::UpdateItemFluentBuilder},
     types::{AttributeValue, Put, TransactWriteItem},
     Client,
 };
@@ -72,7 +72,7 @@ impl DynamoStore {
         }
     }
 
-    fn update(&self, pk: &str, sk: &str) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn update(&self, pk: &str, sk: &str) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -80,14 +80,11 @@ impl DynamoStore {
             .key("sk", AttributeValue::S(sk.to_owned()))
     }
 
-    /// Sends a conditional update: `false` when its condition did not hold.
-    async fn updated(
-        &self,
-        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-    ) -> Result<bool, StoreError> {
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+    /// Sends a conditional update: the item as written, `None` when its condition did not hold.
+    async fn updated(&self, update: UpdateItemFluentBuilder) -> Result<Option<Item>, StoreError> {
+        match update.return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew).send().await {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
             Err(err) => Err(unavailable(err)),
         }
     }
@@ -195,30 +192,20 @@ impl Store for DynamoStore {
         // An update of every profile attribute but the Stripe customer, which only
         // `set_customer` writes: a profile edit racing a subscribe cannot erase it.
         let item = items::profile(profile)?;
-        let mut update = self.client.update_item().table_name(&self.table);
+        let mut update = self.update(&keys::user_pk(&profile.user_id), keys::PROFILE_SK);
         let mut sets = Vec::new();
         for (i, (name, value)) in item.into_iter().enumerate() {
-            match name.as_str() {
-                "pk" | "sk" => update = update.key(name, value),
-                "stripe_customer_id" => {}
-                _ => {
-                    sets.push(format!("#a{i} = :v{i}"));
-                    update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
-                }
+            if !matches!(name.as_str(), "pk" | "sk" | "stripe_customer_id") {
+                sets.push(format!("#a{i} = :v{i}"));
+                update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
             }
         }
         // An erased user's tombstone is never written back into a profile.
-        let result = update
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_not_exists(erasure_started_at)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("user {} is erased", profile.user_id)))
-            }
-            Err(err) => Err(unavailable(err)),
+        let update =
+            update.update_expression(format!("SET {}", sets.join(", "))).condition_expression("attribute_not_exists(erasure_started_at)");
+        match self.updated(update).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict(format!("user {} is erased", profile.user_id))),
         }
     }
 
@@ -229,29 +216,13 @@ impl Store for DynamoStore {
 
     #[instrument(skip(self), fields(user_id = %user))]
     async fn begin_erasure(&self, user: &UserId, at: DateTime<Utc>) -> Result<Erasure, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(keys::user_pk(user)))
-            .key("sk", AttributeValue::S(keys::PROFILE_SK.to_owned()))
+        let update = self
+            .update(&keys::user_pk(user), keys::PROFILE_SK)
             .update_expression("SET erasure_started_at = if_not_exists(erasure_started_at, :at)")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":at", AttributeValue::S(keys::timestamp(at)))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .attributes
-                .as_ref()
-                .and_then(erasure_of)
-                .ok_or_else(|| StoreError::Corrupt("the profile has no erasure after starting one".into())),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("user {user} has no profile to erase")))
-            }
-            Err(err) => Err(unavailable(err)),
-        }
+            .expression_attribute_values(":at", AttributeValue::S(keys::timestamp(at)));
+        let written = self.updated(update).await?.ok_or_else(|| StoreError::Conflict(format!("user {user} has no profile to erase")))?;
+        erasure_of(&written).ok_or_else(|| StoreError::Corrupt("the profile has no erasure after starting one".into()))
     }
 
     /// Item by item, each write idempotent: the profile's personal attributes, each
@@ -265,7 +236,9 @@ impl Store for DynamoStore {
             let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             if sk == keys::PROFILE_SK {
                 let update = self.update(&pk, &sk).update_expression(format!("REMOVE {}", PERSONAL_PROFILE_ATTRIBUTES.join(", ")));
-                self.updated(update.condition_expression("attribute_exists(erasure_started_at)")).await?;
+                if self.updated(update.condition_expression("attribute_exists(erasure_started_at)")).await?.is_none() {
+                    return Err(StoreError::Conflict(format!("user {user} has no erasure started")));
+                }
             } else if sk == keys::SUBSCRIPTION_SK && item.contains_key("comment") {
                 // The version moves, so a writer that read the record with its comment
                 // cannot put it back (its version check fails and it reads again).
@@ -275,14 +248,14 @@ impl Store for DynamoStore {
                     .expression_attribute_names("#comment", "comment")
                     .expression_attribute_values(":one", AttributeValue::N("1".into()))
                     .condition_expression("attribute_exists(pk)");
-                erased.comments += u32::from(self.updated(update).await?);
+                erased.comments += u32::from(self.updated(update).await?.is_some());
             } else if sk.starts_with(keys::HISTORY_PREFIX) && item.contains_key("comment") {
                 let update = self
                     .update(&pk, &sk)
                     .update_expression("REMOVE #comment")
                     .expression_attribute_names("#comment", "comment")
                     .condition_expression("attribute_exists(pk)");
-                erased.comments += u32::from(self.updated(update).await?);
+                erased.comments += u32::from(self.updated(update).await?.is_some());
             } else if let Some(id) = sk.strip_prefix(keys::OUTBOX_REF_PREFIX) {
                 if let Some(stopped) = self.erase_outbox_item(id, at).await? {
                     erased.outbox_items += 1;
@@ -295,7 +268,7 @@ impl Store for DynamoStore {
             .update_expression("SET erased_at = if_not_exists(erased_at, :at)")
             .expression_attribute_values(":at", AttributeValue::S(keys::timestamp(at)))
             .condition_expression("attribute_exists(erasure_started_at)");
-        if !self.updated(finish).await? {
+        if self.updated(finish).await?.is_none() {
             return Err(StoreError::Conflict(format!("user {user} has no erasure to finish")));
         }
         Ok(erased)
@@ -334,23 +307,14 @@ impl Store for DynamoStore {
 
     #[instrument(skip(self), fields(user_id = %user))]
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(keys::user_pk(user)))
-            .key("sk", AttributeValue::S(keys::PROFILE_SK.to_owned()))
+        let update = self
+            .update(&keys::user_pk(user), keys::PROFILE_SK)
             .update_expression("SET stripe_customer_id = :c")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":c", AttributeValue::S(customer.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("user {user} has no profile to record customer {customer} on")))
-            }
-            Err(err) => Err(unavailable(err)),
+            .expression_attribute_values(":c", AttributeValue::S(customer.to_string()));
+        match self.updated(update).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict(format!("user {user} has no profile to record customer {customer} on"))),
         }
     }
 
