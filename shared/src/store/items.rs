@@ -155,3 +155,35 @@ fn payload_from(raw: &str) -> OutboxPayload {
 pub fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
     serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::EmailContext;
+
+    fn expires_at(item: &Item) -> Option<i64> {
+        item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+    }
+
+    #[test]
+    fn outbox_items_expire_only_once_delivery_is_over() {
+        let user = UserId::parse("u1").unwrap();
+        let now = Utc::now();
+        let mut item = EmailContext::samples().remove(0).outbox_item(&user, "x", now);
+        let pending = outbox(&item).unwrap();
+        assert_eq!(expires_at(&pending), None, "a pending item never expires");
+        assert!(pending.contains_key("pend_pk"));
+
+        let sent_at = now + Duration::minutes(3);
+        item.state = OutboxState::Sent;
+        item.sent_at = Some(sent_at);
+        let sent = outbox(&item).unwrap();
+        assert_eq!(expires_at(&sent), Some(sent_at.timestamp() + keys::OUTBOX_RETENTION_DAYS * 86_400));
+        assert!(!sent.contains_key("pend_pk"));
+
+        let reference = outbox_ref(&user, &item);
+        assert_eq!(expires_at(&reference), Some(now.timestamp() + keys::OUTBOX_REF_TTL_DAYS * 86_400));
+    }
+}

@@ -35,6 +35,7 @@ pub const OUTBOX_RETENTION_DAYS: i64 = 30;
 /// Days a reference outlives its item's creation: the retention plus more than an item
 /// can stay pending (five attempts, at most six hours apart).
 pub const OUTBOX_REF_TTL_DAYS: i64 = OUTBOX_RETENTION_DAYS + 7;
+const _: () = assert!(OUTBOX_REF_TTL_DAYS > OUTBOX_RETENTION_DAYS, "a reference outlives its item");
 
 pub fn history_sk(at: DateTime<Utc>, version: u64) -> String {
     format!("{HISTORY_PREFIX}{}#{version:010}", timestamp(at))
