@@ -52,6 +52,12 @@ impl Served {
     pub fn statuses(&self) -> BTreeMap<u16, u64> {
         self.inner.statuses.lock().expect("statuses lock").clone()
     }
+
+    /// How many requests reached each declared route (`"DELETE /users/{user_id}"`), so a
+    /// run can show it exercised every route rather than a few.
+    pub fn routes(&self) -> BTreeMap<String, u64> {
+        self.inner.routes.lock().expect("routes lock").clone()
+    }
 }
 
 impl Drop for Served {
@@ -64,13 +70,14 @@ struct Inner {
     router: axum::Router,
     caller: Caller,
     statuses: Mutex<BTreeMap<u16, u64>>,
+    routes: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Serves `router` on 127.0.0.1:0 as `caller`.
 pub async fn serve(router: axum::Router, caller: Caller) -> Served {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind admin server");
     let addr = listener.local_addr().expect("addr");
-    let inner = Arc::new(Inner { router, caller, statuses: Mutex::new(BTreeMap::new()) });
+    let inner = Arc::new(Inner { router, caller, statuses: Mutex::new(BTreeMap::new()), routes: Mutex::new(BTreeMap::new()) });
     let app = axum::Router::new().fallback(forward).with_state(inner.clone());
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -142,6 +149,9 @@ async fn forward(State(inner): State<Arc<Inner>>, request: axum::extract::Reques
         Err(e) => harness_problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("harness: {e}")),
     };
     *inner.statuses.lock().expect("statuses lock").entry(response.status().as_u16()).or_default() += 1;
+    if let Some(route) = admin_api::route_of(parts.method.as_str(), parts.uri.path()) {
+        *inner.routes.lock().expect("routes lock").entry(format!("{} {}", route.method, route.path)).or_default() += 1;
+    }
     response
 }
 

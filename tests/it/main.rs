@@ -5,6 +5,7 @@ mod admin_api;
 mod catch_up;
 mod delivery;
 mod email;
+mod erasure;
 mod fixtures;
 mod hostile;
 mod jobs;

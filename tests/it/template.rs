@@ -67,28 +67,51 @@ fn required_vars(text: &str) -> BTreeSet<String> {
 }
 
 /// DynamoDB operations each `Store` method performs in the DynamoDB adapter, read from
-/// its body (the private helpers it calls, such as `self.get(`, are matched inside it).
+/// its body and from the bodies of the adapter's private helpers it calls (`self.get(`,
+/// `self.user_items(`, …), followed through helpers that call helpers.
 fn store_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
     let text = std::fs::read_to_string(workspace_root().join("shared/src/store/dynamo.rs")).unwrap();
-    let (_, text) = text.split_once("impl Store for DynamoStore").expect("the adapter implements the Store port");
+    let (helpers, port) = text.split_once("impl Store for DynamoStore").expect("the adapter implements the Store port");
     let calls: [(&str, &[&str]); 6] = [
-        ("self.get(", &["dynamodb:GetItem"]),
         (".get_item()", &["dynamodb:GetItem"]),
         (".put_item()", &["dynamodb:PutItem"]),
+        (".update_item()", &["dynamodb:UpdateItem"]),
         (".delete_item()", &["dynamodb:DeleteItem"]),
         (".query()", &["dynamodb:Query"]),
         // Transactions are authorised per contained action: ours are conditional Puts.
         (".transact_write_items()", &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"]),
     ];
-    let mut out = BTreeMap::new();
-    let chunks: Vec<&str> = text.split("    async fn ").skip(1).collect();
-    for chunk in chunks {
-        let name = chunk.split('(').next().unwrap().to_owned();
-        let body = chunk.split("\n    }\n").next().unwrap();
-        let ops: BTreeSet<&str> = calls.iter().filter(|(c, _)| body.contains(c)).flat_map(|(_, ops)| ops.iter().copied()).collect();
-        out.insert(name, ops);
-    }
+    // Every function of the file (helpers and port methods): name → body.
+    let bodies = |text: &str| -> Vec<(String, String)> {
+        text.split("\n    async fn ")
+            .flat_map(|chunk| chunk.split("\n    fn "))
+            .skip(1)
+            .map(|chunk| (chunk.split(['(', '<']).next().unwrap().to_owned(), chunk.split("\n    }\n").next().unwrap().to_owned()))
+            .collect()
+    };
+    let helper_bodies = bodies(helpers);
+    let direct = |body: &str| -> BTreeSet<&'static str> {
+        calls.iter().filter(|(c, _)| body.contains(c)).flat_map(|(_, ops)| ops.iter().copied()).collect()
+    };
+    let reach = |body: &str| -> BTreeSet<&'static str> {
+        let mut ops = direct(body);
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![body.to_owned()];
+        while let Some(text) = todo.pop() {
+            for (name, helper) in &helper_bodies {
+                if text.contains(&format!("self.{name}(")) && seen.insert(name.clone()) {
+                    ops.extend(direct(helper));
+                    todo.push(helper.clone());
+                }
+            }
+        }
+        ops
+    };
+    let out: BTreeMap<String, BTreeSet<&'static str>> = bodies(port).into_iter().map(|(name, body)| (name, reach(&body))).collect();
     assert!(out.contains_key("commit") && out.contains_key("expiring"), "store methods not found: {:?}", out.keys());
+    // Guards the guard: a method that works only through helpers is still traced.
+    assert!(out["erase_user"].contains("dynamodb:Query") && out["erase_user"].contains("dynamodb:UpdateItem"), "{:?}", out["erase_user"]);
+    assert!(out["profile"].contains("dynamodb:GetItem"), "{:?}", out["profile"]);
     out
 }
 

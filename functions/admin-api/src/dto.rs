@@ -4,11 +4,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     billing::PaymentAction,
-    domain::{AccessPolicy, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserProfile},
-    usecase::admin::Changed,
+    domain::{
+        AccessPolicy, Erasure, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, SubscriptionSource, SubscriptionStatus,
+        Tier, UserProfile,
+    },
+    store::UserRecords,
+    usecase::admin::{Changed, ErasureReport},
 };
 
-pub use shared::usecase::admin::Outcome;
+pub use shared::usecase::admin::{ErasureOutcome, Outcome};
 
 /// `GET /users/{user_id}/subscription`, and the `subscription` of every change response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,4 +152,103 @@ pub struct HistoryResponse {
     pub user_id: String,
     /// Newest first.
     pub entries: Vec<HistoryEntry>,
+}
+
+/// The answer of `DELETE /users/{user_id}`, the first time and every time after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureResponse {
+    pub user_id: String,
+    /// `erased` by this request, or `already_erased` (nothing was changed).
+    pub outcome: ErasureOutcome,
+    pub erasure_started_at: DateTime<Utc>,
+    pub erased_at: Option<DateTime<Utc>>,
+    /// Stripe subscriptions this request cancelled.
+    pub subscriptions_canceled: u32,
+    /// Whether this request deleted a Stripe customer.
+    pub stripe_customer_deleted: bool,
+    /// Queued e-mails this request stopped before they were sent.
+    pub mails_stopped: u32,
+}
+
+impl ErasureResponse {
+    pub fn of(user_id: String, report: &ErasureReport) -> Self {
+        Self {
+            user_id,
+            outcome: report.outcome,
+            erasure_started_at: report.erasure.started_at,
+            erased_at: report.erasure.finished_at,
+            subscriptions_canceled: report.subscriptions_canceled,
+            stripe_customer_deleted: report.customer_deleted,
+            mails_stopped: report.mails_stopped,
+        }
+    }
+}
+
+/// `GET /users/{user_id}/export`: everything the service holds about the user, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportResponse {
+    pub user_id: String,
+    pub exported_at: DateTime<Utc>,
+    /// `null` unless the user is (being) erased.
+    pub erasure: Option<Erasure>,
+    /// `null` once erased.
+    pub profile: Option<ProfileResponse>,
+    pub stripe_customer_id: Option<String>,
+    /// The stored record, every field.
+    pub subscription: Option<Subscription>,
+    /// Newest first, all of it.
+    pub history: Vec<HistoryEntry>,
+    /// The e-mails and domain events about the user still kept (see the outbox retention).
+    pub outbox: Vec<OutboxExport>,
+}
+
+impl ExportResponse {
+    pub fn of(user_id: String, records: UserRecords, now: DateTime<Utc>) -> Self {
+        Self {
+            user_id,
+            exported_at: now,
+            erasure: records.erasure,
+            profile: records.profile.as_ref().map(ProfileResponse::from),
+            stripe_customer_id: records.stripe_customer_id.map(|c| c.to_string()),
+            subscription: records.subscription,
+            history: records.history,
+            outbox: records.outbox.iter().map(OutboxExport::from).collect(),
+        }
+    }
+}
+
+/// One outbox item in an export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxExport {
+    pub id: String,
+    /// The notification kind (`payment_receipt`, …) or `domain_event`.
+    pub kind: String,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// As stored: `{"type": "email", "kind", "context", "user_id"}` or `{"type": "event", "event"}`;
+    /// one this deploy cannot read is `{"type": "unreadable", "raw"}`.
+    pub payload: serde_json::Value,
+}
+
+impl From<&OutboxItem> for OutboxExport {
+    fn from(item: &OutboxItem) -> Self {
+        let payload = match &item.payload {
+            OutboxPayload::Unreadable { raw, .. } => serde_json::json!({"type": "unreadable", "raw": raw}),
+            // The readable payloads are typed data and always serialise.
+            payload => serde_json::to_value(payload).unwrap_or_default(),
+        };
+        Self {
+            id: item.id.clone(),
+            kind: item.kind_label().to_owned(),
+            state: item.state,
+            attempts: item.attempts,
+            created_at: item.created_at,
+            sent_at: item.sent_at,
+            last_error: item.last_error.clone(),
+            payload,
+        }
+    }
 }

@@ -69,6 +69,16 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UseCase(AdminError::UserErased(_)) => StatusCode::GONE,
+            // As the cause would answer: 503 to retry later, 502 for Stripe's refusal.
+            Self::UseCase(AdminError::ErasureUnfinished(cause)) => match **cause {
+                AdminError::BillingUnavailable(_) | AdminError::OutcomeUnknown(_) | AdminError::StoreUnavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                AdminError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+                AdminError::Conflict { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Self::UseCase(AdminError::Conflict { .. }) => StatusCode::CONFLICT,
             Self::UseCase(AdminError::CardDeclined { .. }) => StatusCode::PAYMENT_REQUIRED,
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -92,6 +102,8 @@ impl ApiError {
             Self::UseCase(AdminError::SubscriptionNotFound(_)) => "subscription_not_found",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UseCase(AdminError::UserErased(_)) => "user_erased",
+            Self::UseCase(AdminError::ErasureUnfinished(_)) => "erasure_unfinished",
             Self::UseCase(AdminError::Conflict { code, .. }) => code,
             Self::UseCase(AdminError::CardDeclined { .. }) => "card_declined",
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => "validation_error",
@@ -114,6 +126,8 @@ impl ApiError {
                 ("not-found", "Not found")
             }
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
+            Self::UseCase(AdminError::UserErased(_)) => ("gone", "The user was erased"),
+            Self::UseCase(AdminError::ErasureUnfinished(_)) => ("erasure-unfinished", "The erasure did not finish"),
             Self::UseCase(AdminError::Conflict { .. }) => ("conflict", "Conflicts with the current state"),
             Self::UseCase(AdminError::CardDeclined { .. }) => ("card-declined", "Card declined"),
             Self::Validation(_) | Self::UseCase(AdminError::Validation(_)) => ("validation-error", "The request is invalid"),
@@ -137,6 +151,12 @@ impl ApiError {
                 format!("User `{user}` has no profile. Create it first with PUT /users/{user} (an e-mail address is required).")
             }
             Self::UseCase(AdminError::SubscriptionNotFound(user)) => format!("User `{user}` has no subscription."),
+            Self::UseCase(AdminError::UserErased(user)) => {
+                format!("User `{user}` was erased; the id is retired and nothing is recorded for it again. Use a new user id.")
+            }
+            Self::UseCase(AdminError::ErasureUnfinished(_)) => {
+                "The erasure started but did not finish (the billing provider or storage did not answer, or refused). The user is already unreachable: no mail, no new subscription. Send the DELETE again: it continues where it stopped.".into()
+            }
             Self::RouteNotFound => "No such route. See openapi.yaml for the routes this API serves.".into(),
             Self::MethodNotAllowed(_) => "This route does not support that method.".into(),
             Self::UseCase(AdminError::Conflict { detail, .. }) => detail.clone(),

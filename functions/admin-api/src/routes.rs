@@ -18,7 +18,9 @@ use tracing::Instrument;
 use crate::{
     auth,
     caller::{Admin, Caller},
-    dto::{CancelRequest, HistoryResponse, Outcome, ProfileResponse, SubscriptionChange, SubscriptionResponse},
+    dto::{
+        CancelRequest, ErasureResponse, ExportResponse, HistoryResponse, Outcome, ProfileResponse, SubscriptionChange, SubscriptionResponse,
+    },
     extract::{IdempotencyHeader, JsonBody, OptionalJsonBody, UserPath},
     problem::{ApiError, Failure, REQUEST_ID},
 };
@@ -37,11 +39,13 @@ pub struct RouteSpec {
 
 /// Every route this API serves.
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { method: "PUT", path: "/users/{user_id}", statuses: &[200, 201, 400, 401, 403, 422, 500, 502, 503] },
+    RouteSpec { method: "PUT", path: "/users/{user_id}", statuses: &[200, 201, 400, 401, 403, 410, 422, 500, 502, 503] },
+    RouteSpec { method: "DELETE", path: "/users/{user_id}", statuses: &[200, 401, 403, 404, 409, 422, 500, 502, 503] },
+    RouteSpec { method: "GET", path: "/users/{user_id}/export", statuses: &[200, 401, 403, 404, 422, 500, 503] },
     RouteSpec {
         method: "PUT",
         path: "/users/{user_id}/subscription",
-        statuses: &[200, 201, 202, 400, 401, 402, 403, 404, 409, 422, 500, 502, 503],
+        statuses: &[200, 201, 202, 400, 401, 402, 403, 404, 409, 410, 422, 500, 502, 503],
     },
     RouteSpec { method: "GET", path: "/users/{user_id}/subscription", statuses: &[200, 401, 403, 404, 422, 500, 503] },
     RouteSpec {
@@ -74,7 +78,8 @@ pub fn route_of(method: &str, path: &str) -> Option<&'static RouteSpec> {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/users/{user_id}", put(put_profile))
+        .route("/users/{user_id}", put(put_profile).delete(erase))
+        .route("/users/{user_id}/export", get(export))
         .route("/users/{user_id}/subscription", put(put_subscription).get(get_subscription))
         .route("/users/{user_id}/subscription/cancel", post(cancel))
         .route("/users/{user_id}/subscription/reactivate", post(reactivate))
@@ -140,6 +145,19 @@ async fn put_profile(
     let (profile, created) = state.service.put_profile(user, body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ProfileResponse::from(&profile))).into_response())
+}
+
+/// `200` with what was done, also for a user erased before (`already_erased`): a retry
+/// of a DELETE whose answer was lost reads the same as the first. No `Idempotency-Key`:
+/// the erasure's Stripe keys derive from the user, so every DELETE is the same operation.
+async fn erase(State(state): State<AppState>, Extension(admin): Extension<Admin>, UserPath(user): UserPath) -> Result<Response, ApiError> {
+    let report = state.service.erase(user.clone(), &admin.caller(None)).await?;
+    Ok(Json(ErasureResponse::of(user.to_string(), &report)).into_response())
+}
+
+async fn export(State(state): State<AppState>, UserPath(user): UserPath) -> Result<Response, ApiError> {
+    let records = state.service.export(user.clone()).await?;
+    Ok(Json(ExportResponse::of(user.to_string(), records, state.service.now())).into_response())
 }
 
 async fn put_subscription(
@@ -264,7 +282,8 @@ mod tests {
     fn allow_lists_the_methods_of_the_path() {
         assert_eq!(allowed_methods("/users/u1/subscription"), "PUT, GET");
         assert_eq!(allowed_methods("/users/u1/subscription/cancel"), "POST");
-        assert_eq!(allowed_methods("/users/u1"), "PUT");
+        assert_eq!(allowed_methods("/users/u1"), "PUT, DELETE");
+        assert_eq!(allowed_methods("/users/u1/export"), "GET");
     }
 
     #[test]

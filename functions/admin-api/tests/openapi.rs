@@ -18,7 +18,7 @@ use shared::{
     billing::*,
     delivery::{Deliver, DeliveryReport},
     domain::*,
-    store::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping},
+    store::{Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping, UserRecords},
 };
 
 fn openapi() -> Yaml {
@@ -83,6 +83,8 @@ fn every_problem_type_is_in_the_problem_schema() {
         AdminError::BillingUnavailable("x".into()).into(),
         AdminError::BadGateway("x".into()).into(),
         AdminError::Internal("x".into()).into(),
+        AdminError::UserErased(UserId::parse("u1").unwrap()).into(),
+        AdminError::ErasureUnfinished(Box::new(AdminError::BillingUnavailable("x".into()))).into(),
     ];
     for error in samples {
         let problem = error.to_problem();
@@ -110,6 +112,18 @@ impl Store for Down {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn put_cursor(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn erasure(&self, _: &UserId) -> Result<Option<Erasure>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn begin_erasure(&self, _: &UserId, _: DateTime<Utc>) -> Result<Erasure, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn erase_user(&self, _: &UserId, _: DateTime<Utc>) -> Result<Erased, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn user_records(&self, _: &UserId) -> Result<UserRecords, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn subscription(&self, _: &UserId) -> Result<Option<Subscription>, StoreError> {
@@ -297,6 +311,8 @@ async fn bad_input_is_rejected_before_any_port_is_called() {
             "validation_error",
         ),
         (event("GET", "/users/bad%23id/subscription", None, claims(), None, &[]), 422, "validation_error"),
+        (event("DELETE", "/users/bad%23id", None, claims(), None, &[]), 422, "validation_error"),
+        (event("GET", "/users/bad%23id/export", None, claims(), None, &[]), 422, "validation_error"),
         (event("GET", "/users/user-1/subscription/history", Some("limit=0"), claims(), None, &[]), 422, "validation_error"),
         (
             event("POST", "/users/user-1/subscription/cancel", None, claims(), Some(&serde_json::json!({"now": true})), &[]),

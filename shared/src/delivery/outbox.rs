@@ -246,6 +246,8 @@ impl OutboxDelivery {
             (OutboxPayload::Email { .. }, OutboxState::Failed) => ("EmailsFailed", true),
             (OutboxPayload::Email { .. }, OutboxState::DeadLettered) => ("EmailsDeadLettered", true),
             (OutboxPayload::Email { .. }, OutboxState::Pending) => ("EmailsRetried", true),
+            // Only an erasure stops an item; delivery never ends one so.
+            (OutboxPayload::Email { .. }, OutboxState::Erased) => ("EmailsErased", true),
             (OutboxPayload::Event { .. }, OutboxState::Sent) => ("DomainEventsPublished", false),
             (OutboxPayload::Event { .. }, OutboxState::DeadLettered) => ("DomainEventsDeadLettered", false),
             (OutboxPayload::Event { .. }, _) => ("DomainEventsRetried", false),

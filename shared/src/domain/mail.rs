@@ -174,6 +174,18 @@ email_contexts! {
 }
 
 impl EmailContext {
+    /// The facts without what identifies or reaches the person: the hosted invoice link
+    /// (a bearer URL to a page with the customer's name and address) and the issuer's
+    /// decline reason. Amounts, plans, dates and invoice numbers stay: they are the
+    /// financial record an erasure keeps. A new context with such a field adds it here.
+    pub fn anonymised(self) -> Self {
+        match self {
+            Self::PaymentReceipt(c) => Self::PaymentReceipt(PaymentReceiptContext { hosted_invoice_url: None, ..c }),
+            Self::PaymentFailed(c) => Self::PaymentFailed(PaymentFailedContext { hosted_invoice_url: None, failure_reason: None, ..c }),
+            other => other,
+        }
+    }
+
     /// The outbox item that delivers this e-mail; `dedupe` names the logical
     /// notification (e.g. the Stripe invoice id), so queuing it twice is a no-op.
     pub fn outbox_item(&self, user_id: &UserId, dedupe: &str, now: DateTime<Utc>) -> OutboxItem {

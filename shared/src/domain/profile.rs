@@ -92,6 +92,16 @@ impl UserProfile {
     }
 }
 
+/// A user's erasure (`DELETE /users/{user_id}`), kept on their profile item as its
+/// tombstone. From `started_at` on the profile reads as absent (nothing is mailed to them,
+/// no subscription is created for them) and cannot be written again: the user id is
+/// retired. `finished_at` is set by the last step, once no personal data is left locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// The body of `PUT /users/{user_id}` as it arrives.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

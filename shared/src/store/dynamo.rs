@@ -3,15 +3,18 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::SdkError,
-    operation::transact_write_items::TransactWriteItemsError,
+    operation::{transact_write_items::TransactWriteItemsError, update_item::builders::UpdateItemFluentBuilder},
     types::{AttributeValue, Put, TransactWriteItem},
     Client,
 };
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
-use super::{items, items::Item, keys, Change, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping};
-use crate::domain::{HistoryEntry, OutboxItem, OutboxState, StripeCustomerId, Subscription, UserId, UserProfile};
+use super::{
+    items, items::Item, keys, Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping,
+    UserRecords,
+};
+use crate::domain::{Erasure, HistoryEntry, OutboxItem, OutboxState, StripeCustomerId, Subscription, UserId, UserProfile};
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -43,6 +46,78 @@ impl DynamoStore {
             .await;
         dynamo_call("GetItem", if out.is_ok() { "ok" } else { "error" }, started);
         Ok(out.map_err(unavailable)?.item)
+    }
+
+    /// Every item under `USER#<user>`, strongly consistent, page after page.
+    async fn user_items(&self, user: &UserId) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(keys::user_pk(user)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn update(&self, pk: &str, sk: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+    }
+
+    /// Sends a conditional update: the item as written, `None` when its condition did not hold.
+    async fn updated(&self, update: UpdateItemFluentBuilder) -> Result<Option<Item>, StoreError> {
+        match update.return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew).send().await {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Writes outbox item `id` as erased (see [`OutboxItem::erased`]), unless a delivery
+    /// attempt records its outcome first: then it is read again and erased as it is now.
+    /// `None` when there is nothing to change (gone, an event, already erased); else
+    /// whether a pending e-mail was stopped.
+    async fn erase_outbox_item(&self, id: &str, at: DateTime<Utc>) -> Result<Option<bool>, StoreError> {
+        for _ in 0..=MAX_OUTBOX_RETRIES {
+            let Some(item) = self.outbox_item(id).await? else { return Ok(None) };
+            let erased = item.clone().erased(at);
+            if erased == item {
+                return Ok(None);
+            }
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(items::outbox(&erased)?))
+                .condition_expression("#state = :state AND attempts = :attempts")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":state", items::to_attr(&item.state)?)
+                .expression_attribute_values(":attempts", AttributeValue::N(item.attempts.to_string()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(Some(item.state == OutboxState::Pending && erased.state == OutboxState::Erased)),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => continue,
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(StoreError::Conflict(format!("outbox item {id} kept changing while it was erased")))
     }
 
     fn transaction(&self, change: &Change) -> Result<(Vec<TransactWriteItem>, Vec<Role>), StoreError> {
@@ -81,6 +156,11 @@ impl DynamoStore {
         for item in &change.outbox {
             writes.push(self.put(items::outbox(item)?, Some("attribute_not_exists(pk)"), &[])?);
             roles.push(Role::Outbox(item.id.clone()));
+            // Unconditional: a duplicate item's reference is rewritten as it was.
+            if let Some(user) = item.user_id() {
+                writes.push(self.put(items::outbox_ref(user, item), None, &[])?);
+                roles.push(Role::OutboxRef);
+            }
         }
         if let (Some(op_id), Some(user)) = (&change.closes_operation, &change.user_id) {
             writes.push(self.put(closed_operation(user, op_id)?, Some("op_id = :op"), &[(":op", AttributeValue::S(op_id.clone()))])?);
@@ -103,7 +183,8 @@ impl DynamoStore {
 impl Store for DynamoStore {
     #[instrument(skip(self), fields(user_id = %user))]
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
-        self.get(keys::user_pk(user), keys::PROFILE_SK).await?.map(items::from_item).transpose()
+        let item = self.get(keys::user_pk(user), keys::PROFILE_SK).await?;
+        item.filter(|item| erasure_of(item).is_none()).map(items::from_item).transpose()
     }
 
     #[instrument(skip_all, fields(user_id = %profile.user_id))]
@@ -111,20 +192,117 @@ impl Store for DynamoStore {
         // An update of every profile attribute but the Stripe customer, which only
         // `set_customer` writes: a profile edit racing a subscribe cannot erase it.
         let item = items::profile(profile)?;
-        let mut update = self.client.update_item().table_name(&self.table);
+        let mut update = self.update(&keys::user_pk(&profile.user_id), keys::PROFILE_SK);
         let mut sets = Vec::new();
         for (i, (name, value)) in item.into_iter().enumerate() {
-            match name.as_str() {
-                "pk" | "sk" => update = update.key(name, value),
-                "stripe_customer_id" => {}
-                _ => {
-                    sets.push(format!("#a{i} = :v{i}"));
-                    update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
+            if !matches!(name.as_str(), "pk" | "sk" | "stripe_customer_id") {
+                sets.push(format!("#a{i} = :v{i}"));
+                update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
+            }
+        }
+        // An erased user's tombstone is never written back into a profile.
+        let update =
+            update.update_expression(format!("SET {}", sets.join(", "))).condition_expression("attribute_not_exists(erasure_started_at)");
+        match self.updated(update).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict(format!("user {} is erased", profile.user_id))),
+        }
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn erasure(&self, user: &UserId) -> Result<Option<Erasure>, StoreError> {
+        Ok(self.get(keys::user_pk(user), keys::PROFILE_SK).await?.as_ref().and_then(erasure_of))
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn begin_erasure(&self, user: &UserId, at: DateTime<Utc>) -> Result<Erasure, StoreError> {
+        let update = self
+            .update(&keys::user_pk(user), keys::PROFILE_SK)
+            .update_expression("SET erasure_started_at = if_not_exists(erasure_started_at, :at)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", AttributeValue::S(keys::timestamp(at)));
+        let written = self.updated(update).await?.ok_or_else(|| StoreError::Conflict(format!("user {user} has no profile to erase")))?;
+        erasure_of(&written).ok_or_else(|| StoreError::Corrupt("the profile has no erasure after starting one".into()))
+    }
+
+    /// Item by item, each write idempotent: the profile's personal attributes, each
+    /// comment, each referenced e-mail; `erased_at` last, so an unfinished erasure reads
+    /// as unfinished until everything before it is done.
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn erase_user(&self, user: &UserId, at: DateTime<Utc>) -> Result<Erased, StoreError> {
+        let pk = keys::user_pk(user);
+        let mut erased = Erased::default();
+        for item in self.user_items(user).await? {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if sk == keys::PROFILE_SK {
+                let update = self.update(&pk, &sk).update_expression(format!("REMOVE {}", PERSONAL_PROFILE_ATTRIBUTES.join(", ")));
+                if self.updated(update.condition_expression("attribute_exists(erasure_started_at)")).await?.is_none() {
+                    return Err(StoreError::Conflict(format!("user {user} has no erasure started")));
+                }
+            } else if sk == keys::SUBSCRIPTION_SK && item.contains_key("comment") {
+                // The version moves, so a writer that read the record with its comment
+                // cannot put it back (its version check fails and it reads again).
+                let update = self
+                    .update(&pk, &sk)
+                    .update_expression("REMOVE #comment SET version = version + :one")
+                    .expression_attribute_names("#comment", "comment")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .condition_expression("attribute_exists(pk)");
+                erased.comments += u32::from(self.updated(update).await?.is_some());
+            } else if sk.starts_with(keys::HISTORY_PREFIX) && item.contains_key("comment") {
+                let update = self
+                    .update(&pk, &sk)
+                    .update_expression("REMOVE #comment")
+                    .expression_attribute_names("#comment", "comment")
+                    .condition_expression("attribute_exists(pk)");
+                erased.comments += u32::from(self.updated(update).await?.is_some());
+            } else if let Some(id) = sk.strip_prefix(keys::OUTBOX_REF_PREFIX) {
+                if let Some(stopped) = self.erase_outbox_item(id, at).await? {
+                    erased.outbox_items += 1;
+                    erased.mails_stopped += u32::from(stopped);
                 }
             }
         }
-        update.update_expression(format!("SET {}", sets.join(", "))).send().await.map_err(unavailable)?;
-        Ok(())
+        let finish = self
+            .update(&pk, keys::PROFILE_SK)
+            .update_expression("SET erased_at = if_not_exists(erased_at, :at)")
+            .expression_attribute_values(":at", AttributeValue::S(keys::timestamp(at)))
+            .condition_expression("attribute_exists(erasure_started_at)");
+        if self.updated(finish).await?.is_none() {
+            return Err(StoreError::Conflict(format!("user {user} has no erasure to finish")));
+        }
+        Ok(erased)
+    }
+
+    #[instrument(skip(self), fields(user_id = %user))]
+    async fn user_records(&self, user: &UserId) -> Result<UserRecords, StoreError> {
+        let mut records = UserRecords::default();
+        for item in self.user_items(user).await? {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if sk == keys::PROFILE_SK {
+                records.erasure = erasure_of(&item);
+                records.stripe_customer_id = match item.get("stripe_customer_id").and_then(|v| v.as_s().ok()) {
+                    Some(raw) => Some(StripeCustomerId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                    None => None,
+                };
+                // A tombstone (or an erasure half-way) does not read as a profile.
+                records.profile = if records.erasure.is_some() { None } else { Some(items::from_item(item)?) };
+            } else if sk == keys::SUBSCRIPTION_SK {
+                records.subscription = Some(items::from_item(item)?);
+            } else if sk == keys::OPERATION_SK {
+                records.operation = Some(items::from_item(item)?);
+            } else if sk.starts_with(keys::HISTORY_PREFIX) {
+                records.history.push(items::from_item(item)?);
+            } else if let Some(id) = sk.strip_prefix(keys::OUTBOX_REF_PREFIX) {
+                if let Some(outbox) = self.outbox_item(id).await? {
+                    records.outbox.push(outbox);
+                }
+            }
+        }
+        // The query reads keys in ascending order: history oldest first.
+        records.history.reverse();
+        records.outbox.sort_by_key(|o| o.created_at);
+        Ok(records)
     }
 
     async fn cursor(&self, job: &str) -> Result<Option<String>, StoreError> {
@@ -149,23 +327,14 @@ impl Store for DynamoStore {
 
     #[instrument(skip(self), fields(user_id = %user))]
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(keys::user_pk(user)))
-            .key("sk", AttributeValue::S(keys::PROFILE_SK.to_owned()))
+        let update = self
+            .update(&keys::user_pk(user), keys::PROFILE_SK)
             .update_expression("SET stripe_customer_id = :c")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":c", AttributeValue::S(customer.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("user {user} has no profile to record customer {customer} on")))
-            }
-            Err(err) => Err(unavailable(err)),
+            .expression_attribute_values(":c", AttributeValue::S(customer.to_string()));
+        match self.updated(update).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict(format!("user {user} has no profile to record customer {customer} on"))),
         }
     }
 
@@ -252,6 +421,7 @@ impl Store for DynamoStore {
                     Role::Outbox(id) => existing_outbox.push(id.clone()),
                     Role::History => return Err(StoreError::Conflict("history entry exists".into())),
                     Role::Operation => return Err(StoreError::Conflict("the operation was taken over by another request".into())),
+                    Role::OutboxRef => {}
                 }
             }
             if existing_outbox.is_empty() {
@@ -443,7 +613,20 @@ enum Role {
     History,
     Mapping,
     Outbox(String),
+    OutboxRef,
     Operation,
+}
+
+/// The profile attributes that identify the person; an erasure removes them.
+const PERSONAL_PROFILE_ATTRIBUTES: [&str; 4] = ["email", "full_name", "username", "user_type"];
+
+/// The erasure a profile item records, if any.
+fn erasure_of(item: &Item) -> Option<Erasure> {
+    let time = |name: &str| {
+        let text = item.get(name)?.as_s().ok()?;
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    };
+    Some(Erasure { started_at: time("erasure_started_at")?, finished_at: time("erased_at") })
 }
 
 /// The operation item once closed: nothing in flight for the user.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{keys, StoreError};
-use crate::domain::{HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, UserProfile};
+use crate::domain::{HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, UserId, UserProfile};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -67,8 +67,7 @@ pub fn ledger(event_id: &str, event_type: &str, received_at: DateTime<Utc>) -> I
     let mut item = with_keys(Item::new(), keys::event_pk(event_id), keys::LEDGER_SK, "stripe_event");
     item.insert("event_type".into(), s(event_type));
     item.insert("received_at".into(), s(keys::timestamp(received_at)));
-    let expires = received_at.timestamp() + keys::LEDGER_TTL_DAYS * 86_400;
-    item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
+    item.insert("expires_at".into(), epoch_after(received_at, keys::LEDGER_TTL_DAYS));
     item
 }
 
@@ -99,8 +98,27 @@ pub fn outbox(item: &OutboxItem) -> Result<Item, StoreError> {
         let (pk, sk) = keys::pending_keys(&item.id, item.next_attempt_at);
         out.insert("pend_pk".into(), s(pk));
         out.insert("pend_sk".into(), s(sk));
+    } else {
+        // Delivery is over: the table's TTL removes the item after the retention, counted
+        // from the send or the last attempt (an erased item's is its stop).
+        let last = item.sent_at.unwrap_or(item.next_attempt_at);
+        out.insert("expires_at".into(), epoch_after(last, keys::OUTBOX_RETENTION_DAYS));
     }
     Ok(out)
+}
+
+/// The user's reference to an outbox item about them (see [`keys::OUTBOX_REF_PREFIX`]);
+/// it holds the id only and expires after its item can have.
+pub fn outbox_ref(user: &UserId, item: &OutboxItem) -> Item {
+    let mut out = with_keys(Item::new(), keys::user_pk(user), &keys::outbox_ref_sk(&item.id), "outbox_ref");
+    out.insert("outbox_id".into(), s(&item.id));
+    out.insert("expires_at".into(), epoch_after(item.created_at, keys::OUTBOX_REF_TTL_DAYS));
+    out
+}
+
+/// A TTL value: epoch seconds `days` after `at`.
+fn epoch_after(at: DateTime<Utc>, days: i64) -> AttributeValue {
+    AttributeValue::N((at.timestamp() + days * 86_400).to_string())
 }
 
 pub fn outbox_from(item: &Item) -> Result<OutboxItem, StoreError> {
@@ -136,4 +154,36 @@ fn payload_from(raw: &str) -> OutboxPayload {
 
 pub fn to_attr<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
     serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::EmailContext;
+
+    fn expires_at(item: &Item) -> Option<i64> {
+        item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+    }
+
+    #[test]
+    fn outbox_items_expire_only_once_delivery_is_over() {
+        let user = UserId::parse("u1").unwrap();
+        let now = Utc::now();
+        let mut item = EmailContext::samples().remove(0).outbox_item(&user, "x", now);
+        let pending = outbox(&item).unwrap();
+        assert_eq!(expires_at(&pending), None, "a pending item never expires");
+        assert!(pending.contains_key("pend_pk"));
+
+        let sent_at = now + Duration::minutes(3);
+        item.state = OutboxState::Sent;
+        item.sent_at = Some(sent_at);
+        let sent = outbox(&item).unwrap();
+        assert_eq!(expires_at(&sent), Some(sent_at.timestamp() + keys::OUTBOX_RETENTION_DAYS * 86_400));
+        assert!(!sent.contains_key("pend_pk"));
+
+        let reference = outbox_ref(&user, &item);
+        assert_eq!(expires_at(&reference), Some(now.timestamp() + keys::OUTBOX_REF_TTL_DAYS * 86_400));
+    }
 }

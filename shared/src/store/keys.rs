@@ -24,6 +24,18 @@ pub const MAP_SK: &str = "MAP";
 pub const LEDGER_SK: &str = "LEDGER";
 pub const OUTBOX_SK: &str = "OUTBOX";
 pub const OPERATION_SK: &str = "OPERATION";
+/// A user's reference to an outbox item about them, `OUTBOX#<id>` under `USER#<user_id>`:
+/// an erasure or an export finds the user's items with one strongly consistent `Query`
+/// (the items themselves are keyed by notification, not by user).
+pub const OUTBOX_REF_PREFIX: &str = "OUTBOX#";
+/// Days an outbox item is kept once its delivery is over (sent, failed, dead-lettered,
+/// erased), counted from its last attempt: long enough to answer "did they get the
+/// receipt?" and to inspect a failure, short enough not to keep mail history for ever.
+pub const OUTBOX_RETENTION_DAYS: i64 = 30;
+/// Days a reference outlives its item's creation: the retention plus more than an item
+/// can stay pending (five attempts, at most six hours apart).
+pub const OUTBOX_REF_TTL_DAYS: i64 = OUTBOX_RETENTION_DAYS + 7;
+const _: () = assert!(OUTBOX_REF_TTL_DAYS > OUTBOX_RETENTION_DAYS, "a reference outlives its item");
 
 pub fn history_sk(at: DateTime<Utc>, version: u64) -> String {
     format!("{HISTORY_PREFIX}{}#{version:010}", timestamp(at))
@@ -39,6 +51,9 @@ pub fn event_pk(event_id: &str) -> String {
 }
 pub fn outbox_pk(id: &str) -> String {
     format!("OUTBOX#{id}")
+}
+pub fn outbox_ref_sk(id: &str) -> String {
+    format!("{OUTBOX_REF_PREFIX}{id}")
 }
 
 /// Fixed-width UTC timestamps sort lexicographically in time order.

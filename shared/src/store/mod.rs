@@ -10,7 +10,11 @@
 //! | Stripe customer → user | `STRIPE_CUSTOMER#<cus_…>` | `MAP` | |
 //! | Stripe subscription → user | `STRIPE_SUBSCRIPTION#<sub_…>` | `MAP` | |
 //! | Stripe event ledger | `STRIPE_EVENT#<evt_…>` | `LEDGER` | `expires_at` (TTL) after 30 days |
-//! | outbox item | `OUTBOX#<id>` | `OUTBOX` | `pend_pk`/`pend_sk` while pending |
+//! | outbox item | `OUTBOX#<id>` | `OUTBOX` | `pend_pk`/`pend_sk` while pending; `expires_at` (TTL) 30 days after delivery ends |
+//! | outbox reference | `USER#<user_id>` | `OUTBOX#<id>` | per item about the user, same transaction; `expires_at` (TTL) |
+//!
+//! An erased user's profile item stays as a tombstone: `erasure_started_at` (and
+//! `erased_at` when finished), the Stripe customer id, no e-mail and no names.
 //!
 //! ## Why mapping items, not a GSI, for Stripe ids
 //! A webhook for a subscription can arrive milliseconds after the admin call that
@@ -44,23 +48,42 @@ mod model;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{HistoryEntry, OutboxItem, StripeCustomerId, Subscription, UserId, UserProfile};
+use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscription, UserId, UserProfile};
 
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
-pub use model::{Change, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping, SubscriptionWrite};
+pub use model::{
+    Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping, SubscriptionWrite,
+    UserRecords,
+};
 
 /// Every read and write the functions make of the subscription table. Reads are strongly
 /// consistent unless they go through an index (`expiring`, `pending_outbox`).
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// The user's profile; `None` also once their erasure has started.
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError>;
     /// Creates or replaces the profile's own fields; the recorded Stripe customer stays.
+    /// [`StoreError::Conflict`] when the user is (being) erased.
     async fn put_profile(&self, profile: &UserProfile) -> Result<(), StoreError>;
     /// A job's persisted position (what it is, is the job's: JSON, say), if it has one.
     async fn cursor(&self, job: &str) -> Result<Option<String>, StoreError>;
     /// Replaces a job's persisted position.
     async fn put_cursor(&self, job: &str, position: &str) -> Result<(), StoreError>;
+    /// The user's erasure, if one has started.
+    async fn erasure(&self, user: &UserId) -> Result<Option<Erasure>, StoreError>;
+    /// Starts the user's erasure at `at` (a retry keeps the first start): from then on
+    /// [`Store::profile`] reads `None` and [`Store::put_profile`] is refused. Returns the
+    /// erasure as stored; [`StoreError::Conflict`] when the user has no profile.
+    async fn begin_erasure(&self, user: &UserId, at: DateTime<Utc>) -> Result<Erasure, StoreError>;
+    /// Removes the personal data held about a user whose erasure has started: the
+    /// profile's e-mail and names, the comments on the subscription and its history, the
+    /// personal facts of e-mail outbox items (pending ones are stopped for good); keeps
+    /// ids, tiers, statuses, amounts and dates. Then marks the erasure finished. Every step
+    /// is idempotent, so after a crash the next call finishes the job.
+    async fn erase_user(&self, user: &UserId, at: DateTime<Utc>) -> Result<Erased, StoreError>;
+    /// Everything held about the user (see [`UserRecords`]).
+    async fn user_records(&self, user: &UserId) -> Result<UserRecords, StoreError>;
     /// Records the user's Stripe customer on their profile (which must exist).
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError>;
     /// The user's current subscription record.

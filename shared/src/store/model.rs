@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{HistoryEntry, OutboxItem, Subscription, UserId};
+use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscription, UserId, UserProfile};
 
 /// The subscription half of a [`Change`].
 #[derive(Debug, Clone)]
@@ -116,4 +116,39 @@ pub struct ExpiryPage {
 pub struct PendingPage {
     pub items: Vec<OutboxItem>,
     pub scanned: u64,
+}
+
+/// Everything the table holds about one user, read strongly consistently: the items under
+/// `USER#<user_id>` and the outbox items they reference.
+#[derive(Debug, Clone, Default)]
+pub struct UserRecords {
+    /// `None` once the profile is erased (or never existed).
+    pub profile: Option<UserProfile>,
+    pub erasure: Option<Erasure>,
+    /// The customer recorded on the profile item (kept on the tombstone).
+    pub stripe_customer_id: Option<StripeCustomerId>,
+    pub subscription: Option<Subscription>,
+    /// Newest first, all of it.
+    pub history: Vec<HistoryEntry>,
+    /// Oldest first; a reference whose item has expired is skipped.
+    pub outbox: Vec<OutboxItem>,
+    pub operation: Option<Operation>,
+}
+
+impl UserRecords {
+    /// Whether the table holds nothing at all about the user.
+    pub fn is_empty(&self) -> bool {
+        self.profile.is_none() && self.erasure.is_none() && self.subscription.is_none() && self.history.is_empty()
+    }
+}
+
+/// What [`super::Store::erase_user`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Comments removed from the subscription and its history entries.
+    pub comments: u32,
+    /// Outbox items anonymised.
+    pub outbox_items: u32,
+    /// Pending e-mails stopped before they were sent.
+    pub mails_stopped: u32,
 }

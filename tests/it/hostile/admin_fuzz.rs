@@ -95,6 +95,12 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation_as_admin() {
     let run =
         run_schemathesis(&served.url, max, &["--checks", "all", "-H", &format!("Authorization: Bearer {}", serve::TOKEN)], "admin").await;
     assert!(run.cases >= 1_000, "only {} cases generated (need ≥ 1,000):\n{}", run.cases, run.output);
+    // Every route was exercised, the erasure and the export included.
+    let routes = served.routes();
+    for route in admin_api::ROUTES {
+        let key = format!("{} {}", route.method, route.path);
+        assert!(routes.get(&key).copied().unwrap_or(0) > 0, "schemathesis never reached {key}: {routes:?}");
+    }
     super::finish("admin API fuzz (schemathesis, admin)", run.cases, 0, 0);
 }
 

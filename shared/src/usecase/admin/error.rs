@@ -15,6 +15,12 @@ pub enum AdminError {
     UserNotFound(UserId),
     #[error("user {0} has no subscription")]
     SubscriptionNotFound(UserId),
+    /// The user was erased: the id is retired, nothing is recorded for it again.
+    #[error("user {0} was erased")]
+    UserErased(UserId),
+    /// An erasure that may have started did not finish; a retry continues it.
+    #[error("erasure unfinished: {0}")]
+    ErasureUnfinished(Box<AdminError>),
     /// The request conflicts with the subscription's current state.
     #[error("conflict ({code}): {detail}")]
     Conflict { code: &'static str, detail: String },

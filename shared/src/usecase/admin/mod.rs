@@ -1,5 +1,5 @@
 //! The admin use cases: profiles, and a user's subscription — create (paid, granted or
-//! free), change tier, cancel, reactivate, read, history. The admin API's handlers extract
+//! free), change tier, cancel, reactivate, read, history — and a user's erasure and export. The admin API's handlers extract
 //! the request, call one method here, and render the result or the [`AdminError`].
 //!
 //! Every change follows the same order: read the local state, make the Stripe calls
@@ -15,6 +15,7 @@
 //! answer is that state (`Unchanged`), not an error; otherwise `concurrent_change`.
 
 mod cancel;
+mod erase;
 mod error;
 mod profile;
 mod read;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use erase::{ErasureOutcome, ErasureReport};
 pub use error::{AdminError, BillingStep};
 
 use crate::{

@@ -1,4 +1,5 @@
-//! `PUT /users/{user_id}`: the user's profile, mirrored to their Stripe customer.
+//! `PUT /users/{user_id}`: the user's profile, mirrored to their Stripe customer. An
+//! erased user's profile is never written again (`410 user_erased`).
 
 use tracing::instrument;
 
@@ -7,6 +8,7 @@ use crate::{
     billing::CustomerDetails,
     domain::{ProfileUpdate, UserId, UserProfile},
     metrics,
+    store::StoreError,
 };
 
 impl AdminService {
@@ -22,7 +24,11 @@ impl AdminService {
                 self.sync_customer(previous, &profile).await?;
             }
         }
-        self.store.put_profile(&profile).await?;
+        self.store.put_profile(&profile).await.map_err(|err| match err {
+            // The tombstone refuses the write: an erased user's id is retired.
+            StoreError::Conflict(_) => AdminError::UserErased(user.clone()),
+            other => other.into(),
+        })?;
         metrics::count("ProfilesUpserted", &[]);
         // The stored profile keeps its recorded customer (`put_profile` leaves it).
         let stripe_customer_id = previous.as_ref().and_then(|p| p.stripe_customer_id.clone());

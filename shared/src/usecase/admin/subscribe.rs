@@ -19,6 +19,9 @@
 //! retries converge on one customer, and recorded on the profile at once, before anything
 //! is charged: every later operation uses it without asking Stripe's search, which lags
 //! creation.
+//!
+//! An erasure (see [`super::erase`]) holds the same operation: a create re-reads the
+//! profile once it holds the operation, so it never creates for a user being erased.
 
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -44,7 +47,7 @@ impl AdminService {
     #[instrument(skip_all, fields(user_id = %user, actor = %caller.actor))]
     pub async fn put_subscription(&self, user: UserId, update: SubscriptionUpdate, caller: &Caller) -> Result<Changed, AdminError> {
         let request = update.validate()?;
-        let profile = self.store.profile(&user).await?.ok_or_else(|| AdminError::UserNotFound(user.clone()))?;
+        let profile = self.live_profile(&user).await?;
         let current = self.store.subscription(&user).await?;
         if !creates_at_stripe(current.as_ref(), &request) {
             return self.dispatch(&profile, current, request, caller, None).await;
@@ -80,6 +83,11 @@ impl AdminService {
         op_id: &str,
         dangling: Option<Operation>,
     ) -> (Result<Changed, AdminError>, Settled) {
+        // An erasure may have run between the first read and the operation: once it has
+        // started, the profile reads as absent and nothing is created for the user.
+        if let Err(err) = self.live_profile(&profile.user_id).await {
+            return (Err(err), Settled::Close);
+        }
         if let Some(dangling) = dangling {
             if let Err(err) = self.recover(profile, &dangling).await {
                 return (Err(err), Settled::Open);
