@@ -824,7 +824,7 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
     let n = env_or("BENCH_JOB_DUE", 20);
     let now = base_time();
     let mut detail = String::from(
-        "| table size | due (warn + lapsed) | items read | due work (design minimum) | Δ | DynamoDB requests | moto time per request | daily wall time | outside DynamoDB | summary |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| table size | due (warn + lapsed) | items read | due work (design minimum) | Δ | DynamoDB requests | moto time per request | daily wall time | outside DynamoDB | summary |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     let mut reads_by_size = Vec::new();
     for factor in [1usize, 10, 100] {
@@ -964,7 +964,7 @@ async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
     let base = env_or("BENCH_RECONCILE_SUBSCRIPTIONS", 10);
     let changes = 20usize;
     let mut detail = String::from(
-        "| subscriptions | missed changes | replay: Stripe requests (list + re-fetch) | replay: events handled | replay wall time | sweep: Stripe requests | sweep: DynamoDB requests | sweep wall time | sweep found |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| subscriptions | missed changes | replay: Stripe requests (list + re-fetch) | replay: events handled | replay: DynamoDB requests | replay wall time | sweep: Stripe requests | sweep: DynamoDB requests | sweep wall time | sweep found |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     let mut replay_requests = Vec::new();
     for factor in [1usize, 10, 100] {
@@ -999,10 +999,12 @@ async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
         }
         let replay = Replay::new(up.clone(), ReplaySettings { overlap: ChronoDuration::zero(), ..ReplaySettings::default() });
         let before = sim.handle.request_count();
+        stack.proxy.reset();
         let t = Instant::now();
         let replayed = replay.run(Utc::now(), &|| true).await.expect("replay");
         let replay_wall = t.elapsed();
         let replay_stripe = sim.handle.request_count() - before;
+        let (replay_ddb, _) = stack.proxy.totals("DynamoDB_");
         replay_requests.push(replay_stripe);
 
         let before = sim.handle.request_count();
@@ -1014,7 +1016,7 @@ async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
         let (ddb, _) = stack.proxy.totals("DynamoDB_");
         let _ = writeln!(
             detail,
-            "| {n} ({factor}×) | {changes} | {replay_stripe} ({} + {}) | {} replayed of {} listed | {} | {sweep_stripe} (N/100 + 1 = {}) | {ddb} | {} | seen {}, repaired {}, adopted {}, flagged {} |",
+            "| {n} ({factor}×) | {changes} | {replay_stripe} ({} + {}) | {} replayed of {} listed | {replay_ddb} | {} | {sweep_stripe} (N/100 + 1 = {}) | {ddb} | {} | seen {}, repaired {}, adopted {}, flagged {} |",
             replayed.pages,
             replay_stripe - replayed.pages,
             replayed.replayed,

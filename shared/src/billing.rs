@@ -118,6 +118,15 @@ impl InvoiceStatus {
     }
 }
 
+/// An invoice and, when it belongs to one, its subscription as Stripe has it now,
+/// read in one request (the subscription expanded into the invoice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRead {
+    pub invoice: InvoiceSnapshot,
+    /// `None` for an invoice of no subscription (a one-off invoice).
+    pub subscription: Option<StripeSnapshot>,
+}
+
 /// An invoice, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceSnapshot {
@@ -223,7 +232,9 @@ pub trait BillingGateway: Send + Sync {
         proration: Proration,
         key: &IdempotencyKey,
     ) -> Result<StripeSnapshot, BillingError>;
-    async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError>;
+    /// The invoice with its subscription's current state: one Stripe request, where an
+    /// invoice event needs both.
+    async fn invoice(&self, id: &str) -> Result<InvoiceRead, BillingError>;
     /// One page (up to 100) of Stripe's event log, newest first. Stripe keeps 30 days.
     async fn events(&self, query: &EventQuery) -> Result<Page<ListedEvent>, BillingError>;
     /// One page (up to 100) of every subscription in any status, newest first, older than

@@ -412,7 +412,7 @@ async fn admin_api_emits_business_and_dependency_metrics() {
 
 /// stripe-webhook: events by type and outcome (the rejection alarm's series included), the
 /// payment the event reported (dimensionless, as the failure-rate alarm reads it), and the
-/// Stripe re-fetches it made.
+/// one Stripe re-fetch and the reads it made.
 #[tokio::test]
 async fn stripe_webhook_emits_events_payments_and_stripe_calls() {
     let runs = runs().await;
@@ -424,7 +424,10 @@ async fn stripe_webhook_emits_events_payments_and_stripe_calls() {
     assert_eq!(value(&docs, "PaymentsSucceeded", &[]), 1.0);
     assert_eq!(value(&docs, "PaymentsFailed", &[]), 0.0);
     assert!(has(&cat, "StripeCalls", "Count", &["Operation=retrieve_invoice", "Outcome=ok"]), "{cat:#?}");
-    assert!(has(&cat, "StripeLatency", "Milliseconds", &["Operation=retrieve_subscription", "Outcome=ok"]), "{cat:#?}");
+    assert!(has(&cat, "StripeLatency", "Milliseconds", &["Operation=retrieve_invoice", "Outcome=ok"]), "{cat:#?}");
+    // The invoice came with its subscription: no second Stripe read.
+    assert!(!has(&cat, "StripeCalls", "Count", &["Operation=retrieve_subscription", "Outcome=ok"]), "{cat:#?}");
+    assert!(has(&cat, "DynamoCalls", "Count", &["Operation=BatchGetItem", "Outcome=ok"]), "{cat:#?}");
     assert!(has(&cat, "DynamoCalls", "Count", &["Operation=TransactWriteItems", "Outcome=ok"]), "{cat:#?}");
 }
 
@@ -488,7 +491,7 @@ async fn logs_are_json_with_the_fields_on_call_searches_by() {
         log_lines(&runs.webhook.stdout).into_iter().filter(|l| spans(l).iter().any(|s| s["name"] == "process")).collect();
     let call = inside
         .iter()
-        .find(|l| l["message"] == "stripe call" && l["stripe.op"] == "retrieve_subscription")
+        .find(|l| l["message"] == "stripe call" && l["stripe.op"] == "retrieve_invoice")
         .expect("stripe call inside the event's span");
     let process = spans(call).into_iter().find(|s| s["name"] == "process").unwrap();
     assert!(process["event_id"].as_str().is_some_and(|e| e.starts_with("evt_")), "{call}");

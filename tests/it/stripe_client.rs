@@ -161,7 +161,7 @@ async fn a_card_that_fails_to_charge_leaves_an_incomplete_subscription_with_an_a
     assert_eq!(action.status, "requires_payment_method");
     assert!(action.message.is_some());
 
-    let invoice = ctx.billing.invoice(&action.invoice_id).await.unwrap();
+    let invoice = ctx.billing.invoice(&action.invoice_id).await.unwrap().invoice;
     assert_eq!(invoice.status, InvoiceStatus::Open);
     assert_eq!(invoice.amount_paid.amount, 0);
     assert!(invoice.amount_due.amount > 0);
@@ -198,7 +198,7 @@ async fn a_granted_trial_has_no_card_and_charges_nothing() {
     assert_eq!(raw["trial_settings"]["end_behavior"]["missing_payment_method"], "cancel");
     assert!(raw["default_payment_method"].is_null());
     if let Some(invoice_id) = raw["latest_invoice"].as_str() {
-        let invoice = ctx.billing.invoice(invoice_id).await.unwrap();
+        let invoice = ctx.billing.invoice(invoice_id).await.unwrap().invoice;
         assert_eq!(invoice.amount_paid.amount, 0);
         assert_eq!(invoice.amount_due.amount, 0);
     }
@@ -253,7 +253,7 @@ async fn invoice_amounts_are_integer_minor_units() {
     let price = ctx.get(&format!("/prices/{PRICE_PREMIUM}")).await;
     let unit_amount = price["unit_amount"].as_i64().expect("unit amount");
 
-    let invoice = ctx.billing.invoice(invoice_id).await.unwrap();
+    let invoice = ctx.billing.invoice(invoice_id).await.unwrap().invoice;
     assert_eq!(invoice.id, invoice_id);
     assert_eq!(invoice.status, InvoiceStatus::Paid);
     assert_eq!(invoice.amount_paid.amount, unit_amount);

@@ -35,7 +35,7 @@ fn function_sources(crate_src: &Path) -> String {
     let usecases = workspace_root().join("shared/src/usecase");
     let mut included = BTreeSet::new();
     loop {
-        let next: Vec<&str> = ["admin", "stripe_event", "sync"]
+        let next: Vec<&str> = ["admin", "catch_up", "lifecycle", "stripe_event", "sync"]
             .into_iter()
             .filter(|m| !included.contains(m) && text.contains(&format!("usecase::{m}")))
             .collect();
@@ -72,8 +72,9 @@ fn required_vars(text: &str) -> BTreeSet<String> {
 fn store_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
     let text = std::fs::read_to_string(workspace_root().join("shared/src/store/dynamo.rs")).unwrap();
     let (helpers, port) = text.split_once("impl Store for DynamoStore").expect("the adapter implements the Store port");
-    let calls: [(&str, &[&str]); 6] = [
+    let calls: [(&str, &[&str]); 7] = [
         (".get_item()", &["dynamodb:GetItem"]),
+        (".batch_get_item()", &["dynamodb:BatchGetItem"]),
         (".put_item()", &["dynamodb:PutItem"]),
         (".update_item()", &["dynamodb:UpdateItem"]),
         (".delete_item()", &["dynamodb:DeleteItem"]),
@@ -112,6 +113,7 @@ fn store_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
     // Guards the guard: a method that works only through helpers is still traced.
     assert!(out["erase_user"].contains("dynamodb:Query") && out["erase_user"].contains("dynamodb:UpdateItem"), "{:?}", out["erase_user"]);
     assert!(out["profile"].contains("dynamodb:GetItem"), "{:?}", out["profile"]);
+    assert!(out["event_context"].contains("dynamodb:BatchGetItem"), "{:?}", out["event_context"]);
     out
 }
 

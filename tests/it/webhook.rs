@@ -336,6 +336,35 @@ async fn hand_signed_event_types_are_handled() {
     assert!(!rig.outbox_ids().await.iter().any(|i| i.contains("-action")));
 }
 
+/// An invoice event needs the invoice and its subscription's current state: one Stripe
+/// request reads both (the subscription expanded into the invoice), and the record is
+/// brought in line from the subscription read that way.
+#[tokio::test]
+async fn an_invoice_event_reads_stripe_once() {
+    let rig = Rig::new().await;
+    let clock = rig.sim.clock(start_time()).await;
+    let (user, customer) = rig.customer("one-read-user", &clock).await;
+    let pm = rig.attach(&customer, "pm_card_visa").await;
+    let sub_id = rig.subscribe(&customer, &[("default_payment_method", &pm)]).await;
+    let invoice = rig.sim.get(&format!("/v1/subscriptions/{sub_id}")).await["latest_invoice"].clone();
+    let invoice_id = invoice.as_str().map(str::to_owned).unwrap_or_else(|| invoice["id"].as_str().unwrap().to_owned());
+    let receipt = format!("email:payment_receipt:{invoice_id}");
+    assert!(rig.outbox_ids().await.contains(&receipt), "the delivered invoice.paid queued the receipt");
+
+    rig.sim.handle.reset_request_counts();
+    let object = json!({"id": invoice_id, "object": "invoice", "customer": customer,
+                        "parent": {"subscription_details": {"subscription": sub_id}}});
+    let (status, reply) = rig.post_event(&event("evt_one_read", "invoice.paid", object)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(rig.sim.handle.request_count_for("GET /v1/invoices/{id}"), 1);
+    assert_eq!(rig.sim.handle.request_count_for("GET /v1/subscriptions/{id}"), 0, "the subscription came with the invoice");
+    assert_eq!(rig.sim.handle.request_count(), 1, "{:?}", rig.sim.handle.request_counts());
+    // The state read that way is the subscription's: still active, premium.
+    let local = rig.local(&user).await;
+    assert_eq!((local.status, local.tier), (SubscriptionStatus::Active, Tier::Premium));
+    assert_eq!(local.stripe_subscription_id.as_ref().map(|s| s.to_string()), Some(sub_id));
+}
+
 #[tokio::test]
 async fn checkout_completion_links_a_subscription_to_its_user() {
     let rig = Rig::new().await;

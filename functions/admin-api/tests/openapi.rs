@@ -18,7 +18,9 @@ use shared::{
     billing::*,
     delivery::{Deliver, DeliveryReport},
     domain::*,
-    store::{Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping, UserRecords},
+    store::{
+        Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping, UserRecords,
+    },
 };
 
 fn openapi() -> Yaml {
@@ -106,6 +108,9 @@ impl Store for Down {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn set_customer(&self, _: &UserId, _: &StripeCustomerId) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn event_context(&self, _: Option<&str>, _: &[StripeMapping]) -> Result<EventContext, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn cursor(&self, _: &str) -> Result<Option<String>, StoreError> {
@@ -211,7 +216,7 @@ impl BillingGateway for Down {
     ) -> Result<StripeSnapshot, BillingError> {
         Err(down())
     }
-    async fn invoice(&self, _: &str) -> Result<InvoiceSnapshot, BillingError> {
+    async fn invoice(&self, _: &str) -> Result<InvoiceRead, BillingError> {
         Err(down())
     }
     async fn subscription_of_operation(&self, _: &StripeCustomerId, _: &str) -> Result<Option<StripeSnapshot>, BillingError> {

@@ -4,15 +4,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::SdkError,
     operation::{transact_write_items::TransactWriteItemsError, update_item::builders::UpdateItemFluentBuilder},
-    types::{AttributeValue, Put, TransactWriteItem},
+    types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem},
     Client,
 };
+use std::{collections::HashMap, time::Duration};
+
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::{
-    items, items::Item, keys, Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError, StripeMapping,
-    UserRecords,
+    items, items::Item, keys, Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError,
+    StripeMapping, UserRecords,
 };
 use crate::domain::{Erasure, HistoryEntry, OutboxItem, OutboxState, StripeCustomerId, Subscription, UserId, UserProfile};
 
@@ -46,6 +48,48 @@ impl DynamoStore {
             .await;
         dynamo_call("GetItem", if out.is_ok() { "ok" } else { "error" }, started);
         Ok(out.map_err(unavailable)?.item)
+    }
+
+    /// The items of `wanted` (pk, sk) that exist, by key: one `BatchGetItem`, strongly
+    /// consistent, plus bounded re-asks of what DynamoDB leaves unprocessed.
+    async fn batch_get(&self, wanted: &[(String, String)]) -> Result<HashMap<(String, String), Item>, StoreError> {
+        const ATTEMPTS: u32 = 4;
+        let backoff = crate::backoff::Backoff { base: Duration::from_millis(25), factor: 4, max: Duration::from_secs(1) };
+        let mut found = HashMap::new();
+        // DynamoDB refuses a batch that names one key twice.
+        let unique: std::collections::BTreeSet<&(String, String)> = wanted.iter().collect();
+        let mut keys: Vec<HashMap<String, AttributeValue>> = unique
+            .into_iter()
+            .map(|(pk, sk)| {
+                HashMap::from([("pk".to_owned(), AttributeValue::S(pk.clone())), ("sk".to_owned(), AttributeValue::S(sk.clone()))])
+            })
+            .collect();
+        for attempt in 1..=ATTEMPTS {
+            if keys.is_empty() {
+                break;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let started = std::time::Instant::now();
+            let out = self.client.batch_get_item().request_items(&self.table, request).send().await;
+            dynamo_call("BatchGetItem", if out.is_ok() { "ok" } else { "error" }, started);
+            let mut out = out.map_err(unavailable)?;
+            for item in out.responses.take().and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                let key = (string_attr(&item, "pk")?, string_attr(&item, "sk")?);
+                found.insert(key, item);
+            }
+            keys = out.unprocessed_keys.take().and_then(|mut u| u.remove(&self.table)).map(|k| k.keys).unwrap_or_default();
+            if !keys.is_empty() && attempt < ATTEMPTS {
+                tokio::time::sleep(backoff.random(attempt)).await;
+            }
+        }
+        if !keys.is_empty() {
+            return Err(StoreError::Unavailable(format!("{} keys left unprocessed by BatchGetItem", keys.len())));
+        }
+        Ok(found)
     }
 
     /// Every item under `USER#<user>`, strongly consistent, page after page.
@@ -346,18 +390,28 @@ impl Store for DynamoStore {
     /// The user a Stripe customer or subscription belongs to.
     #[instrument(skip(self))]
     async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
-        let pk = match mapping {
-            StripeMapping::Customer(id) => keys::customer_pk(id),
-            StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
-        };
-        let Some(item) = self.get(pk, keys::MAP_SK).await? else { return Ok(None) };
-        let raw = item.get("user_id").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("mapping without user_id".into()))?;
-        UserId::parse(raw).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+        self.get(mapping_pk(mapping), keys::MAP_SK).await?.as_ref().map(mapping_owner).transpose()
     }
 
     /// Whether a Stripe event id is in the ledger already.
     async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
         Ok(self.get(keys::event_pk(event_id), keys::LEDGER_SK).await?.is_some())
+    }
+
+    /// One strongly consistent `BatchGetItem` (ledger entry and mapping items; a handful of
+    /// keys, far below its 100). Keys DynamoDB leaves unprocessed (throttling) are asked
+    /// again, a bounded number of times, with the one backoff.
+    #[instrument(skip_all, fields(mappings = mappings.len()))]
+    async fn event_context(&self, event_id: Option<&str>, mappings: &[StripeMapping]) -> Result<EventContext, StoreError> {
+        let ledger = event_id.map(|id| (keys::event_pk(id), keys::LEDGER_SK.to_owned()));
+        let wanted: Vec<(String, String)> =
+            ledger.iter().cloned().chain(mappings.iter().map(|m| (mapping_pk(m), keys::MAP_SK.to_owned()))).collect();
+        let found = self.batch_get(&wanted).await?;
+        let owners = mappings
+            .iter()
+            .map(|m| found.get(&(mapping_pk(m), keys::MAP_SK.to_owned())).map(mapping_owner).transpose())
+            .collect::<Result<_, _>>()?;
+        Ok(EventContext { seen: ledger.is_some_and(|key| found.contains_key(&key)), owners })
     }
 
     async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError> {
@@ -651,4 +705,22 @@ fn dynamo_call(operation: &'static str, outcome: &'static str, started: std::tim
 
 fn unavailable<E: std::error::Error + 'static>(err: E) -> StoreError {
     StoreError::Unavailable(super::error_chain(&err))
+}
+
+/// The mapping item's partition key.
+fn mapping_pk(mapping: &StripeMapping) -> String {
+    match mapping {
+        StripeMapping::Customer(id) => keys::customer_pk(id),
+        StripeMapping::Subscription(id) => keys::stripe_subscription_pk(id),
+    }
+}
+
+/// The user a mapping item names.
+fn mapping_owner(item: &Item) -> Result<UserId, StoreError> {
+    let raw = item.get("user_id").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("mapping without user_id".into()))?;
+    UserId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn string_attr(item: &Item, name: &str) -> Result<String, StoreError> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| StoreError::Corrupt(format!("item without {name}")))
 }

@@ -53,8 +53,8 @@ use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscri
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
 pub use model::{
-    Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping, SubscriptionWrite,
-    UserRecords,
+    Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping,
+    SubscriptionWrite, UserRecords,
 };
 
 /// Every read and write the functions make of the subscription table. Reads are strongly
@@ -92,6 +92,9 @@ pub trait Store: Send + Sync {
     async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError>;
     /// Whether a Stripe event id is in the ledger already.
     async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError>;
+    /// [`Store::event_seen`] for `event_id` (when given) and [`Store::user_for`] for each
+    /// mapping, in one round trip: what an arriving event needs before Stripe is asked.
+    async fn event_context(&self, event_id: Option<&str>, mappings: &[StripeMapping]) -> Result<EventContext, StoreError>;
     async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError>;
     /// The user's history, newest first, at most `limit` entries.
     async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError>;

@@ -24,6 +24,16 @@ pub enum StripeMapping {
     Subscription(String),
 }
 
+/// What an arriving Stripe event needs from the table before Stripe is asked (see
+/// [`Store::event_context`](super::Store::event_context)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventContext {
+    /// The event id is in the ledger already.
+    pub seen: bool,
+    /// The user each asked-for mapping names, in the order asked.
+    pub owners: Vec<Option<UserId>>,
+}
+
 /// The one change in flight for a user (see [`crate::usecase::admin`]): written before
 /// the first Stripe call of a subscribe, closed by the commit that records its outcome.
 /// An open one whose lease has run out belongs to a process that died between Stripe and

@@ -23,7 +23,7 @@ use stripe_types::Expandable;
 use stripe_types::RangeQueryTs;
 
 use crate::billing::{
-    BillingError, BillingGateway, CreatedSubscription, CustomerDetails, EventQuery, IdempotencyKey, InvoiceSnapshot, ListedEvent,
+    BillingError, BillingGateway, CreatedSubscription, CustomerDetails, EventQuery, IdempotencyKey, InvoiceRead, ListedEvent,
     ListedSubscription, NewSubscription, NewSubscriptionKind, Page, Proration,
 };
 use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
@@ -37,6 +37,8 @@ use crate::metrics;
 /// Expanded on every subscription we read or write: the latest invoice gives
 /// `latest_invoice_paid_at` and, after a create, the payment state.
 const EXPAND_LATEST_INVOICE: &str = "latest_invoice";
+/// An invoice's subscription, expanded as [`EXPAND_LATEST_INVOICE`] expands it on a subscription.
+const EXPAND_INVOICE_SUBSCRIPTION: &str = "parent.subscription_details.subscription.latest_invoice";
 /// After a create, the invoice's payments too: they name the PaymentIntent whose status
 /// says whether the customer must authenticate or change card (invoices have no
 /// `payment_intent` field in this API version).
@@ -612,17 +614,26 @@ impl BillingGateway for StripeBilling {
     }
 
     #[tracing::instrument(skip_all, fields(stripe.invoice_id = %id))]
-    async fn invoice(&self, id: &str) -> Result<InvoiceSnapshot, BillingError> {
+    async fn invoice(&self, id: &str) -> Result<InvoiceRead, BillingError> {
         if id.is_empty() {
             return Err(BillingError::InvalidRequest { param: Some("invoice".into()), message: "an invoice id is required".into() });
         }
-        let req = RetrieveInvoice::new(id);
+        // The subscription (with its own latest invoice, as `subscription` reads it) comes
+        // expanded: four levels, Stripe's limit.
+        let req = RetrieveInvoice::new(id).expand(vec![EXPAND_INVOICE_SUBSCRIPTION.to_owned()]);
         let invoice: Invoice = self
             .send(Op::new("GET", "retrieve_invoice"), None, |strategy, timeout| {
                 req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
             })
             .await?;
-        convert::invoice_snapshot(&invoice)
+        let subscription = invoice
+            .parent
+            .as_ref()
+            .and_then(|parent| parent.subscription_details.as_ref())
+            .and_then(|details| details.subscription.as_object())
+            .map(|sub| self.snapshot(sub))
+            .transpose()?;
+        Ok(InvoiceRead { invoice: convert::invoice_snapshot(&invoice)?, subscription })
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Page<ListedEvent>, BillingError> {

@@ -3,7 +3,7 @@
 //! - **Idempotent**: the event id is written to the ledger with `attribute_not_exists`
 //!   in the same transaction as its effects, so a redelivery changes nothing.
 //! - **Order-independent**: the event only names objects; the subscription (and the
-//!   invoice) are re-fetched from Stripe and the local record is brought in line with
+//!   invoice, in the same request) are re-fetched from Stripe and the local record is brought in line with
 //!   that current state through the one sync path ([`crate::usecase::sync`]).
 //!   Notifications carry deterministic ids derived from what they are about (invoice,
 //!   attempt, period, trial end), so any delivery order, with any duplicates, ends in the
@@ -116,24 +116,32 @@ impl Processor {
         stripe_invoice_id = tracing::field::Empty,
     ))]
     pub async fn process(&self, event: &StripeEvent) -> Result<Outcome, ProcessError> {
-        // A cheap read first spares Stripe calls for redeliveries; the ledger's
-        // conditional write in the commit is what actually guarantees once-only.
-        if self.store.event_seen(&event.id).await? {
+        // One read for the ledger and the owner's mappings. The ledger check spares Stripe
+        // calls for redeliveries; the ledger's conditional write in the commit is what
+        // actually guarantees once-only.
+        let mappings = subject_mappings(&event.subject);
+        let context = self.store.event_context(Some(&event.id), &mappings).await?;
+        if context.seen {
             return Ok(Outcome::Duplicate);
         }
+        let mapped = context.owners.into_iter().flatten().next();
+        record_subject(&event.subject, mapped.as_ref());
         match &event.subject {
-            Subject::Subscription { id, customer } => self.sync(event, id, customer.as_ref(), None, None).await,
-            Subject::Invoice { id, subscription: Some(sub), customer } => {
-                tracing::Span::current().record("stripe_invoice_id", id.as_str());
-                let invoice = match self.billing.invoice(id.as_str()).await {
-                    Ok(invoice) => Some(invoice),
-                    Err(BillingError::NotFound(_)) => None,
+            Subject::Subscription { id, .. } => self.sync(event, id, mapped, Fetched::default()).await,
+            Subject::Invoice { id, subscription: Some(sub), .. } => {
+                // One request for both: the invoice arrives with its subscription expanded.
+                let fetched = match self.billing.invoice(id.as_str()).await {
+                    Ok(read) => {
+                        let subscription = read.subscription.filter(|s| &s.subscription_id == sub);
+                        Fetched { invoice: Some(read.invoice), subscription }
+                    }
+                    Err(BillingError::NotFound(_)) => Fetched::default(),
                     Err(e) => return Err(e.into()),
                 };
-                self.sync(event, sub, customer.as_ref(), None, invoice.as_ref()).await
+                self.sync(event, sub, mapped, fetched).await
             }
-            Subject::CheckoutSession { subscription: Some(sub), customer, user_hint } => {
-                self.sync(event, sub, customer.as_ref(), user_hint.as_ref(), None).await
+            Subject::CheckoutSession { subscription: Some(sub), user_hint, .. } => {
+                self.sync(event, sub, mapped.or_else(|| user_hint.clone()), Fetched::default()).await
             }
             _ => self.record_only(event, Outcome::Ignored).await,
         }
@@ -151,45 +159,32 @@ impl Processor {
         LedgerEntry { event_id: event.id.clone(), event_type: event.kind.as_str().to_owned(), received_at: self.clock.now() }
     }
 
-    async fn owner(
-        &self,
-        subscription: &StripeSubscriptionId,
-        customer: Option<&StripeCustomerId>,
-        hint: Option<&UserId>,
-    ) -> Result<Option<UserId>, ProcessError> {
-        if let Some(user) = self.store.user_for(&StripeMapping::Subscription(subscription.to_string())).await? {
-            return Ok(Some(user));
-        }
-        if let Some(customer) = customer {
-            if let Some(user) = self.store.user_for(&StripeMapping::Customer(customer.to_string())).await? {
-                return Ok(Some(user));
-            }
-        }
-        Ok(hint.cloned())
+    /// The user the mappings name for this subscription, else its customer: one read.
+    async fn owner(&self, subscription: &StripeSubscriptionId, customer: &StripeCustomerId) -> Result<Option<UserId>, ProcessError> {
+        let mappings = [StripeMapping::Subscription(subscription.to_string()), StripeMapping::Customer(customer.to_string())];
+        Ok(self.store.event_context(None, &mappings).await?.owners.into_iter().flatten().next())
     }
 
     async fn sync(
         &self,
         event: &StripeEvent,
         stripe_id: &StripeSubscriptionId,
-        customer: Option<&StripeCustomerId>,
-        user_hint: Option<&UserId>,
-        invoice: Option<&InvoiceSnapshot>,
+        mapped: Option<UserId>,
+        fetched: Fetched,
     ) -> Result<Outcome, ProcessError> {
+        let invoice = fetched.invoice.as_ref();
+        let mut prefetched = fetched.subscription;
         let span = tracing::Span::current();
-        span.record("stripe_subscription_id", stripe_id.as_str());
-        if let Some(customer) = customer {
-            span.record("stripe_customer_id", customer.as_str());
-        }
-        let mapped = self.owner(stripe_id, customer, user_hint).await?;
-        if let Some(user) = &mapped {
-            span.record("user_id", user.as_str());
-        }
         for _ in 0..MAX_ATTEMPTS {
-            let snapshot = match self.billing.subscription(stripe_id).await {
-                Ok(s) => s,
-                Err(BillingError::NotFound(_)) => return self.record_only(event, Outcome::Ignored).await,
-                Err(e) => return Err(e.into()),
+            // The first attempt uses what came with the invoice; a retry after a
+            // concurrent write reads Stripe again.
+            let snapshot = match prefetched.take() {
+                Some(s) => s,
+                None => match self.billing.subscription(stripe_id).await {
+                    Ok(s) => s,
+                    Err(BillingError::NotFound(_)) => return self.record_only(event, Outcome::Ignored).await,
+                    Err(e) => return Err(e.into()),
+                },
             };
             let Some(user) = mapped.clone().or_else(|| snapshot.owner.clone()) else {
                 tracing::warn!(stripe_subscription_id = %stripe_id, "event for a subscription this service does not know");
@@ -234,6 +229,50 @@ impl Processor {
     }
 }
 
+/// Every line of the event's processing, the Stripe calls first among them, names what
+/// it is about.
+fn record_subject(subject: &Subject, user: Option<&UserId>) {
+    let span = tracing::Span::current();
+    let (subscription, customer) = match subject {
+        Subject::Subscription { id, customer } => (Some(id), customer.as_ref()),
+        Subject::Invoice { id, subscription, customer } => {
+            span.record("stripe_invoice_id", id.as_str());
+            (subscription.as_ref(), customer.as_ref())
+        }
+        Subject::CheckoutSession { subscription, customer, .. } => (subscription.as_ref(), customer.as_ref()),
+        Subject::Other => (None, None),
+    };
+    if let Some(id) = subscription {
+        span.record("stripe_subscription_id", id.as_str());
+    }
+    if let Some(id) = customer {
+        span.record("stripe_customer_id", id.as_str());
+    }
+    if let Some(user) = user {
+        span.record("user_id", user.as_str());
+    }
+}
+
+/// The mappings that may name an event's owner, most specific first.
+fn subject_mappings(subject: &Subject) -> Vec<StripeMapping> {
+    let (subscription, customer) = match subject {
+        Subject::Subscription { id, customer } => (Some(id), customer.as_ref()),
+        Subject::Invoice { subscription, customer, .. } | Subject::CheckoutSession { subscription, customer, .. } => {
+            (subscription.as_ref(), customer.as_ref())
+        }
+        _ => (None, None),
+    };
+    let subscription = subscription.map(|id| StripeMapping::Subscription(id.to_string()));
+    subscription.into_iter().chain(customer.map(|c| StripeMapping::Customer(c.to_string()))).collect()
+}
+
+/// What the event's own re-fetch already read (an invoice event reads both at once).
+#[derive(Default)]
+struct Fetched {
+    invoice: Option<InvoiceSnapshot>,
+    subscription: Option<StripeSnapshot>,
+}
+
 /// What bringing one listed subscription in line did (see [`Processor::apply_snapshot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconciliation {
@@ -257,7 +296,7 @@ impl Processor {
     /// ledger entry; history actor `actor`.
     pub async fn apply_snapshot(&self, snapshot: &StripeSnapshot, actor: &str) -> Result<Reconciliation, ProcessError> {
         let stripe_id = &snapshot.subscription_id;
-        let Some(user) = self.owner(stripe_id, Some(&snapshot.customer_id), None).await?.or_else(|| snapshot.owner.clone()) else {
+        let Some(user) = self.owner(stripe_id, &snapshot.customer_id).await?.or_else(|| snapshot.owner.clone()) else {
             return Ok(Reconciliation::Foreign);
         };
         for _ in 0..MAX_ATTEMPTS {
