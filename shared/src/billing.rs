@@ -43,6 +43,15 @@ pub struct CustomerDetails {
     pub name: Option<String>,
 }
 
+/// A customer just created at Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    pub id: StripeCustomerId,
+    /// The `pm_…` id the payment method given at creation got on the customer (a test
+    /// token such as `pm_card_visa` attaches as a new id).
+    pub payment_method: Option<String>,
+}
+
 /// A subscription to create at Stripe.
 #[derive(Debug, Clone)]
 pub struct NewSubscription {
@@ -56,9 +65,10 @@ pub struct NewSubscription {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewSubscriptionKind {
-    /// Charged from `payment_method` (already attached and the customer's default) with
-    /// `payment_behavior=default_incomplete`. `cancel_at` ends it after a fixed term when
-    /// it must not renew.
+    /// Charged from `payment_method` (attached to the customer; the subscription's
+    /// default) at creation, `payment_behavior=allow_incomplete`: active when the first
+    /// payment succeeds, `incomplete` when it is declined or needs authentication.
+    /// `cancel_at` ends it after a fixed term when it must not renew.
     Paid { payment_method: String, cancel_at: Option<DateTime<Utc>> },
     /// A trial until `trial_end` with no card; at the end Stripe cancels it
     /// (`trial_settings.end_behavior.missing_payment_method=cancel`), never charges.
@@ -198,14 +208,22 @@ pub struct ListedSubscription {
 
 #[async_trait]
 pub trait BillingGateway: Send + Sync {
-    /// The user's Stripe customer, created on first use: one per user, found again by
-    /// `metadata.user_id`, so a retry or a lost response never makes a second one.
-    async fn ensure_customer(&self, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<StripeCustomerId, BillingError>;
+    /// Creates the user's Stripe customer (`metadata.user_id`), with `payment_method`
+    /// attached and made its default when given: one request. A retry with the same key
+    /// within Stripe's 24 h gets the same customer back; the caller records the id, so
+    /// later operations use it instead of creating again. A declined card creates nothing.
+    async fn create_customer(
+        &self,
+        customer: &CustomerDetails,
+        payment_method: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Result<NewCustomer, BillingError>;
     async fn update_customer(&self, id: &StripeCustomerId, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<(), BillingError>;
     async fn delete_customer(&self, id: &StripeCustomerId, key: &IdempotencyKey) -> Result<(), BillingError>;
-    /// Attaches a payment method (or test token) and makes it the customer's default;
-    /// returns the attached `pm_…` id. A declined card is `CardDeclined`.
-    async fn attach_default_payment_method(
+    /// Attaches a payment method (or test token) to an existing customer; returns the
+    /// attached `pm_…` id. A declined card is `CardDeclined`. The customer's own default is
+    /// left alone: a subscription names its payment method itself.
+    async fn attach_payment_method(
         &self,
         customer: &StripeCustomerId,
         payment_method: &str,

@@ -65,8 +65,8 @@ async fn orphan(api: &AdminApi, name: &str, attempt: u32) -> String {
     let key = |step: &str| IdempotencyKey::new(format!("orphan-{name}-{attempt}-{step}"));
     let user = UserId::parse(name).unwrap();
     let details = CustomerDetails { user_id: user.clone(), email: format!("{name}@example.com"), name: None };
-    let customer = billing.ensure_customer(&details, &key("customer")).await.unwrap();
-    let payment_method = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.unwrap();
+    let created = billing.create_customer(&details, Some("pm_card_visa"), &key("customer")).await.unwrap();
+    let (customer, payment_method) = (created.id, created.payment_method.unwrap());
     let new = NewSubscription {
         customer,
         user_id: user,

@@ -414,8 +414,8 @@ async fn stripe_subscription(sim: &Sim, name: &str) -> StripeSnapshot {
     let billing = sim.billing();
     let key = |step: &str| IdempotencyKey::new(format!("jobs-it-{name}-{step}"));
     let details = CustomerDetails { user_id: user(name), email: format!("{name}@example.com"), name: None };
-    let customer = billing.ensure_customer(&details, &key("customer")).await.expect("customer");
-    let pm = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.expect("card");
+    let created = billing.create_customer(&details, Some("pm_card_visa"), &key("customer")).await.expect("customer");
+    let (customer, pm) = (created.id, created.payment_method.expect("card"));
     let new = NewSubscription {
         customer,
         user_id: user(name),

@@ -51,14 +51,15 @@ impl Ctx {
     }
 
     async fn customer(&self, name: &str) -> StripeCustomerId {
-        self.billing.ensure_customer(&details(name), &key(&format!("customer-{name}"))).await.expect("customer")
+        self.billing.create_customer(&details(name), None, &key(&format!("customer-{name}"))).await.expect("customer").id
     }
 
-    /// A customer with `card` attached as default; returns the customer and the pm id.
+    /// A customer created with `card` attached as default (one request); returns the
+    /// customer and the pm id.
     async fn customer_with_card(&self, name: &str, card: &str) -> (StripeCustomerId, String) {
-        let customer = self.customer(name).await;
-        let pm = self.billing.attach_default_payment_method(&customer, card, &key(&format!("attach-{name}"))).await.expect("card attaches");
-        (customer, pm)
+        let created =
+            self.billing.create_customer(&details(name), Some(card), &key(&format!("customer-{name}"))).await.expect("card attaches");
+        (created.id, created.payment_method.expect("the card's pm id"))
     }
 
     async fn paid(&self, name: &str, card: &str, tier: Tier) -> shared::billing::CreatedSubscription {
@@ -87,51 +88,68 @@ fn key(raw: &str) -> IdempotencyKey {
 }
 
 #[tokio::test]
-async fn ensure_customer_twice_makes_one_customer() {
+async fn a_customer_created_twice_with_one_key_is_one_customer() {
     let ctx = Ctx::new().await;
     let details = details("cust-once");
-    // Different operation keys: only the lookup by metadata can make these converge.
-    let first = ctx.billing.ensure_customer(&details, &key("op-1")).await.unwrap();
-    let second = ctx.billing.ensure_customer(&details, &key("op-2")).await.unwrap();
+    // A retry after a lost response: the same key replays the first creation.
+    let first = ctx.billing.create_customer(&details, None, &key("op-1")).await.unwrap();
+    let second = ctx.billing.create_customer(&details, None, &key("op-1")).await.unwrap();
     assert_eq!(first, second);
+    assert_eq!(ctx.sim.request_count_for("POST /v1/customers"), 2, "no search before the create");
+    assert_eq!(ctx.sim.request_count_for("GET /v1/customers/search"), 0);
 
     let found = ctx.get("/customers/search?query=metadata%5B%27user_id%27%5D%3A%27cust-once%27").await;
     assert_eq!(found["data"].as_array().map(Vec::len), Some(1), "{found}");
-    let stored = ctx.get(&format!("/customers/{first}")).await;
+    let stored = ctx.get(&format!("/customers/{}", first.id)).await;
     assert_eq!(stored["email"], "cust-once@example.com");
     assert_eq!(stored["metadata"]["user_id"], "cust-once");
+    assert!(first.payment_method.is_none());
 
     // Details change in place.
     let changed = CustomerDetails { email: "new@example.com".into(), ..details };
-    ctx.billing.update_customer(&first, &changed, &key("op-3")).await.unwrap();
-    assert_eq!(ctx.get(&format!("/customers/{first}")).await["email"], "new@example.com");
+    ctx.billing.update_customer(&first.id, &changed, &key("op-3")).await.unwrap();
+    assert_eq!(ctx.get(&format!("/customers/{}", first.id)).await["email"], "new@example.com");
 }
 
 #[tokio::test]
-async fn attaching_a_card_makes_it_the_default() {
+async fn a_customer_created_with_a_card_has_it_as_default_in_one_request() {
     let ctx = Ctx::new().await;
+    let before = ctx.sim.request_count();
     let (customer, pm) = ctx.customer_with_card("attach-ok", "pm_card_visa").await;
+    assert_eq!(ctx.sim.request_count() - before, 1);
     assert!(pm.starts_with("pm_") && pm != "pm_card_visa", "{pm}");
     let stored = ctx.get(&format!("/customers/{customer}")).await;
     assert_eq!(stored["invoice_settings"]["default_payment_method"], pm.as_str());
+    let listed = ctx.get(&format!("/customers/{customer}/payment_methods?type=card")).await;
+    assert_eq!(listed["data"][0]["id"], pm.as_str(), "{listed}");
 }
 
 #[tokio::test]
 async fn a_declined_card_is_card_declined_with_its_decline_code() {
     let ctx = Ctx::new().await;
+    // Attached to an existing customer, and given at creation: the same error, and the
+    // failed creation leaves no customer behind.
     let customer = ctx.customer("attach-declined").await;
-    let err =
-        ctx.billing.attach_default_payment_method(&customer, "pm_card_visa_chargeDeclined", &key("attach-declined")).await.unwrap_err();
-    match err {
-        BillingError::CardDeclined { code, decline_code, message } => {
-            assert_eq!(code.as_deref(), Some("card_declined"));
-            assert_eq!(decline_code.as_deref(), Some("generic_decline"));
-            assert!(!message.is_empty());
+    let attach = ctx.billing.attach_payment_method(&customer, "pm_card_visa_chargeDeclined", &key("attach-declined")).await.unwrap_err();
+    let create = ctx
+        .billing
+        .create_customer(&details("create-declined"), Some("pm_card_visa_chargeDeclined"), &key("create-declined"))
+        .await
+        .unwrap_err();
+    for err in [attach, create] {
+        match err {
+            BillingError::CardDeclined { code, decline_code, message } => {
+                assert_eq!(code.as_deref(), Some("card_declined"));
+                assert_eq!(decline_code.as_deref(), Some("generic_decline"));
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected CardDeclined, got {other:?}"),
         }
-        other => panic!("expected CardDeclined, got {other:?}"),
     }
     let stored = ctx.get(&format!("/customers/{customer}")).await;
     assert!(stored["invoice_settings"]["default_payment_method"].is_null());
+    let found = ctx.get("/customers/search?query=metadata%5B%27user_id%27%5D%3A%27create-declined%27").await;
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(0), "{found}");
 }
 
 #[tokio::test]
@@ -351,6 +369,6 @@ async fn an_unreachable_stripe_is_unavailable() {
         retry: RetryPolicy { base_delay: Duration::from_millis(10), ..RetryPolicy::default() },
     };
     let billing = StripeBilling::new(config).unwrap();
-    let err = billing.ensure_customer(&details("nobody"), &key("nobody")).await.unwrap_err();
+    let err = billing.create_customer(&details("nobody"), None, &key("nobody")).await.unwrap_err();
     assert!(matches!(err, BillingError::Unavailable(_)), "{err:?}");
 }

@@ -501,9 +501,9 @@ async fn events_that_beat_the_creating_commit_are_applied_from_the_metadata() {
         // commit that would follow never comes (the function died, or is still running).
         let key = |step: &str| IdempotencyKey::new(format!("{name}-{step}"));
         let details = CustomerDetails { user_id: user.clone(), email: format!("{name}@example.com"), name: None };
-        let customer = billing.ensure_customer(&details, &key("customer")).await.unwrap();
+        let customer = billing.create_customer(&details, None, &key("customer")).await.unwrap().id;
         let kind = if paid {
-            let payment_method = billing.attach_default_payment_method(&customer, "pm_card_visa", &key("card")).await.unwrap();
+            let payment_method = billing.attach_payment_method(&customer, "pm_card_visa", &key("card")).await.unwrap();
             NewSubscriptionKind::Paid { payment_method, cancel_at: None }
         } else {
             NewSubscriptionKind::Granted { trial_end: Utc::now() + chrono::Duration::days(30) }

@@ -178,7 +178,7 @@ impl BillingGateway for Down {
     async fn all_subscriptions(&self, _: Option<&str>) -> Result<Page<ListedSubscription>, BillingError> {
         Err(down())
     }
-    async fn ensure_customer(&self, _: &CustomerDetails, _: &IdempotencyKey) -> Result<StripeCustomerId, BillingError> {
+    async fn create_customer(&self, _: &CustomerDetails, _: Option<&str>, _: &IdempotencyKey) -> Result<NewCustomer, BillingError> {
         Err(down())
     }
     async fn update_customer(&self, _: &StripeCustomerId, _: &CustomerDetails, _: &IdempotencyKey) -> Result<(), BillingError> {
@@ -187,7 +187,7 @@ impl BillingGateway for Down {
     async fn delete_customer(&self, _: &StripeCustomerId, _: &IdempotencyKey) -> Result<(), BillingError> {
         Err(down())
     }
-    async fn attach_default_payment_method(&self, _: &StripeCustomerId, _: &str, _: &IdempotencyKey) -> Result<String, BillingError> {
+    async fn attach_payment_method(&self, _: &StripeCustomerId, _: &str, _: &IdempotencyKey) -> Result<String, BillingError> {
         Err(down())
     }
     async fn create_subscription(&self, _: &NewSubscription, _: &IdempotencyKey) -> Result<CreatedSubscription, BillingError> {

@@ -78,7 +78,7 @@ pub struct UserProfile {
     pub user_type: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// The user's Stripe customer, recorded as soon as it exists (before any charge), so
-    /// later operations neither search for it (Stripe's search lags creation) nor make a
+    /// later operations neither look for it (Stripe's search lags creation) nor make a
     /// second one. Set only by [`crate::store::Store::set_customer`]; a profile update
     /// leaves it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use stripe_billing::subscription::{
     CreateSubscriptionTrialSettingsEndBehaviorMissingPaymentMethod, ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
     UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
-use stripe_core::customer::{CreateCustomer, DeleteCustomer, SearchCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings};
+use stripe_core::customer::{CreateCustomer, CreateCustomerInvoiceSettings, DeleteCustomer, UpdateCustomer};
 use stripe_core::event::ListEvent;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_payment::payment_method::AttachPaymentMethod;
@@ -24,9 +24,9 @@ use stripe_types::RangeQueryTs;
 
 use crate::billing::{
     BillingError, BillingGateway, CreatedSubscription, CustomerDetails, EventQuery, IdempotencyKey, InvoiceRead, ListedEvent,
-    ListedSubscription, NewSubscription, NewSubscriptionKind, Page, Proration,
+    ListedSubscription, NewCustomer, NewSubscription, NewSubscriptionKind, Page, Proration,
 };
-use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier, UserId};
+use crate::domain::{StripeCustomerId, StripeSnapshot, StripeSubscriptionId, SubscriptionSource, SubscriptionStatus, Tier};
 
 use super::config::StripeConfig;
 use super::convert::{self, source_metadata, Decline, PaymentFacts, OPERATION_METADATA, SOURCE_METADATA, USER_ID_METADATA};
@@ -72,9 +72,8 @@ impl Op {
                 "/v1/subscriptions/{id}"
             }
             "create_subscription" => "/v1/subscriptions",
-            "search_customers" => "/v1/customers/search",
             "create_customer" => "/v1/customers",
-            "update_customer" | "delete_customer" | "set_default_payment_method" => "/v1/customers/{id}",
+            "update_customer" | "delete_customer" => "/v1/customers/{id}",
             "retrieve_payment_intent" => "/v1/payment_intents/{id}",
             "attach_payment_method" => "/v1/payment_methods/{id}/attach",
             "pay_invoice" => "/v1/invoices/{id}/pay",
@@ -217,29 +216,6 @@ impl StripeBilling {
         convert::subscription_snapshot(sub, &self.config)
     }
 
-    /// The oldest customer tagged with this user, if Stripe's search index has it.
-    async fn find_customer(&self, user_id: &UserId) -> Result<Option<StripeCustomerId>, BillingError> {
-        let req = SearchCustomer::new(customer_query(user_id)).limit(10);
-        let found = self
-            .send(Op::new("GET", "search_customers"), None, |strategy, timeout| {
-                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
-            })
-            .await?;
-        if found.data.len() > 1 {
-            // Only possible if two creates with different idempotency keys raced; the
-            // oldest is kept so every caller converges on the same one.
-            tracing::warn!(count = found.data.len(), "several stripe customers carry this user id; using the oldest");
-        }
-        found
-            .data
-            .iter()
-            .min_by_key(|c| (c.created, c.id.as_str().to_owned()))
-            .map(|c| {
-                StripeCustomerId::parse(c.id.as_str()).map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", c.id)))
-            })
-            .transpose()
-    }
-
     /// Fills in the PaymentIntent's status and last error. Best effort: the subscription
     /// exists either way, and without the intent the action is derived from the invoice.
     async fn read_intent(&self, facts: &mut PaymentFacts) {
@@ -261,8 +237,9 @@ impl StripeBilling {
         }
     }
 
-    /// Pays the first invoice of a `default_incomplete` subscription from its default
-    /// payment method. Returns the decline when the card refused.
+    /// Pays a first invoice Stripe has not attempted (a subscription created
+    /// `default_incomplete`, say by an older deployment) from its payment method.
+    /// Returns the decline when the card refused.
     async fn pay_first_invoice(
         &self,
         invoice_id: &str,
@@ -288,24 +265,28 @@ impl StripeBilling {
 
 #[async_trait]
 impl BillingGateway for StripeBilling {
-    /// Finds the user's customer by `metadata.user_id` (Stripe search), else creates it.
-    ///
-    /// Search is eventually consistent at Stripe (new customers can take up to a minute
-    /// to appear), so it cannot stop a retry that follows a lost create response from
-    /// creating again. The idempotency key can: the create's key is derived from the
-    /// caller's key and the user id, so a retried or concurrent run of the same
-    /// operation replays the first create and gets the same customer back.
+    /// No search first: Stripe's search is eventually consistent (a new customer can take
+    /// a minute to appear), so it cannot stop a retry after a lost response from creating
+    /// again. The idempotency key does, and beyond its 24 h the id recorded on the
+    /// caller's profile does.
     #[tracing::instrument(skip_all, fields(user_id = %customer.user_id, stripe.customer_id))]
-    async fn ensure_customer(&self, customer: &CustomerDetails, key: &IdempotencyKey) -> Result<StripeCustomerId, BillingError> {
-        if let Some(found) = self.find_customer(&customer.user_id).await? {
-            tracing::Span::current().record("stripe.customer_id", found.as_str());
-            return Ok(found);
-        }
+    async fn create_customer(
+        &self,
+        customer: &CustomerDetails,
+        payment_method: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Result<NewCustomer, BillingError> {
         let mut req = CreateCustomer::new()
             .email(customer.email.clone())
             .metadata(HashMap::from([(USER_ID_METADATA.to_owned(), customer.user_id.as_str().to_owned())]));
         if let Some(name) = &customer.name {
             req = req.name(name.clone());
+        }
+        if let Some(pm) = payment_method {
+            let pm = non_empty_payment_method(pm)?;
+            let mut settings = CreateCustomerInvoiceSettings::new();
+            settings.default_payment_method = Some(pm.to_owned());
+            req = req.payment_method(pm.to_owned()).invoice_settings(settings);
         }
         let step = key.step(&format!("create-customer:{}", customer.user_id));
         let created = self
@@ -314,7 +295,14 @@ impl BillingGateway for StripeBilling {
             })
             .await?;
         tracing::Span::current().record("stripe.customer_id", created.id.as_str());
-        StripeCustomerId::parse(created.id.as_str()).map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", created.id)))
+        let id = StripeCustomerId::parse(created.id.as_str())
+            .map_err(|_| BillingError::Unexpected(format!("`{}` is not a customer id", created.id)))?;
+        let attached =
+            created.invoice_settings.as_ref().and_then(|s| s.default_payment_method.as_ref()).map(|pm| pm.id().as_str().to_owned());
+        if payment_method.is_some() && attached.is_none() {
+            return Err(BillingError::Unexpected(format!("customer {id} was created without its payment method")));
+        }
+        Ok(NewCustomer { id, payment_method: attached })
     }
 
     #[tracing::instrument(skip_all, fields(stripe.customer_id = %id))]
@@ -351,19 +339,13 @@ impl BillingGateway for StripeBilling {
     }
 
     #[tracing::instrument(skip_all, fields(stripe.customer_id = %customer, stripe.payment_method_id))]
-    async fn attach_default_payment_method(
+    async fn attach_payment_method(
         &self,
         customer: &StripeCustomerId,
         payment_method: &str,
         key: &IdempotencyKey,
     ) -> Result<String, BillingError> {
-        if payment_method.is_empty() {
-            return Err(BillingError::InvalidRequest {
-                param: Some("payment_method".into()),
-                message: "a payment method id is required".into(),
-            });
-        }
-        let attach = AttachPaymentMethod::new(payment_method).customer(customer.as_str());
+        let attach = AttachPaymentMethod::new(non_empty_payment_method(payment_method)?).customer(customer.as_str());
         let step = key.step("attach-payment-method");
         let attached = self
             .send(Op::new("POST", "attach_payment_method"), Some(&step), |strategy, timeout| {
@@ -374,24 +356,15 @@ impl BillingGateway for StripeBilling {
         // one that exists on the customer.
         let pm_id = attached.id.as_str().to_owned();
         tracing::Span::current().record("stripe.payment_method_id", pm_id.as_str());
-
-        let mut settings = UpdateCustomerInvoiceSettings::new();
-        settings.default_payment_method = Some(pm_id.clone());
-        let update = UpdateCustomer::new(customer.as_str()).invoice_settings(settings);
-        let step = key.step("set-default-payment-method");
-        self.send(Op::new("POST", "set_default_payment_method"), Some(&step), |strategy, timeout| {
-            update.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
-        })
-        .await?;
         Ok(pm_id)
     }
 
-    /// Paid: `payment_behavior=default_incomplete`, so Stripe never leaves a half-paid
-    /// active subscription; when the first invoice is still waiting for its payment, it
-    /// is paid right away from the default payment method (the admin flow has no
-    /// customer present to confirm it). A decline leaves the subscription `incomplete`
-    /// with a `PaymentAction`, not an error: the subscription exists and the customer
-    /// can complete it on the hosted invoice page.
+    /// Paid: `payment_behavior=allow_incomplete`, so Stripe charges the first invoice
+    /// within the create (one request; the admin flow has no customer present to confirm
+    /// anything) and never leaves a half-paid active subscription. A decline leaves the
+    /// subscription `incomplete` with a `PaymentAction`, not an error: the subscription
+    /// exists and the customer can complete it on the hosted invoice page. A first
+    /// invoice Stripe has not attempted (it would be, at creation) is paid here.
     #[tracing::instrument(skip_all, fields(
         user_id = %new.user_id,
         stripe.customer_id = %new.customer,
@@ -423,9 +396,8 @@ impl BillingGateway for StripeBilling {
             .expand(vec![EXPAND_LATEST_INVOICE.to_owned(), EXPAND_LATEST_PAYMENTS.to_owned()]);
         match &new.kind {
             NewSubscriptionKind::Paid { payment_method, cancel_at } => {
-                req = req
-                    .default_payment_method(payment_method.clone())
-                    .payment_behavior(CreateSubscriptionPaymentBehavior::DefaultIncomplete);
+                req =
+                    req.default_payment_method(payment_method.clone()).payment_behavior(CreateSubscriptionPaymentBehavior::AllowIncomplete);
                 if let Some(at) = cancel_at {
                     req = req.cancel_at(CreateSubscriptionCancelAt::Timestamp(at.timestamp()));
                 }
@@ -499,11 +471,10 @@ impl BillingGateway for StripeBilling {
         else {
             return Ok(None);
         };
-        // A paid create is `default_incomplete`: Stripe charges nothing until the first
-        // invoice is paid, which `create_subscription` does right after the create. A
-        // process that died in between left the subscription `incomplete` with an invoice
-        // nobody attempted, and Stripe would let it expire: finish the payment step here,
-        // under a key of the operation, as the dead process would have.
+        // A paid create charges within the create (`allow_incomplete`). A subscription
+        // created `default_incomplete` (an older deployment, or a payment step that never
+        // ran) is `incomplete` with an invoice nobody attempted, and Stripe would let it
+        // expire: finish the payment step here, under a key of the operation.
         if found.status.as_str() == "incomplete" {
             let sub = self.retrieve_subscription_expanded(found.id.as_str(), &[EXPAND_LATEST_INVOICE, EXPAND_LATEST_PAYMENTS]).await?;
             let invoice_id = first_unattempted_invoice(&sub).and_then(|i| i.id.as_ref()).map(|id| id.as_str().to_owned());
@@ -670,13 +641,6 @@ impl BillingGateway for StripeBilling {
     }
 }
 
-/// Stripe search query for a user's customer. User ids cannot contain quotes (see
-/// `UserId`), but the value is escaped anyway so the query can never be broken out of.
-fn customer_query(user_id: &UserId) -> String {
-    let escaped = user_id.as_str().replace('\\', "\\\\").replace('\'', "\\'");
-    format!("metadata['{USER_ID_METADATA}']:'{escaped}'")
-}
-
 /// Stripe caps idempotency keys at 255 characters; derived keys that would exceed
 /// that (long caller key plus a user id) are hashed, which keeps them deterministic.
 fn stripe_key(raw: &str) -> Result<stripe::IdempotencyKey, BillingError> {
@@ -696,6 +660,16 @@ fn proration_behavior(proration: Proration) -> UpdateSubscriptionProrationBehavi
         Proration::InvoiceNow => UpdateSubscriptionProrationBehavior::AlwaysInvoice,
         Proration::None => UpdateSubscriptionProrationBehavior::None,
     }
+}
+
+fn non_empty_payment_method(payment_method: &str) -> Result<&str, BillingError> {
+    if payment_method.is_empty() {
+        return Err(BillingError::InvalidRequest {
+            param: Some("payment_method".into()),
+            message: "a payment method id is required".into(),
+        });
+    }
+    Ok(payment_method)
 }
 
 /// The first invoice of an `incomplete` subscription when nobody has tried to collect it
@@ -731,12 +705,6 @@ fn config_error_text(err: &StripeError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn customer_query_targets_the_user_id_metadata() {
-        let user = UserId::parse("user-42@example.com").unwrap();
-        assert_eq!(customer_query(&user), "metadata['user_id']:'user-42@example.com'");
-    }
 
     #[test]
     fn idempotency_keys_are_bounded_and_deterministic() {

@@ -147,9 +147,9 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
     let sim = Sim::start().await;
     let user = "killed-mid-create";
     harness::jobs::put_profile(&env, &UserId::parse(user).unwrap()).await;
-    // Stripe's answer to the create is held: Stripe has created the subscription
-    // (`default_incomplete`: incomplete, its first invoice not yet paid), the function is
-    // still waiting for the answer, and so has not paid it, when it dies.
+    // Stripe's answer to the create is held: Stripe has created the subscription and
+    // charged its first invoice (`allow_incomplete`), the function is still waiting for
+    // the answer, and so has recorded nothing, when it dies.
     let stripe = Proxy::start(sim.handle.base_url()).await;
     stripe.set_route("POST /v1/subscriptions", Fault::Hold(Duration::from_secs(60)));
     let through_proxy = StripeConfig { api_base: Some(stripe.url.clone()), ..sim.stripe_config() };
@@ -173,7 +173,7 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     instance.kill();
-    assert_eq!(created["status"], "incomplete", "created at Stripe, not charged yet: {created}");
+    assert_eq!(created["status"], "active", "created and charged at Stripe: {created}");
     let user_id = UserId::parse(user).unwrap();
     assert!(env.store.subscription(&user_id).await.unwrap().is_none(), "the commit never happened");
 
@@ -200,8 +200,8 @@ async fn an_instance_killed_between_stripe_and_the_commit_is_finished_by_the_nex
     let local = env.store.subscription(&user_id).await.unwrap().expect("recorded now");
     assert_eq!(local.stripe_subscription_id.as_ref().map(|s| s.as_str()), created["id"].as_str());
     assert_eq!(answer.body["subscription"]["stripe_subscription_id"], created["id"]);
-    // The dead process's payment step is finished too: the subscription is paid, once.
-    assert_eq!(live[0]["status"], "active", "the recovered subscription was never paid: {}", live[0]);
+    // Charged once: by the create, not again by the recovery or the corrected request.
+    assert_eq!(live[0]["status"], "active", "{}", live[0]);
     let invoices = sim.get(&format!("/v1/invoices?subscription={}", created["id"].as_str().unwrap())).await;
     let paid: Vec<i64> = invoices["data"].as_array().unwrap().iter().map(|i| i["amount_paid"].as_i64().unwrap()).collect();
     assert_eq!(paid, vec![999], "one first invoice, paid once: {invoices}");

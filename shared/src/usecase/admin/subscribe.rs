@@ -15,10 +15,12 @@
 //! function can run) belongs to a process that died between Stripe and the commit: the
 //! next create takes it over, looks up what it created (a strongly consistent list of the
 //! customer's subscriptions), records it, and only then decides what the new request means.
-//! The customer is created under a key of its own (the user and the details sent), so
-//! retries converge on one customer, and recorded on the profile at once, before anything
-//! is charged: every later operation uses it without asking Stripe's search, which lags
-//! creation.
+//! The customer is created with the card in one request, under a key of its own (the
+//! user, the details and the card sent), so retries converge on one customer, and
+//! recorded on the profile at once, before anything is charged: every later operation
+//! uses it and never asks Stripe's search, which lags creation. A new paid subscription
+//! costs two Stripe requests (customer with card, subscription charged within the
+//! create); for a recorded customer, two as well (attach the card, subscription).
 //!
 //! An erasure (see [`super::erase`]) holds the same operation: a create re-reads the
 //! profile once it holds the operation, so it never creates for a user being erased.
@@ -155,14 +157,20 @@ impl AdminService {
         let user = &profile.user_id;
         tracing::warn!(op_id = %dangling.op_id, started_at = %dangling.started_at, "finishing an operation whose process died");
         metrics::count("OperationsRecovered", &[]);
-        let (customer, _) = self.customer(profile, None).await?;
+        let local = self.store.subscription(user).await?;
+        let Some(customer) = profile.stripe_customer_id.clone().or_else(|| local.as_ref()?.stripe_customer_id.clone()) else {
+            // No customer recorded: the dead process never got as far as a subscription,
+            // or (its customer record failed) the subscription's own events, which carry
+            // `metadata.user_id`, and the sweep record it.
+            tracing::warn!(op_id = %dangling.op_id, "the dead operation recorded no stripe customer; nothing to look up");
+            return Ok(());
+        };
         let found = self
             .billing
             .subscription_of_operation(&customer, &dangling.op_id)
             .await
             .map_err(|e| AdminError::from_billing(e, BillingStep::Subscription))?;
         let Some(snapshot) = found else { return Ok(()) };
-        let local = self.store.subscription(user).await?;
         let cause = Cause::by("admin:recovery", HistoryChange::Created);
         let Ok(Some(applied)) = self.plan(user, local.as_ref(), &snapshot, snapshot.tier.unwrap_or(Tier::Premium), cause) else {
             // Already recorded (by the webhook), or ended, or superseded: nothing to add.
@@ -224,25 +232,18 @@ impl AdminService {
 
         let op_id = op_id.ok_or_else(|| AdminError::Internal("a Stripe create outside an operation".into()))?;
         let key = IdempotencyKey::new(format!("admin:subscribe:{user}:op:{op_id}"));
-        let (mut customer, recorded) = self.customer(profile, previous.as_ref()).await?;
-        let kind = match &request.billing {
-            Billing::Paid { payment_method_id } => {
-                let attached = match self.billing.attach_default_payment_method(&customer, payment_method_id, &key).await {
-                    // The recorded customer was deleted at Stripe (the Dashboard): a new one.
-                    Err(BillingError::NotFound(what)) if recorded => {
-                        tracing::warn!(stripe.customer_id = %customer, what, "the recorded stripe customer is gone; making a new one");
-                        customer = self.new_customer(profile).await?;
-                        self.billing
-                            .attach_default_payment_method(&customer, payment_method_id, &IdempotencyKey::new(key.step("new-customer")))
-                            .await
-                    }
-                    other => other,
-                };
-                let payment_method = attached.map_err(|e| declined(e, request.tier))?;
+        let card = match &request.billing {
+            Billing::Paid { payment_method_id } => Some(payment_method_id.as_str()),
+            Billing::Granted => None,
+        };
+        let (customer, attached) = self.customer(profile, previous.as_ref(), card, &key, request.tier).await?;
+        let kind = match (&request.billing, attached) {
+            (Billing::Paid { .. }, Some(payment_method)) => {
                 let cancel_at = if request.auto_renew { None } else { Some(paid_term_end(now, request.duration_months)?) };
                 NewSubscriptionKind::Paid { payment_method, cancel_at }
             }
-            Billing::Granted => NewSubscriptionKind::Granted { trial_end: trial_end(now, request.duration_months)? },
+            (Billing::Paid { .. }, None) => return Err(AdminError::Internal("a paid subscribe without its payment method".into())),
+            (Billing::Granted, _) => NewSubscriptionKind::Granted { trial_end: trial_end(now, request.duration_months)? },
         };
         let new =
             NewSubscription { customer: customer.clone(), user_id: user.clone(), tier: request.tier, kind, operation_id: op_id.to_owned() };
@@ -302,27 +303,53 @@ impl AdminService {
     /// The user's Stripe customer and whether it was already recorded: the one on the
     /// profile (or on the replaced subscription) without a Stripe call, else
     /// [`Self::new_customer`].
-    async fn customer(&self, profile: &UserProfile, previous: Option<&Subscription>) -> Result<(StripeCustomerId, bool), AdminError> {
-        match profile.stripe_customer_id.clone().or_else(|| previous.and_then(|p| p.stripe_customer_id.clone())) {
-            Some(known) => Ok((known, true)),
-            None => Ok((self.new_customer(profile).await?, false)),
+    /// The customer to subscribe, with `card` attached when given: one Stripe request
+    /// either way. The recorded customer gets the card attached; a user without one gets
+    /// a customer created with the card already attached and default.
+    async fn customer(
+        &self,
+        profile: &UserProfile,
+        previous: Option<&Subscription>,
+        card: Option<&str>,
+        key: &IdempotencyKey,
+        tier: Tier,
+    ) -> Result<(StripeCustomerId, Option<String>), AdminError> {
+        let Some(known) = profile.stripe_customer_id.clone().or_else(|| previous.and_then(|p| p.stripe_customer_id.clone())) else {
+            return self.new_customer(profile, card, tier).await;
+        };
+        let Some(card) = card else { return Ok((known, None)) };
+        match self.billing.attach_payment_method(&known, card, key).await {
+            Ok(attached) => Ok((known, Some(attached))),
+            // The recorded customer was deleted at Stripe (the Dashboard): a new one.
+            Err(BillingError::NotFound(what)) => {
+                tracing::warn!(stripe.customer_id = %known, what, "the recorded stripe customer is gone; making a new one");
+                self.new_customer(profile, Some(card), tier).await
+            }
+            Err(e) => Err(declined(e, tier)),
         }
     }
 
-    /// Finds or creates the user's Stripe customer and records it on the profile before
-    /// anything is charged, so no later operation makes a second one while Stripe's search
-    /// lags. When the record cannot be written, the customer is still used (the search and
-    /// the creation key find it again later).
-    async fn new_customer(&self, profile: &UserProfile) -> Result<StripeCustomerId, AdminError> {
-        let customer = self
-            .billing
-            .ensure_customer(&customer_details(profile), &customer_key(profile))
-            .await
-            .map_err(|e| AdminError::from_billing(e, BillingStep::Customer))?;
-        if let Err(error) = self.store.set_customer(&profile.user_id, &customer).await {
-            tracing::warn!(%error, stripe.customer_id = %customer, "the stripe customer could not be recorded on the profile");
+    /// Creates the user's Stripe customer (with `card`) and records it on the profile
+    /// before anything is charged, so no later operation makes a second one. When the
+    /// record cannot be written, the customer is still used: a retry within Stripe's
+    /// 24 h replays the same creation.
+    async fn new_customer(
+        &self,
+        profile: &UserProfile,
+        card: Option<&str>,
+        tier: Tier,
+    ) -> Result<(StripeCustomerId, Option<String>), AdminError> {
+        let created =
+            self.billing.create_customer(&customer_details(profile), card, &customer_key(profile, card)).await.map_err(|e| match e {
+                BillingError::CardDeclined { .. } => declined(e, tier),
+                // A creation names no other object than the card: a missing one is the card.
+                BillingError::NotFound(_) if card.is_some() => declined(e, tier),
+                other => AdminError::from_billing(other, BillingStep::Customer),
+            })?;
+        if let Err(error) = self.store.set_customer(&profile.user_id, &created.id).await {
+            tracing::warn!(%error, stripe.customer_id = %created.id, "the stripe customer could not be recorded on the profile");
         }
-        Ok(customer)
+        Ok((created.id, created.payment_method))
     }
 
     /// A subscription this request created at Stripe but a webhook stored first: the
@@ -481,11 +508,12 @@ fn customer_details(profile: &UserProfile) -> CustomerDetails {
     CustomerDetails { user_id: profile.user_id.clone(), email: profile.email.to_string(), name: profile.full_name.clone() }
 }
 
-/// The customer's creation key: the user and what is sent, so every operation for the user
-/// (and every retry) within Stripe's 24 h replays one customer; later, the search that
-/// precedes a create finds it.
-fn customer_key(profile: &UserProfile) -> IdempotencyKey {
-    let details = format!("{}|{}", profile.email, profile.full_name.as_deref().unwrap_or_default());
+/// The customer's creation key: the user and what is sent (details and card), so every
+/// operation for the user that sends the same (and every retry) within Stripe's 24 h
+/// replays one customer, and a corrected request with another card is not refused as a
+/// reused key. Once created, the customer is recorded on the profile and used from there.
+fn customer_key(profile: &UserProfile, card: Option<&str>) -> IdempotencyKey {
+    let details = format!("{}|{}|{}", profile.email, profile.full_name.as_deref().unwrap_or_default(), card.unwrap_or_default());
     let digest = hex::encode(Sha256::digest(details.as_bytes()));
     IdempotencyKey::new(format!("admin:customer:{}:{}", profile.user_id, &digest[..16]))
 }
