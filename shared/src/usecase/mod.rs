@@ -8,7 +8,7 @@
 //! - [`admin`]: what the admin API does (profiles; create, change, cancel, reactivate, read).
 //! - [`stripe_event`]: applying one verified Stripe event.
 //! - [`catch_up`]: the missed-event replay and the full Stripe sweep.
-//! - [`lifecycle`]: the scheduled rules for one subscription: warn, expire, reconcile.
+//! - [`lifecycle`]: the scheduled rules for one subscription: warn before an end, expire after it.
 
 pub mod admin;
 pub mod catch_up;

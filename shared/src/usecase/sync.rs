@@ -2,7 +2,7 @@
 //! history entry, and every notification (e-mail and domain event) the change causes.
 //!
 //! The admin API (after its own Stripe call), the webhook (after re-fetching the object an
-//! event names) and the jobs (reconcile, expire-lapsed) all plan their write here, so
+//! event names) and the jobs (the replay and sweep, expire-lapsed) all plan their write here, so
 //! whichever of them applies a change first queues the same items under the same ids and
 //! the others find nothing left to do.
 //!
