@@ -105,6 +105,9 @@ impl Store for Down {
     async fn put_profile(&self, _: &UserProfile) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+    async fn record_address_feedback(&self, _: &UserId, _: &shared::store::AddressFeedback) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
     async fn set_customer(&self, _: &UserId, _: &StripeCustomerId) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }

@@ -63,6 +63,8 @@ impl DeliveryPolicy {
 enum AttemptError {
     Permanent(String),
     Transient(String),
+    /// The recipient's address is undeliverable: not sent, never retried.
+    Suppressed(String),
 }
 
 pub struct OutboxDelivery {
@@ -173,6 +175,12 @@ impl OutboxDelivery {
                 done.last_error = None;
                 report.sent += 1;
             }
+            Err(AttemptError::Suppressed(why)) => {
+                tracing::info!(reason = %why, "address undeliverable; suppressed");
+                done.state = OutboxState::Suppressed;
+                done.last_error = Some(why);
+                report.suppressed += 1;
+            }
             Err(AttemptError::Permanent(why)) => {
                 tracing::warn!(error = %why, "refused for good; not retried");
                 done.state = OutboxState::Failed;
@@ -216,9 +224,16 @@ impl OutboxDelivery {
                     Ok(None) => return Err(AttemptError::Permanent(format!("user {user_id} has no profile"))),
                     Err(e) => return Err(AttemptError::Transient(e.to_string())),
                 };
+                if let Some(mark) = profile.undeliverable() {
+                    let reason = serde_json::to_value(mark.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    return Err(AttemptError::Suppressed(format!(
+                        "the address is undeliverable ({reason}, since {})",
+                        mark.at.to_rfc3339()
+                    )));
+                }
                 let email = self.renderer.render(&profile, context).map_err(|e| AttemptError::Permanent(e.to_string()))?;
                 self.pace().await;
-                self.mailer.send(&profile.email, &email, context.kind(), &item.id).await.map_err(|e| match e {
+                self.mailer.send(&profile.email, &profile.user_id, &email, context.kind(), &item.id).await.map_err(|e| match e {
                     SendError::Permanent { .. } => AttemptError::Permanent(e.to_string()),
                     SendError::Transient { .. } => AttemptError::Transient(e.to_string()),
                 })
@@ -248,6 +263,7 @@ impl OutboxDelivery {
             (OutboxPayload::Email { .. }, OutboxState::Pending) => ("EmailsRetried", true),
             // Only an erasure stops an item; delivery never ends one so.
             (OutboxPayload::Email { .. }, OutboxState::Erased) => ("EmailsErased", true),
+            (OutboxPayload::Email { .. }, OutboxState::Suppressed) => ("EmailsSuppressed", true),
             (OutboxPayload::Event { .. }, OutboxState::Sent) => ("DomainEventsPublished", false),
             (OutboxPayload::Event { .. }, OutboxState::DeadLettered) => ("DomainEventsDeadLettered", false),
             (OutboxPayload::Event { .. }, _) => ("DomainEventsRetried", false),

@@ -4,14 +4,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{EmailAddress, NotificationKind};
+use crate::domain::{EmailAddress, NotificationKind, UserId};
 
 use super::RenderedEmail;
 
 /// Delivers rendered e-mails. Object-safe, so functions hold an `Arc<dyn Mailer>`.
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    /// Sends `email` to `to` and returns the provider's message id.
+    /// Sends `email` to `to`, the address of `user`, and returns the provider's message id.
+    /// The user is attached to the message so the provider's feedback (bounces,
+    /// complaints) can be traced back to their profile.
     ///
     /// `idempotency_tag` names the logical notification (the outbox item id); it
     /// is attached to the message so duplicates can be traced. The provider has
@@ -19,6 +21,7 @@ pub trait Mailer: Send + Sync {
     async fn send(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         idempotency_tag: &str,

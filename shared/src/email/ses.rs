@@ -9,7 +9,7 @@ use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
 use aws_sdk_sesv2::Client;
 
-use crate::domain::{EmailAddress, NotificationKind};
+use crate::domain::{EmailAddress, NotificationKind, UserId};
 
 use super::mailer::redact_addresses_in;
 use super::{EmailConfig, Mailer, RenderedEmail, RetryPolicy, SendError};
@@ -21,7 +21,8 @@ pub fn client(sdk_config: &SdkConfig) -> Client {
 }
 
 /// Sends through SES with the configured sender and configuration set, tagging
-/// each message `notification=<kind>` for SES event destinations and metrics.
+/// each message `notification=<kind>` for SES event destinations and metrics, and
+/// `user=<hex of the user id>` for the bounce and complaint handler.
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: Client,
@@ -55,6 +56,7 @@ impl SesMailer {
     fn request(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         tag: &str,
@@ -71,6 +73,8 @@ impl SesMailer {
             .content(EmailContent::builder().simple(message).build())
             .email_tags(message_tag("notification", kind.as_str())?)
             .email_tags(message_tag("notification_id", tag)?)
+            // SES's bounce and complaint events carry the tags: how feedback finds the user.
+            .email_tags(message_tag(crate::usecase::mail_feedback::USER_TAG, &crate::usecase::mail_feedback::user_tag_value(user))?)
             .set_configuration_set_name(self.configuration_set.clone());
         Ok(request)
     }
@@ -81,11 +85,12 @@ impl Mailer for SesMailer {
     async fn send(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         idempotency_tag: &str,
     ) -> Result<String, SendError> {
-        let request = self.request(to, email, kind, idempotency_tag)?;
+        let request = self.request(to, user, email, kind, idempotency_tag)?;
         let attempts = self.retry.attempts.max(1);
         let mut attempt = 1;
         loop {

@@ -53,8 +53,8 @@ use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscri
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
 pub use model::{
-    Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping, SubscriptionWrite,
-    UserRecords,
+    AddressFeedback, Change, Erased, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping,
+    SubscriptionWrite, UserRecords,
 };
 
 /// Every read and write the functions make of the subscription table. Reads are strongly
@@ -112,6 +112,11 @@ pub trait Store: Send + Sync {
     async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError>;
     /// Pending outbox items due at `now`, at most `limit`.
     async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError>;
+    /// Records SES's feedback about `user`'s address on their profile, only while the profile
+    /// still has that address and is not erased. `false` when nothing changed: the same
+    /// event again, an address already marked undeliverable, an address the user no longer
+    /// has, no profile.
+    async fn record_address_feedback(&self, user: &UserId, feedback: &AddressFeedback) -> Result<bool, StoreError>;
     /// Records a delivery attempt's outcome, only if the item is still pending with
     /// `seen_attempts` attempts; `false` when another worker got there first.
     async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError>;

@@ -28,14 +28,14 @@ impl Jobs {
             let (report, scanned) = self.delivery.deliver_pending(clock, limit).await?;
             counts.items_read += scanned;
             counts.add_delivery(report);
-            let handled = report.sent + report.failed + report.dead_lettered + report.retry_later + report.skipped;
+            let handled = report.sent + report.failed + report.dead_lettered + report.suppressed + report.retry_later + report.skipped;
             tracing::info!(?report, scanned, "outbox batch swept");
             // Fewer due items than asked for: the outbox is drained.
             if u64::from(handled) < claimed {
                 budget.give_back(claimed - u64::from(handled));
                 return Ok(Progress::Done);
             }
-            if report.sent + report.failed + report.dead_lettered == 0 {
+            if report.sent + report.failed + report.dead_lettered + report.suppressed == 0 {
                 tracing::warn!(?report, "a whole batch failed transiently; leaving the rest for the next run");
                 return Ok(Progress::Done);
             }
