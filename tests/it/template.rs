@@ -9,6 +9,7 @@ use std::path::Path;
 
 use harness::{template, workspace_root};
 use serde_yaml::Value;
+use shared::usecase::mail_feedback;
 
 fn sources(dir: &Path) -> String {
     let mut text = String::new();
@@ -35,7 +36,7 @@ fn function_sources(crate_src: &Path) -> String {
     let usecases = workspace_root().join("shared/src/usecase");
     let mut included = BTreeSet::new();
     loop {
-        let next: Vec<&str> = ["admin", "stripe_event", "sync"]
+        let next: Vec<&str> = ["admin", "stripe_event", "sync", "mail_feedback"]
             .into_iter()
             .filter(|m| !included.contains(m) && text.contains(&format!("usecase::{m}")))
             .collect();
@@ -382,8 +383,9 @@ fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
     let env = &jobs["Properties"]["Environment"]["Variables"];
     assert_eq!(intrinsic(&env["JOB_CONTINUATION_BUS_NAME"]), Some(("Ref".into(), "JobContinuationBus".into())));
     assert_eq!(t["Resources"]["JobContinuationBus"]["Type"].as_str(), Some("AWS::Events::EventBus"));
-    // The one rule invoking the jobs from a bus: on their own bus, matching their own events,
-    // handing over the whole event (its source and time are what the function checks).
+    // Two rules invoke the jobs from a bus, each handing over the whole event (its source,
+    // type and time are what the function checks): continuations on the jobs' own bus, and
+    // SES's feedback on the default bus (the only one SES delivers to).
     let rules: Vec<(String, Value)> = jobs["Properties"]["Events"]
         .as_mapping()
         .unwrap()
@@ -391,12 +393,22 @@ fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
         .filter(|(_, e)| e["Type"].as_str() == Some("EventBridgeRule"))
         .map(|(n, e)| (n.as_str().unwrap().to_owned(), e["Properties"].clone()))
         .collect();
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    let (_, rule) = &rules[0];
-    assert_eq!(intrinsic(&rule["EventBusName"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let on_own_bus: Vec<&Value> = rules
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| intrinsic(&r["EventBusName"]) == Some(("Ref".into(), "JobContinuationBus".into())))
+        .collect();
+    assert_eq!(on_own_bus.len(), 1, "{rules:?}");
+    let rule = on_own_bus[0];
     assert_eq!(strings(&rule["Pattern"]["source"]), [CONTINUATION_SOURCE]);
     assert_eq!(strings(&rule["Pattern"]["detail-type"]), [CONTINUATION_DETAIL_TYPE]);
-    for key in ["InputPath", "InputTransformer", "Input"] {
-        assert!(rule.get(key).is_none(), "the continuation rule rewrites the event ({key}): the function could not check it");
+    let feedback = rules.iter().map(|(_, r)| r).find(|r| r.get("EventBusName").is_none()).expect("the SES feedback rule");
+    assert_eq!(strings(&feedback["Pattern"]["source"]), [mail_feedback::SES_SOURCE]);
+    assert_eq!(strings(&feedback["Pattern"]["detail-type"]), mail_feedback::DETAIL_TYPES);
+    for rule in [rule, feedback] {
+        for key in ["InputPath", "InputTransformer", "Input"] {
+            assert!(rule.get(key).is_none(), "a rule rewrites the event ({key}): the function could not check it");
+        }
     }
 }

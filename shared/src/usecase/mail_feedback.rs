@@ -286,4 +286,22 @@ mod tests {
             assert!(FeedbackEvent::parse(&broken).is_err(), "{broken}");
         }
     }
+
+    #[test]
+    fn every_sample_event_parses_as_described() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/ses");
+        let expect = [
+            ("bounce-permanent.json", FeedbackKind::PermanentBounce),
+            ("bounce-transient.json", FeedbackKind::SoftBounce),
+            ("complaint.json", FeedbackKind::Complaint),
+            ("delivery.json", FeedbackKind::Delivery),
+            ("reject.json", FeedbackKind::Reject),
+        ];
+        for (file, kind) in expect {
+            let value: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+            let event = FeedbackEvent::parse(&value).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(event.kind, kind, "{file}");
+            assert_eq!(event.user.as_ref().map(UserId::as_str), Some("user_123"), "{file}");
+        }
+    }
 }
