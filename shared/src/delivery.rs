@@ -47,6 +47,7 @@ pub trait Deliver: Send + Sync {
 }
 
 mod outbox;
+pub mod pacing;
 pub use outbox::{DeliveryPolicy, OutboxDelivery};
 
 use crate::{

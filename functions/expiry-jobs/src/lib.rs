@@ -123,6 +123,8 @@ pub struct Jobs {
     pub(crate) delivery: Arc<OutboxDelivery>,
     pub(crate) continuations: ContinuationPublisher,
     pub(crate) feedback: MailFeedback,
+    /// SES's quota, read once per `deliver-pending` run; `None`: the configured rate.
+    pub(crate) quota: Option<shared::email::SendQuota>,
     pub(crate) settings: JobSettings,
 }
 
@@ -140,7 +142,13 @@ impl Jobs {
         let replay = Replay::new(catch_up.clone(), ReplaySettings::default());
         let sweep = Sweep::new(catch_up);
         let feedback = MailFeedback::new(store.clone());
-        Self { store, lifecycle, replay, sweep, delivery, continuations, feedback, settings }
+        Self { store, lifecycle, replay, sweep, delivery, continuations, feedback, quota: None, settings }
+    }
+
+    /// Paces `deliver-pending` to the account's SES quota (`GetAccount`), read once per run.
+    pub fn with_send_quota(mut self, quota: shared::email::SendQuota) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     pub fn settings(&self) -> &JobSettings {

@@ -45,6 +45,13 @@ impl SendError {
         matches!(self, Self::Permanent { .. })
     }
 
+    /// Whether SES refused for rate (`TooManyRequestsException`: the send rate;
+    /// `LimitExceededException`: the daily quota; any 429): worth retrying later, and
+    /// never a reason to give the message up.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, Self::Transient { code, .. } if THROTTLING_CODES.contains(&code.as_str()))
+    }
+
     /// The provider's error code (`MessageRejected`, `Timeout`, …).
     pub fn code(&self) -> &str {
         match self {
@@ -52,6 +59,9 @@ impl SendError {
         }
     }
 }
+
+/// The error codes [`SendError::is_throttling`] recognises.
+pub(crate) const THROTTLING_CODES: [&str; 4] = ["TooManyRequestsException", "LimitExceededException", "Throttling", "ThrottlingException"];
 
 /// How hard a mailer tries before reporting a transient error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -145,6 +145,39 @@ impl Mailer for SesMailer {
     }
 }
 
+/// The account's sending quota, read from SES `GetAccount`.
+#[derive(Debug, Clone)]
+pub struct SendQuota {
+    client: Client,
+}
+
+impl SendQuota {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The maximum send rate in whole messages per second (at least 1), within `timeout`;
+    /// `None` when it cannot be read (moto has no `GetAccount`; a missing grant; an
+    /// outage): the caller falls back to its configured rate.
+    pub async fn max_send_rate(&self, timeout: std::time::Duration) -> Option<u32> {
+        max_send_rate(&self.client, timeout).await.map(|rate| (rate.floor() as u32).max(1))
+    }
+}
+
+async fn max_send_rate(client: &Client, timeout: std::time::Duration) -> Option<f64> {
+    match tokio::time::timeout(timeout, client.get_account().send()).await {
+        Ok(Ok(account)) => account.send_quota().map(|quota| quota.max_send_rate()).filter(|rate| *rate > 0.0),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %aws_sdk_sesv2::error::DisplayErrorContext(&error), "SES GetAccount failed; using the configured send rate");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "SES GetAccount timed out; using the configured send rate");
+            None
+        }
+    }
+}
+
 /// SES text content, always declared UTF-8 (names, `€`, `¥`).
 fn utf8(data: &str) -> Result<Content, SendError> {
     Content::builder().data(data).charset("UTF-8").build().map_err(invalid_request)
@@ -172,7 +205,12 @@ fn classify(error: SdkError<SendEmailError, aws_sdk_sesv2::config::http::HttpRes
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             let err = context.err();
-            let code = err.code().unwrap_or("Unknown").to_owned();
+            // An unmodelled 429 is throttling whatever its body says.
+            let code = match err.code() {
+                Some(code) => code.to_owned(),
+                None if status == 429 => "Throttling".to_owned(),
+                None => "Unknown".to_owned(),
+            };
             let message = redact_addresses_in(err.message().unwrap_or_default());
             let permanent = match err {
                 SendEmailError::MessageRejected(_)

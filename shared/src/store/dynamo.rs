@@ -616,6 +616,21 @@ impl Store for DynamoStore {
         Ok(PendingPage { items: items_out, scanned })
     }
 
+    #[instrument(skip(self))]
+    async fn claim_send_slot(&self, second: i64, rate: u32) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
+        let update = self
+            .update(&format!("SEND_SLOT#{second}"), "SLOT")
+            .update_expression("ADD used :one SET expires_at = :ttl")
+            .condition_expression("attribute_not_exists(used) OR used < :rate")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":rate", AttributeValue::N(rate.to_string()))
+            .expression_attribute_values(":ttl", AttributeValue::N(second.saturating_add(86_400).to_string()));
+        let claimed = self.updated(update).await;
+        dynamo_call("UpdateItem", if claimed.is_ok() { "ok" } else { "error" }, started);
+        Ok(claimed?.is_some())
+    }
+
     /// Records a delivery attempt's outcome. The write is conditional on the item still
     /// being pending with the attempt count the caller saw, so two concurrent sweepers
     /// cannot both record a send. Returns `false` when another worker got there first.

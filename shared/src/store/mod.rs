@@ -12,6 +12,7 @@
 //! | Stripe event ledger | `STRIPE_EVENT#<evt_…>` | `LEDGER` | `expires_at` (TTL) after 30 days |
 //! | outbox item | `OUTBOX#<id>` | `OUTBOX` | `pend_pk`/`pend_sk` while pending; `expires_at` (TTL) 30 days after delivery ends |
 //! | outbox reference | `USER#<user_id>` | `OUTBOX#<id>` | per item about the user, same transaction; `expires_at` (TTL) |
+//! | SES send slots of one second | `SEND_SLOT#<epoch second>` | `SLOT` | `used` counter (see `delivery::pacing`); `expires_at` (TTL) a day later |
 //!
 //! An erased user's profile item stays as a tombstone: `erasure_started_at` (and
 //! `erased_at` when finished), the Stripe customer id, no e-mail and no names.
@@ -117,6 +118,9 @@ pub trait Store: Send + Sync {
     /// event again, an address already marked undeliverable, an address the user no longer
     /// has, no profile.
     async fn record_address_feedback(&self, user: &UserId, feedback: &AddressFeedback) -> Result<bool, StoreError>;
+    /// Takes one of the `rate` SES send slots of the epoch second `second` (the shared send
+    /// rate, see [`crate::delivery::pacing`]); `false` when all are taken.
+    async fn claim_send_slot(&self, second: i64, rate: u32) -> Result<bool, StoreError>;
     /// Records a delivery attempt's outcome, only if the item is still pending with
     /// `seen_attempts` attempts; `false` when another worker got there first.
     async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError>;
