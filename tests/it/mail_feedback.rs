@@ -214,12 +214,14 @@ async fn throttling_retries_later_instead_of_failing() {
     throttling.set(Fault::Status(429));
     let ses = sdk_config_for(&throttling.url).await;
     let aws = shared::config::AwsClients::with_ses(&env.config, &ses);
-    let policy = DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() };
+    // One attempt before dead-lettering: a transient error would park the item at once,
+    // throttling never does.
+    let policy = DeliveryPolicy { sends_per_second: None, max_attempts: 1, ..DeliveryPolicy::default() };
     let mailing = Mailing { email: harness::env::email_config(), mail_retry: harness::env::quick_mail_retry(), policy };
     let delivery = OutboxDelivery::over_aws(env.store.clone(), &aws, &env.bus, &mailing).unwrap();
     let now = day(7) + Duration::hours(1);
     let (report, _) = delivery.deliver_pending(&RunClock::starting_at(now), 10).await.unwrap();
-    assert_eq!((report.retry_later, report.failed, report.sent), (1, 0, 0), "{report:?}");
+    assert_eq!((report.retry_later, report.failed, report.dead_lettered, report.sent), (1, 0, 0, 0), "{report:?}");
     let item = env.store.outbox_item(&id).await.unwrap().unwrap();
     assert_eq!((item.state, item.attempts), (OutboxState::Pending, 1));
     assert!(item.next_attempt_at >= now + Duration::minutes(1), "backed off by the shared schedule");

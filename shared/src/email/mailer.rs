@@ -142,5 +142,10 @@ mod tests {
         let t = SendError::Transient { code: "Timeout".into(), message: "slow".into() };
         assert!(p.is_permanent() && !t.is_permanent());
         assert_eq!(t.code(), "Timeout");
+        assert!(!t.is_throttling());
+        for code in ["TooManyRequestsException", "LimitExceededException", "Throttling"] {
+            assert!(SendError::Transient { code: code.into(), message: "slow down".into() }.is_throttling(), "{code}");
+        }
+        assert!(!SendError::Permanent { code: "Throttling".into(), message: "x".into() }.is_throttling());
     }
 }
