@@ -231,3 +231,37 @@ async fn throttling_retries_later_instead_of_failing() {
     assert_eq!(report.sent, 1);
     assert_eq!(env.mail_to("patient@example.com").len(), 1);
 }
+
+/// The admin API shows the address's delivery state (`GET /users/{id}`, and the PUT's
+/// answer), and a PUT with a new address clears the mark while the same address keeps it.
+#[tokio::test]
+async fn the_admin_api_shows_and_clears_the_mark() {
+    let api = harness::admin::AdminApi::start().await;
+    let jobs = jobs_for(&api.env, unreachable_stripe(), settings());
+    let user = UserId::parse("fb-admin").unwrap();
+    api.create_profile(user.as_str()).await;
+    let path = format!("/users/{user}");
+    let read = api.call("GET", &path, None).await;
+    assert_eq!((read.status.as_u16(), &read.body["delivery"]), (200, &json!("deliverable")), "{}", read.body);
+
+    let address = format!("{user}@example.com");
+    assert_eq!(feedback(&jobs, &ses_event("evt-admin", "Email Complaint Received", &user, &address)).await.unwrap(), 1);
+    let read = api.call("GET", &path, None).await;
+    assert_eq!(
+        (&read.body["delivery"], &read.body["undeliverable_reason"]),
+        (&json!("undeliverable"), &json!("complaint")),
+        "{}",
+        read.body
+    );
+
+    let same = api.call("PUT", &path, Some(json!({"email": address, "full_name": "Renamed"}))).await;
+    assert_eq!((same.status.as_u16(), &same.body["delivery"]), (200, &json!("undeliverable")), "{}", same.body);
+    assert_eq!(api.call("GET", &path, None).await.body["delivery"], "undeliverable");
+
+    let moved = api.call("PUT", &path, Some(json!({"email": "fresh@example.com"}))).await;
+    assert_eq!((moved.status.as_u16(), &moved.body["delivery"]), (200, &json!("deliverable")), "{}", moved.body);
+    let read = api.call("GET", &path, None).await;
+    assert_eq!(read.body["delivery"], "deliverable", "{}", read.body);
+    assert!(read.body.get("undeliverable_reason").is_none(), "{}", read.body);
+    assert_eq!(api.call("GET", "/users/nobody-here", None).await.status.as_u16(), 404);
+}
