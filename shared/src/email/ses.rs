@@ -168,7 +168,10 @@ async fn max_send_rate(client: &Client, timeout: std::time::Duration) -> Option<
     match tokio::time::timeout(timeout, client.get_account().send()).await {
         Ok(Ok(account)) => account.send_quota().map(|quota| quota.max_send_rate()).filter(|rate| *rate > 0.0),
         Ok(Err(error)) => {
-            tracing::warn!(error = %aws_sdk_sesv2::error::DisplayErrorContext(&error), "SES GetAccount failed; using the configured send rate");
+            // Code and status only: the raw answer may be anything (moto answers an HTML 404).
+            let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("Unknown");
+            let status = error.raw_response().map(|r| r.status().as_u16());
+            tracing::warn!(code, status, "SES GetAccount failed; using the configured send rate");
             None
         }
         Err(_) => {
