@@ -5,6 +5,11 @@
 //! finish stays pending and the `deliver-pending` job sends it later. Delivery is
 //! therefore at-least-once per attempt but exactly-once per outbox item in effect: an
 //! item is marked sent with a conditional write, and SES sends are keyed by item id.
+//!
+//! An e-mail whose recipient's current address SES reported undeliverable (a permanent
+//! bounce or a complaint, see [`crate::usecase::mail_feedback`]) is not sent: the item ends
+//! `suppressed`, is counted (`EmailsSuppressed`) and is never retried. The check is made at
+//! send time, so mail queued before the bounce is stopped as well as mail queued after.
 
 use async_trait::async_trait;
 
@@ -17,6 +22,8 @@ pub struct DeliveryReport {
     pub retry_later: u32,
     pub failed: u32,
     pub dead_lettered: u32,
+    /// E-mails not sent because their address is undeliverable (SES's feedback).
+    pub suppressed: u32,
     /// Items another worker had already handled.
     pub skipped: u32,
 }
@@ -27,6 +34,7 @@ impl DeliveryReport {
         self.retry_later += other.retry_later;
         self.failed += other.failed;
         self.dead_lettered += other.dead_lettered;
+        self.suppressed += other.suppressed;
         self.skipped += other.skipped;
     }
 }
@@ -39,6 +47,7 @@ pub trait Deliver: Send + Sync {
 }
 
 mod outbox;
+pub mod pacing;
 pub use outbox::{DeliveryPolicy, OutboxDelivery};
 
 use crate::{

@@ -87,6 +87,8 @@ pub async fn put_profile(env: &TestEnv, user: &UserId) -> String {
         user_type: None,
         updated_at: Utc::now(),
         stripe_customer_id: None,
+        undeliverable: None,
+        last_delivery: None,
     };
     env.store.put_profile(&profile).await.expect("put profile");
     address

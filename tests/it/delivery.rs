@@ -223,3 +223,40 @@ async fn an_unreadable_item_is_failed_without_stopping_the_sweep() {
     let (again, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now() + Duration::days(1)), 100).await.unwrap();
     assert_eq!((again.sent + again.failed, scanned), (0, 0), "never retried");
 }
+
+/// Two sweeps running at once, each paced at 2 e-mails/s, share that one rate through the
+/// table's per-second send slots instead of sending at 4/s between them.
+#[tokio::test]
+async fn concurrent_sweeps_share_one_send_rate() {
+    let env = TestEnv::new().await;
+    let n = 8;
+    for i in 0..n {
+        let user = UserId::parse(&format!("shared-rate-{i}")).unwrap();
+        profile(&env.store, &user, &format!("shared-rate-{i}@example.com")).await;
+        queue_trial_ending(&env, &user).await;
+    }
+    let policy = DeliveryPolicy { sends_per_second: Some(2), concurrency: 4, ..policy() };
+    let first = delivery(&env, &env.ses_config, policy.clone());
+    let second = delivery(&env, &env.ses_config, policy);
+    let now = Utc::now();
+    let (a, b) = tokio::join!(async { first.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap().0 }, async {
+        second.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap().0
+    });
+    assert_eq!(a.sent + b.sent, 2 * n as u32, "every e-mail and event once: {a:?} {b:?}");
+    assert_eq!(env.mail().sent().len(), n);
+    let slots = env
+        .ddb
+        .scan()
+        .table_name(&env.table)
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(":p", AttributeValue::S("SEND_SLOT#".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let used: Vec<u32> = slots.iter().map(|s| s["used"].as_n().unwrap().parse().unwrap()).collect();
+    assert!(used.iter().all(|u| *u <= 2), "no second held more than 2 sends: {used:?}");
+    assert_eq!(used.iter().sum::<u32>(), n as u32, "every send claimed a slot: {used:?}");
+    assert!(used.len() >= n / 2, "8 sends at 2/s need at least 4 seconds: {used:?}");
+}

@@ -78,7 +78,10 @@ async fn a_rendered_receipt_is_delivered_through_ses() {
 
     let context = jpy_receipt();
     let email = renderer.render(&profile, &context).unwrap();
-    let message_id = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_jp7").await.unwrap();
+    let message_id = mailer
+        .send(&profile.email, &profile.user_id, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_jp7")
+        .await
+        .unwrap();
     assert!(!message_id.is_empty());
 
     let sent = sent_messages(&moto).await;
@@ -109,7 +112,7 @@ async fn every_notification_kind_can_be_sent() {
     for context in EmailContext::samples() {
         let kind = context.kind();
         let email = renderer.render(&profile, &context).unwrap();
-        mailer.send(&profile.email, &email, kind, &format!("email:{}:sample", kind.as_str())).await.unwrap();
+        mailer.send(&profile.email, &profile.user_id, &email, kind, &format!("email:{}:sample", kind.as_str())).await.unwrap();
         subjects.push(email.subject);
     }
     let recorded: Vec<String> = sent_messages(&moto).await.iter().map(|m| m["subject"].as_str().unwrap().to_owned()).collect();
@@ -126,7 +129,10 @@ async fn an_unverified_sender_is_a_permanent_failure() {
     let profile = recipient();
     let email = renderer.render(&profile, &jpy_receipt()).unwrap();
 
-    let err = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_x").await.unwrap_err();
+    let err = mailer
+        .send(&profile.email, &profile.user_id, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_x")
+        .await
+        .unwrap_err();
     assert!(err.is_permanent(), "{err:?}");
     assert!(matches!(&err, SendError::Permanent { code, .. } if code == "MessageRejected"), "{err:?}");
     assert!(sent_messages(&moto).await.is_empty());
@@ -144,7 +150,10 @@ async fn an_unreachable_ses_is_a_transient_failure_after_bounded_retries() {
     let email = renderer.render(&profile, &jpy_receipt()).unwrap();
 
     let started = std::time::Instant::now();
-    let err = mailer.send(&profile.email, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_y").await.unwrap_err();
+    let err = mailer
+        .send(&profile.email, &profile.user_id, &email, NotificationKind::PaymentReceipt, "email:payment_receipt:in_y")
+        .await
+        .unwrap_err();
     assert!(!err.is_permanent(), "{err:?}");
     assert_eq!(err.code(), "DispatchFailure", "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(20), "retries are bounded: {:?}", started.elapsed());

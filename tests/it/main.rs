@@ -10,6 +10,7 @@ mod fixtures;
 mod hostile;
 mod jobs;
 mod local_stack;
+mod mail_feedback;
 mod observability;
 mod secrets;
 mod store;

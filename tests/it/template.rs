@@ -9,6 +9,10 @@ use std::path::Path;
 
 use harness::{template, workspace_root};
 use serde_yaml::Value;
+use shared::usecase::mail_feedback;
+
+/// Actions without resource-level permissions: their only resource is `*`.
+const ACCOUNT_LEVEL_ACTIONS: [&str; 1] = ["ses:GetAccount"];
 
 fn sources(dir: &Path) -> String {
     let mut text = String::new();
@@ -35,7 +39,7 @@ fn function_sources(crate_src: &Path) -> String {
     let usecases = workspace_root().join("shared/src/usecase");
     let mut included = BTreeSet::new();
     loop {
-        let next: Vec<&str> = ["admin", "catch_up", "lifecycle", "stripe_event", "sync"]
+        let next: Vec<&str> = ["admin", "catch_up", "lifecycle", "mail_feedback", "stripe_event", "sync"]
             .into_iter()
             .filter(|m| !included.contains(m) && text.contains(&format!("usecase::{m}")))
             .collect();
@@ -134,6 +138,9 @@ fn operations_in(text: &str, store: &BTreeMap<String, BTreeSet<&'static str>>) -
     if text.contains("SesMailer") || text.contains(".send_email()") {
         ops.insert("ses:SendEmail".into());
     }
+    if text.contains("SendQuota") || text.contains(".get_account()") {
+        ops.insert("ses:GetAccount".into());
+    }
     if text.contains("SecretStore") || text.contains(".get_secret_value()") {
         ops.insert("secretsmanager:GetSecretValue".into());
     }
@@ -194,7 +201,14 @@ fn template_matches_the_code() {
                     assert!(!action.contains('*'), "{name}: wildcard action {action}");
                     granted.insert(action);
                 }
-                assert!(!strings(&statement["Resource"]).iter().any(|r| r == "*"), "{name}: wildcard resource");
+                // Only an action IAM has no resource type for may (must) name `*`.
+                if strings(&statement["Resource"]).iter().any(|r| r == "*") {
+                    let actions = strings(&statement["Action"]);
+                    assert!(
+                        actions.iter().all(|a| ACCOUNT_LEVEL_ACTIONS.contains(&a.as_str())),
+                        "{name}: wildcard resource for {actions:?}"
+                    );
+                }
             }
         }
         let used = operations_in(&code, &store);
@@ -384,8 +398,9 @@ fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
     let env = &jobs["Properties"]["Environment"]["Variables"];
     assert_eq!(intrinsic(&env["JOB_CONTINUATION_BUS_NAME"]), Some(("Ref".into(), "JobContinuationBus".into())));
     assert_eq!(t["Resources"]["JobContinuationBus"]["Type"].as_str(), Some("AWS::Events::EventBus"));
-    // The one rule invoking the jobs from a bus: on their own bus, matching their own events,
-    // handing over the whole event (its source and time are what the function checks).
+    // Two rules invoke the jobs from a bus, each handing over the whole event (its source,
+    // type and time are what the function checks): continuations on the jobs' own bus, and
+    // SES's feedback on the default bus (the only one SES delivers to).
     let rules: Vec<(String, Value)> = jobs["Properties"]["Events"]
         .as_mapping()
         .unwrap()
@@ -393,12 +408,40 @@ fn only_the_jobs_put_continuations_and_only_on_a_bus_of_their_own() {
         .filter(|(_, e)| e["Type"].as_str() == Some("EventBridgeRule"))
         .map(|(n, e)| (n.as_str().unwrap().to_owned(), e["Properties"].clone()))
         .collect();
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    let (_, rule) = &rules[0];
-    assert_eq!(intrinsic(&rule["EventBusName"]), Some(("Ref".into(), "JobContinuationBus".into())));
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let on_own_bus: Vec<&Value> = rules
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| intrinsic(&r["EventBusName"]) == Some(("Ref".into(), "JobContinuationBus".into())))
+        .collect();
+    assert_eq!(on_own_bus.len(), 1, "{rules:?}");
+    let rule = on_own_bus[0];
     assert_eq!(strings(&rule["Pattern"]["source"]), [CONTINUATION_SOURCE]);
     assert_eq!(strings(&rule["Pattern"]["detail-type"]), [CONTINUATION_DETAIL_TYPE]);
-    for key in ["InputPath", "InputTransformer", "Input"] {
-        assert!(rule.get(key).is_none(), "the continuation rule rewrites the event ({key}): the function could not check it");
+    let feedback = rules.iter().map(|(_, r)| r).find(|r| r.get("EventBusName").is_none()).expect("the SES feedback rule");
+    assert_eq!(strings(&feedback["Pattern"]["source"]), [mail_feedback::SES_SOURCE]);
+    assert_eq!(strings(&feedback["Pattern"]["detail-type"]), mail_feedback::DETAIL_TYPES);
+    for rule in [rule, feedback] {
+        for key in ["InputPath", "InputTransformer", "Input"] {
+            assert!(rule.get(key).is_none(), "a rule rewrites the event ({key}): the function could not check it");
+        }
     }
+}
+
+/// Every route the admin router serves is an HttpApi event of the admin function, and the
+/// function has no event for a route the router does not serve: a route missing here
+/// answers 404 at API Gateway however well the function handles it.
+#[test]
+fn the_api_routes_are_exactly_the_routers() {
+    let t = template::template();
+    let (_, admin) = functions(&t).into_iter().find(|(_, r)| binary_of(r) == "admin-api").expect("the admin function");
+    let deployed: BTreeSet<(String, String)> = admin["Properties"]["Events"]
+        .as_mapping()
+        .expect("admin-api events")
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .map(|e| (e["Properties"]["Method"].as_str().unwrap().to_owned(), e["Properties"]["Path"].as_str().unwrap().to_owned()))
+        .collect();
+    let served: BTreeSet<(String, String)> = admin_api::ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+    assert_eq!(deployed, served);
 }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use shared::{
     billing::PaymentAction,
     domain::{
-        AccessPolicy, Erasure, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, SubscriptionSource, SubscriptionStatus,
-        Tier, UserProfile,
+        AccessPolicy, DeliveryState, Erasure, HistoryEntry, OutboxItem, OutboxPayload, OutboxState, Subscription, SubscriptionSource,
+        SubscriptionStatus, Tier, UndeliverableReason, UserProfile,
     },
     store::UserRecords,
     usecase::admin::{Changed, ErasureReport},
@@ -131,6 +131,16 @@ pub struct ProfileResponse {
     pub username: Option<String>,
     pub user_type: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Whether mail goes to `email`, from SES's bounce and complaint feedback.
+    pub delivery: DeliveryState,
+    /// Why `email` is undeliverable (`bounce`: permanent bounce, `complaint`), and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undeliverable_reason: Option<UndeliverableReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undeliverable_since: Option<DateTime<Utc>>,
+    /// The last delivery to `email` SES reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivered_at: Option<DateTime<Utc>>,
 }
 
 impl From<&UserProfile> for ProfileResponse {
@@ -142,6 +152,10 @@ impl From<&UserProfile> for ProfileResponse {
             username: p.username.clone(),
             user_type: p.user_type.clone(),
             updated_at: p.updated_at,
+            delivery: p.delivery_state(),
+            undeliverable_reason: p.undeliverable().map(|mark| mark.reason),
+            undeliverable_since: p.undeliverable().map(|mark| mark.at),
+            last_delivered_at: p.last_delivery().map(|d| d.at),
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct RouteSpec {
 /// Every route this API serves.
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "PUT", path: "/users/{user_id}", statuses: &[200, 201, 400, 401, 403, 410, 422, 500, 502, 503] },
+    RouteSpec { method: "GET", path: "/users/{user_id}", statuses: &[200, 401, 403, 404, 422, 500, 503] },
     RouteSpec { method: "DELETE", path: "/users/{user_id}", statuses: &[200, 401, 403, 404, 409, 422, 500, 502, 503] },
     RouteSpec { method: "GET", path: "/users/{user_id}/export", statuses: &[200, 401, 403, 404, 422, 500, 503] },
     RouteSpec {
@@ -78,7 +79,7 @@ pub fn route_of(method: &str, path: &str) -> Option<&'static RouteSpec> {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/users/{user_id}", put(put_profile).delete(erase))
+        .route("/users/{user_id}", put(put_profile).get(get_profile).delete(erase))
         .route("/users/{user_id}/export", get(export))
         .route("/users/{user_id}/subscription", put(put_subscription).get(get_subscription))
         .route("/users/{user_id}/subscription/cancel", post(cancel))
@@ -145,6 +146,12 @@ async fn put_profile(
     let (profile, created) = state.service.put_profile(user, body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ProfileResponse::from(&profile))).into_response())
+}
+
+/// The profile with its address's delivery state (SES bounce and complaint feedback).
+async fn get_profile(State(state): State<AppState>, UserPath(user): UserPath) -> Result<Response, ApiError> {
+    let profile = state.service.profile(user).await?;
+    Ok(Json(ProfileResponse::from(&profile)).into_response())
 }
 
 /// `200` with what was done, also for a user erased before (`already_erased`): a retry
@@ -282,7 +289,7 @@ mod tests {
     fn allow_lists_the_methods_of_the_path() {
         assert_eq!(allowed_methods("/users/u1/subscription"), "PUT, GET");
         assert_eq!(allowed_methods("/users/u1/subscription/cancel"), "POST");
-        assert_eq!(allowed_methods("/users/u1"), "PUT, DELETE");
+        assert_eq!(allowed_methods("/users/u1"), "PUT, GET, DELETE");
         assert_eq!(allowed_methods("/users/u1/export"), "GET");
     }
 

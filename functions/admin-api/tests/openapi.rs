@@ -107,6 +107,12 @@ impl Store for Down {
     async fn put_profile(&self, _: &UserProfile) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
+    async fn record_address_feedback(&self, _: &UserId, _: &shared::store::AddressFeedback) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn claim_send_slot(&self, _: i64, _: u32) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
     async fn set_customer(&self, _: &UserId, _: &StripeCustomerId) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }

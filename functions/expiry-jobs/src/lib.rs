@@ -12,6 +12,13 @@
 //! | `sweep-stripe` | lists every Stripe subscription and repairs every disagreement (weekly) |
 //! | `daily` | the first four, in that order |
 //!
+//! The function also receives SES's feedback on sent mail (bounces, complaints,
+//! rejections, deliveries: events with `source` `aws.ses`, routed here by a rule on the
+//! default bus); [`Jobs::invoke`] hands those to [`shared::usecase::mail_feedback`], which
+//! marks undeliverable addresses so delivery suppresses their mail. It is a job input of
+//! another kind rather than a fourth function: the same table, the same role shape, and the
+//! suppression it feeds runs in `deliver-pending` here.
+//!
 //! Every step is idempotent (deterministic outbox ids, version-guarded writes, `expire` is
 //! a no-op on an expired record), so a run that is retried, replayed with the same `time`,
 //! or stopped half-way and continued, handles each item exactly once in effect.
@@ -37,6 +44,7 @@ use shared::{
     usecase::{
         catch_up::{CatchUp, CatchUpError, Replay, ReplaySettings, Sweep},
         lifecycle::Lifecycle,
+        mail_feedback::{FeedbackReport, HandleError, MailFeedback, SES_SOURCE},
         stripe_event::Processor,
     },
 };
@@ -70,6 +78,10 @@ pub enum JobError {
     NoProgress(JobName),
     #[error("job `{job}` has continued {hops} times; giving up (JOB_MAX_CONTINUATIONS)")]
     TooManyContinuations { job: JobName, hops: u32 },
+    /// An SES event was refused (not SES feedback, or not a kind handled) or could not be
+    /// recorded; a refused one changed nothing.
+    #[error("SES feedback: {0}")]
+    Feedback(#[from] HandleError),
 }
 
 impl JobError {
@@ -82,6 +94,8 @@ impl JobError {
             Self::Continuation(_) => "ContinuationNotPublished",
             Self::NoProgress(_) => "NoProgress",
             Self::TooManyContinuations { .. } => "TooManyContinuations",
+            Self::Feedback(HandleError::Refused(_)) => "InvalidSesEvent",
+            Self::Feedback(HandleError::Store(_)) => "StoreUnavailable",
         }
     }
 }
@@ -92,6 +106,14 @@ impl From<JobError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// What an invocation did: a job run, or one SES feedback event handled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Job(Box<RunSummary>),
+    Feedback(FeedbackReport),
+}
+
 /// Everything a run needs, built once per cold start.
 pub struct Jobs {
     pub(crate) store: Arc<dyn Store>,
@@ -100,6 +122,9 @@ pub struct Jobs {
     pub(crate) sweep: Sweep,
     pub(crate) delivery: Arc<OutboxDelivery>,
     pub(crate) continuations: ContinuationPublisher,
+    pub(crate) feedback: MailFeedback,
+    /// SES's quota, read once per `deliver-pending` run; `None`: the configured rate.
+    pub(crate) quota: Option<shared::email::SendQuota>,
     pub(crate) settings: JobSettings,
 }
 
@@ -116,14 +141,31 @@ impl Jobs {
         let catch_up = CatchUp::new(store.clone(), billing, processor);
         let replay = Replay::new(catch_up.clone(), ReplaySettings::default());
         let sweep = Sweep::new(catch_up);
-        Self { store, lifecycle, replay, sweep, delivery, continuations, settings }
+        let feedback = MailFeedback::new(store.clone());
+        Self { store, lifecycle, replay, sweep, delivery, continuations, feedback, quota: None, settings }
+    }
+
+    /// Paces `deliver-pending` to the account's SES quota (`GetAccount`), read once per run.
+    pub fn with_send_quota(mut self, quota: shared::email::SendQuota) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     pub fn settings(&self) -> &JobSettings {
         &self.settings
     }
 
-    /// One Lambda invocation: parses `payload`, runs the job as of its `time` (else the
+    /// One Lambda invocation: an SES event (`source` `aws.ses`) is feedback on sent mail,
+    /// anything else a job input ([`Jobs::handle`]).
+    pub async fn invoke(&self, payload: &Value, deadline: SystemTime) -> Result<Outcome, JobError> {
+        if payload.get("source").and_then(Value::as_str) == Some(SES_SOURCE) {
+            let report = self.feedback.handle(payload).await.inspect_err(|error| tracing::error!(%error, "SES event not handled"))?;
+            return Ok(Outcome::Feedback(report));
+        }
+        Ok(Outcome::Job(Box::new(self.handle(payload, deadline).await?)))
+    }
+
+    /// One job invocation: parses `payload`, runs the job as of its `time` (else the
     /// clock) until done or until `deadline` less the safety margin, then logs the summary
     /// and emits its metrics.
     pub async fn handle(&self, payload: &Value, deadline: SystemTime) -> Result<RunSummary, JobError> {

@@ -1,6 +1,6 @@
 //! `expiry-jobs`: the scheduled jobs (see the library docs). Reads its configuration and
 //! builds its clients once per cold start — a bad variable fails the init, not a run —
-//! then serves each invocation with [`expiry_jobs::Jobs::handle`].
+//! then serves each invocation with [`expiry_jobs::Jobs::invoke`] (a job, or SES's feedback).
 
 // The AWS SDK and async-stripe futures nest deeply; the default limit is too low for
 // the layout of `main`'s future.
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let jobs = expiry_jobs::app(&config, &aws)?;
     let jobs = &jobs;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<Value>| async move { jobs.handle(&event.payload, event.context.deadline()).await },
+        move |event: LambdaEvent<Value>| async move { jobs.invoke(&event.payload, event.context.deadline()).await },
     ))
     .await
 }

@@ -22,5 +22,6 @@ pub fn app(config: &Config, aws: &AwsClients) -> Result<Jobs, InitError> {
         Arc::new(delivery),
         ContinuationPublisher::new(aws.eventbridge.clone(), &config.continuation_bus),
         config.settings.clone(),
-    ))
+    )
+    .with_send_quota(shared::email::SendQuota::new(aws.ses.clone())))
 }

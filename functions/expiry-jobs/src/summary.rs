@@ -51,6 +51,8 @@ pub struct Counts {
     pub failed: u64,
     /// Outbox items parked after too many attempts.
     pub dead_lettered: u64,
+    /// E-mails suppressed: their address is undeliverable (SES bounce or complaint).
+    pub suppressed: u64,
     /// Concurrent changes (a webhook won the race) that were re-read and re-evaluated.
     pub conflicts: u64,
     /// Items that could not be handled this run (Stripe or DynamoDB unavailable for that
@@ -80,6 +82,7 @@ impl AddAssign for Counts {
         self.retry_later += o.retry_later;
         self.failed += o.failed;
         self.dead_lettered += o.dead_lettered;
+        self.suppressed += o.suppressed;
         self.conflicts += o.conflicts;
         self.errors += o.errors;
         self.items_read += o.items_read;
@@ -92,6 +95,7 @@ impl Counts {
         self.retry_later += u64::from(report.retry_later);
         self.failed += u64::from(report.failed);
         self.dead_lettered += u64::from(report.dead_lettered);
+        self.suppressed += u64::from(report.suppressed);
     }
 
     /// `(metric name, value)` pairs, in the order they are declared above.
@@ -114,6 +118,7 @@ impl Counts {
             ("RetryLater", self.retry_later),
             ("Failed", self.failed),
             ("DeadLettered", self.dead_lettered),
+            ("Suppressed", self.suppressed),
             ("Conflicts", self.conflicts),
             ("Errors", self.errors),
             ("ItemsRead", self.items_read),
@@ -162,6 +167,7 @@ impl RunSummary {
             retry_later = c.retry_later,
             failed = c.failed,
             dead_lettered = c.dead_lettered,
+            suppressed = c.suppressed,
             conflicts = c.conflicts,
             errors = c.errors,
             items_read = c.items_read,

@@ -8,7 +8,10 @@ use futures::{stream, StreamExt};
 use tokio::sync::Mutex;
 use tracing::instrument;
 
-use super::{Deliver, DeliveryReport};
+use super::{
+    pacing::{Pacer, SendSlots, SystemTicker},
+    Deliver, DeliveryReport,
+};
 use crate::{
     clock::{Clock, RunClock},
     domain::{OutboxItem, OutboxPayload, OutboxState},
@@ -29,8 +32,11 @@ pub struct DeliveryPolicy {
     pub lease: Duration,
     /// Items delivered at once.
     pub concurrency: usize,
-    /// SES sending rate limit (messages per second); `None` for no pacing.
+    /// SES sending rate limit (messages per second); `None` for no pacing. Shared by every
+    /// sender through the table's per-second slots (see [`super::pacing`]).
     pub sends_per_second: Option<u32>,
+    /// How long one e-mail may wait for a shared send slot before it is left for later.
+    pub slot_wait: StdDuration,
 }
 
 impl Default for DeliveryPolicy {
@@ -42,6 +48,7 @@ impl Default for DeliveryPolicy {
             lease: Duration::minutes(2),
             concurrency: 8,
             sends_per_second: Some(10),
+            slot_wait: StdDuration::from_secs(10),
         }
     }
 }
@@ -63,6 +70,11 @@ impl DeliveryPolicy {
 enum AttemptError {
     Permanent(String),
     Transient(String),
+    /// SES (or the shared send rate) refused for rate: retried later with the backoff,
+    /// never failed or dead-lettered for it.
+    Throttled(String),
+    /// The recipient's address is undeliverable: not sent, never retried.
+    Suppressed(String),
 }
 
 pub struct OutboxDelivery {
@@ -119,14 +131,29 @@ impl OutboxDelivery {
     /// outcome counts and how many index items were read.
     #[instrument(skip(self))]
     pub async fn deliver_pending(&self, clock: &RunClock, limit: i32) -> Result<(DeliveryReport, u64), StoreError> {
+        self.deliver_pending_at(clock, limit, self.policy.sends_per_second).await
+    }
+
+    /// [`Self::deliver_pending`] at `sends_per_second` instead of the policy's (the job
+    /// passes the account's quota, read once per run).
+    #[instrument(skip(self))]
+    pub async fn deliver_pending_at(
+        &self,
+        clock: &RunClock,
+        limit: i32,
+        sends_per_second: Option<u32>,
+    ) -> Result<(DeliveryReport, u64), StoreError> {
         let page = self.store.pending_outbox(clock.now(), limit).await?;
-        let report = self.deliver_all(page.items, clock).await;
+        let report = self.deliver_all(page.items, clock, sends_per_second).await;
         Ok((report, page.scanned))
     }
 
-    async fn deliver_all(&self, items: Vec<OutboxItem>, clock: &RunClock) -> DeliveryReport {
-        let reports: Vec<DeliveryReport> =
-            stream::iter(items).map(|item| self.deliver_one(item, clock)).buffer_unordered(self.policy.concurrency.max(1)).collect().await;
+    async fn deliver_all(&self, items: Vec<OutboxItem>, clock: &RunClock, rate: Option<u32>) -> DeliveryReport {
+        let reports: Vec<DeliveryReport> = stream::iter(items)
+            .map(|item| self.deliver_one(item, clock, rate))
+            .buffer_unordered(self.policy.concurrency.max(1))
+            .collect()
+            .await;
         let mut total = DeliveryReport::default();
         for r in reports {
             total.add(r);
@@ -139,7 +166,7 @@ impl OutboxDelivery {
     /// A lost claim means another worker has it; a crash after sending and before
     /// recording resends after the lease.
     #[instrument(skip(self, item, clock), fields(outbox_id = %item.id, kind = item.kind_label(), attempt = item.attempts + 1))]
-    async fn deliver_one(&self, item: OutboxItem, clock: &RunClock) -> DeliveryReport {
+    async fn deliver_one(&self, item: OutboxItem, clock: &RunClock, rate: Option<u32>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         if item.state != OutboxState::Pending {
             report.skipped += 1;
@@ -161,7 +188,7 @@ impl OutboxDelivery {
             }
         }
 
-        let outcome = self.attempt(&claimed).await;
+        let outcome = self.attempt(&claimed, rate).await;
         let now = clock.now();
         let mut done = claimed.clone();
         match outcome {
@@ -172,6 +199,18 @@ impl OutboxDelivery {
                 done.sent_at = Some(now);
                 done.last_error = None;
                 report.sent += 1;
+            }
+            Err(AttemptError::Suppressed(why)) => {
+                tracing::info!(reason = %why, "address undeliverable; suppressed");
+                done.state = OutboxState::Suppressed;
+                done.last_error = Some(why);
+                report.suppressed += 1;
+            }
+            Err(AttemptError::Throttled(why)) => {
+                tracing::warn!(error = %why, "throttled; will retry");
+                done.next_attempt_at = now + self.policy.backoff(claimed.attempts);
+                done.last_error = Some(why);
+                report.retry_later += 1;
             }
             Err(AttemptError::Permanent(why)) => {
                 tracing::warn!(error = %why, "refused for good; not retried");
@@ -201,7 +240,7 @@ impl OutboxDelivery {
         report
     }
 
-    async fn attempt(&self, item: &OutboxItem) -> Result<String, AttemptError> {
+    async fn attempt(&self, item: &OutboxItem, rate: Option<u32>) -> Result<String, AttemptError> {
         match &item.payload {
             OutboxPayload::Event { event } => self.publisher.publish(event).await.map_err(|e| match e {
                 PublishError::Transient(why) => AttemptError::Transient(why),
@@ -216,19 +255,28 @@ impl OutboxDelivery {
                     Ok(None) => return Err(AttemptError::Permanent(format!("user {user_id} has no profile"))),
                     Err(e) => return Err(AttemptError::Transient(e.to_string())),
                 };
+                if let Some(mark) = profile.undeliverable() {
+                    let reason = serde_json::to_value(mark.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    return Err(AttemptError::Suppressed(format!(
+                        "the address is undeliverable ({reason}, since {})",
+                        mark.at.to_rfc3339()
+                    )));
+                }
                 let email = self.renderer.render(&profile, context).map_err(|e| AttemptError::Permanent(e.to_string()))?;
-                self.pace().await;
-                self.mailer.send(&profile.email, &email, context.kind(), &item.id).await.map_err(|e| match e {
+                self.pace(rate).await?;
+                self.mailer.send(&profile.email, &profile.user_id, &email, context.kind(), &item.id).await.map_err(|e| match e {
                     SendError::Permanent { .. } => AttemptError::Permanent(e.to_string()),
+                    ref throttled if throttled.is_throttling() => AttemptError::Throttled(e.to_string()),
                     SendError::Transient { .. } => AttemptError::Transient(e.to_string()),
                 })
             }
         }
     }
 
-    /// Waits for this send's slot under the configured SES rate.
-    async fn pace(&self) {
-        let Some(rate) = self.policy.sends_per_second.filter(|r| *r > 0) else { return };
+    /// Waits for this send's turn under the SES rate: spaced by 1/rate within this process,
+    /// then a slot of the rate shared by every sender (the table's per-second counter).
+    async fn pace(&self, rate: Option<u32>) -> Result<(), AttemptError> {
+        let Some(rate) = rate.filter(|r| *r > 0) else { return Ok(()) };
         let interval = StdDuration::from_secs_f64(1.0 / f64::from(rate));
         let slot = {
             let mut next = self.next_send.lock().await;
@@ -238,6 +286,8 @@ impl OutboxDelivery {
             slot
         };
         tokio::time::sleep_until(slot).await;
+        let pacer = Pacer { slots: &StoreSlots(self.store.as_ref()), ticker: &SystemTicker, rate, max_wait: self.policy.slot_wait };
+        pacer.acquire().await.map(|_| ()).map_err(|no_slot| AttemptError::Throttled(no_slot.to_string()))
     }
 
     fn emit_metrics(&self, item: &OutboxItem) {
@@ -248,6 +298,7 @@ impl OutboxDelivery {
             (OutboxPayload::Email { .. }, OutboxState::Pending) => ("EmailsRetried", true),
             // Only an erasure stops an item; delivery never ends one so.
             (OutboxPayload::Email { .. }, OutboxState::Erased) => ("EmailsErased", true),
+            (OutboxPayload::Email { .. }, OutboxState::Suppressed) => ("EmailsSuppressed", true),
             (OutboxPayload::Event { .. }, OutboxState::Sent) => ("DomainEventsPublished", false),
             (OutboxPayload::Event { .. }, OutboxState::DeadLettered) => ("DomainEventsDeadLettered", false),
             (OutboxPayload::Event { .. }, _) => ("DomainEventsRetried", false),
@@ -262,7 +313,17 @@ impl OutboxDelivery {
 #[async_trait]
 impl Deliver for OutboxDelivery {
     async fn deliver(&self, items: &[OutboxItem]) -> DeliveryReport {
-        self.deliver_all(items.to_vec(), &RunClock::starting_at(self.clock.now())).await
+        self.deliver_all(items.to_vec(), &RunClock::starting_at(self.clock.now()), self.policy.sends_per_second).await
+    }
+}
+
+/// The shared send slots, kept in the table.
+struct StoreSlots<'a>(&'a dyn Store);
+
+#[async_trait]
+impl SendSlots for StoreSlots<'_> {
+    async fn claim(&self, second: i64, rate: u32) -> Result<bool, StoreError> {
+        self.0.claim_send_slot(second, rate).await
     }
 }
 

@@ -25,7 +25,7 @@ pub use mail::{
 };
 pub use money::{Currency, Money};
 pub use notification::{NotificationKind, OutboxItem, OutboxPayload, OutboxState};
-pub use profile::{EmailAddress, Erasure, ProfileUpdate, UserProfile};
+pub use profile::{Delivered, DeliveryState, EmailAddress, Erasure, ProfileUpdate, Undeliverable, UndeliverableReason, UserProfile};
 pub use request::{Billing, SubscriptionRequest, SubscriptionUpdate};
 pub use status::SubscriptionStatus;
 pub use subscription::{StripeSnapshot, Subscription, SubscriptionSource, Transition};

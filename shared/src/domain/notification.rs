@@ -82,6 +82,9 @@ pub enum OutboxState {
     DeadLettered,
     /// Stopped before it was sent because its user was erased: never delivered.
     Erased,
+    /// Not sent because SES reported the recipient's address undeliverable (a permanent
+    /// bounce or a complaint): never retried.
+    Suppressed,
 }
 
 impl OutboxState {

@@ -83,6 +83,14 @@ pub struct UserProfile {
     /// leaves it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_customer_id: Option<StripeCustomerId>,
+    /// SES reported this address as not to be mailed again (a permanent bounce or a
+    /// complaint). Written only by [`crate::store::Store::record_mail_feedback`]; a profile
+    /// update never writes it, and one that changes the address removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undeliverable: Option<Undeliverable>,
+    /// SES's last report of a delivery to this address (written like `undeliverable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<Delivered>,
 }
 
 impl UserProfile {
@@ -90,6 +98,63 @@ impl UserProfile {
     pub fn greeting_name(&self) -> &str {
         self.full_name.as_deref().or(self.username.as_deref()).unwrap_or("there")
     }
+
+    /// The undeliverable mark of the profile's *current* address. A mark is about the
+    /// address it names; one left from an earlier address does not apply.
+    pub fn undeliverable(&self) -> Option<&Undeliverable> {
+        self.undeliverable.as_ref().filter(|mark| mark.address == self.email)
+    }
+
+    /// The last delivery SES reported to the current address.
+    pub fn last_delivery(&self) -> Option<&Delivered> {
+        self.last_delivery.as_ref().filter(|d| d.address == self.email)
+    }
+
+    /// Whether mail may be sent to the current address.
+    pub fn delivery_state(&self) -> DeliveryState {
+        match self.undeliverable() {
+            Some(_) => DeliveryState::Undeliverable,
+            None => DeliveryState::Deliverable,
+        }
+    }
+}
+
+/// Whether mail goes to a profile's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Deliverable,
+    /// SES bounced it for good or the recipient complained: nothing more is sent to it.
+    Undeliverable,
+}
+
+/// Why an address is not mailed any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndeliverableReason {
+    /// A permanent (hard) bounce: the mailbox or domain does not exist or refuses us.
+    Bounce,
+    /// The recipient marked a message as spam.
+    Complaint,
+}
+
+/// An address SES told us not to mail again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeliverable {
+    pub address: EmailAddress,
+    pub reason: UndeliverableReason,
+    /// When SES observed the bounce or complaint.
+    pub at: DateTime<Utc>,
+    /// The EventBridge event that reported it (what makes a redelivered event a no-op).
+    pub event_id: String,
+}
+
+/// A delivery SES reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub address: EmailAddress,
+    pub at: DateTime<Utc>,
+    pub event_id: String,
 }
 
 /// A user's erasure (`DELETE /users/{user_id}`), kept on their profile item as its
@@ -138,9 +203,17 @@ impl ProfileUpdate {
         let username = text("username", self.username);
         let user_type = text("user_type", self.user_type);
         match email {
-            Some(email) if errors.is_empty() => {
-                Ok(UserProfile { user_id, email, full_name, username, user_type, updated_at: now, stripe_customer_id: None })
-            }
+            Some(email) if errors.is_empty() => Ok(UserProfile {
+                user_id,
+                email,
+                full_name,
+                username,
+                user_type,
+                updated_at: now,
+                stripe_customer_id: None,
+                undeliverable: None,
+                last_delivery: None,
+            }),
             _ => Err(errors),
         }
     }
@@ -191,6 +264,23 @@ mod tests {
         }
         assert!(with(&format!("{} ", "x".repeat(NAME_MAX))).validate(user.clone(), Utc::now()).is_err());
         assert_eq!(with("   ").validate(user, Utc::now()).unwrap().username, None);
+    }
+
+    #[test]
+    fn a_mark_applies_only_to_the_address_it_names() {
+        let user = UserId::parse("u1").unwrap();
+        let mut profile = ProfileUpdate { email: Some("a@b.co".into()), ..Default::default() }.validate(user, Utc::now()).unwrap();
+        assert_eq!(profile.delivery_state(), DeliveryState::Deliverable);
+        profile.undeliverable = Some(Undeliverable {
+            address: EmailAddress::parse("a@b.co").unwrap(),
+            reason: UndeliverableReason::Bounce,
+            at: Utc::now(),
+            event_id: "e1".into(),
+        });
+        assert_eq!(profile.delivery_state(), DeliveryState::Undeliverable);
+        profile.email = EmailAddress::parse("new@b.co").unwrap();
+        assert_eq!(profile.delivery_state(), DeliveryState::Deliverable, "a new address starts clean");
+        assert!(profile.undeliverable().is_none());
     }
 
     proptest! {

@@ -4,14 +4,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{EmailAddress, NotificationKind};
+use crate::domain::{EmailAddress, NotificationKind, UserId};
 
 use super::RenderedEmail;
 
 /// Delivers rendered e-mails. Object-safe, so functions hold an `Arc<dyn Mailer>`.
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    /// Sends `email` to `to` and returns the provider's message id.
+    /// Sends `email` to `to`, the address of `user`, and returns the provider's message id.
+    /// The user is attached to the message so the provider's feedback (bounces,
+    /// complaints) can be traced back to their profile.
     ///
     /// `idempotency_tag` names the logical notification (the outbox item id); it
     /// is attached to the message so duplicates can be traced. The provider has
@@ -19,6 +21,7 @@ pub trait Mailer: Send + Sync {
     async fn send(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         idempotency_tag: &str,
@@ -42,6 +45,13 @@ impl SendError {
         matches!(self, Self::Permanent { .. })
     }
 
+    /// Whether SES refused for rate (`TooManyRequestsException`: the send rate;
+    /// `LimitExceededException`: the daily quota; any 429): worth retrying later, and
+    /// never a reason to give the message up.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, Self::Transient { code, .. } if THROTTLING_CODES.contains(&code.as_str()))
+    }
+
     /// The provider's error code (`MessageRejected`, `Timeout`, …).
     pub fn code(&self) -> &str {
         match self {
@@ -49,6 +59,9 @@ impl SendError {
         }
     }
 }
+
+/// The error codes [`SendError::is_throttling`] recognises.
+pub(crate) const THROTTLING_CODES: [&str; 4] = ["TooManyRequestsException", "LimitExceededException", "Throttling", "ThrottlingException"];
 
 /// How hard a mailer tries before reporting a transient error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,5 +142,10 @@ mod tests {
         let t = SendError::Transient { code: "Timeout".into(), message: "slow".into() };
         assert!(p.is_permanent() && !t.is_permanent());
         assert_eq!(t.code(), "Timeout");
+        assert!(!t.is_throttling());
+        for code in ["TooManyRequestsException", "LimitExceededException", "Throttling"] {
+            assert!(SendError::Transient { code: code.into(), message: "slow down".into() }.is_throttling(), "{code}");
+        }
+        assert!(!SendError::Permanent { code: "Throttling".into(), message: "x".into() }.is_throttling());
     }
 }

@@ -29,4 +29,4 @@ mod tests;
 pub use config::EmailConfig;
 pub use mailer::{redact_address, Mailer, RetryPolicy, SendError};
 pub use render::{EmailRenderer, RenderError, RenderedEmail, TemplateError};
-pub use ses::{client as ses_client, SesMailer};
+pub use ses::{client as ses_client, SendQuota, SesMailer};

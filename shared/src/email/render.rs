@@ -121,6 +121,8 @@ impl EmailRenderer {
             user_type: None,
             updated_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().expect("a valid date"),
             stripe_customer_id: None,
+            undeliverable: None,
+            last_delivery: None,
         }
     }
 }

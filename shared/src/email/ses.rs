@@ -9,7 +9,7 @@ use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
 use aws_sdk_sesv2::Client;
 
-use crate::domain::{EmailAddress, NotificationKind};
+use crate::domain::{EmailAddress, NotificationKind, UserId};
 
 use super::mailer::redact_addresses_in;
 use super::{EmailConfig, Mailer, RenderedEmail, RetryPolicy, SendError};
@@ -21,7 +21,8 @@ pub fn client(sdk_config: &SdkConfig) -> Client {
 }
 
 /// Sends through SES with the configured sender and configuration set, tagging
-/// each message `notification=<kind>` for SES event destinations and metrics.
+/// each message `notification=<kind>` for SES event destinations and metrics, and
+/// `user=<hex of the user id>` for the bounce and complaint handler.
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: Client,
@@ -55,6 +56,7 @@ impl SesMailer {
     fn request(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         tag: &str,
@@ -71,6 +73,8 @@ impl SesMailer {
             .content(EmailContent::builder().simple(message).build())
             .email_tags(message_tag("notification", kind.as_str())?)
             .email_tags(message_tag("notification_id", tag)?)
+            // SES's bounce and complaint events carry the tags: how feedback finds the user.
+            .email_tags(message_tag(crate::usecase::mail_feedback::USER_TAG, &crate::usecase::mail_feedback::user_tag_value(user))?)
             .set_configuration_set_name(self.configuration_set.clone());
         Ok(request)
     }
@@ -81,11 +85,12 @@ impl Mailer for SesMailer {
     async fn send(
         &self,
         to: &EmailAddress,
+        user: &UserId,
         email: &RenderedEmail,
         kind: NotificationKind,
         idempotency_tag: &str,
     ) -> Result<String, SendError> {
-        let request = self.request(to, email, kind, idempotency_tag)?;
+        let request = self.request(to, user, email, kind, idempotency_tag)?;
         let attempts = self.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -140,6 +145,42 @@ impl Mailer for SesMailer {
     }
 }
 
+/// The account's sending quota, read from SES `GetAccount`.
+#[derive(Debug, Clone)]
+pub struct SendQuota {
+    client: Client,
+}
+
+impl SendQuota {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The maximum send rate in whole messages per second (at least 1), within `timeout`;
+    /// `None` when it cannot be read (moto has no `GetAccount`; a missing grant; an
+    /// outage): the caller falls back to its configured rate.
+    pub async fn max_send_rate(&self, timeout: std::time::Duration) -> Option<u32> {
+        max_send_rate(&self.client, timeout).await.map(|rate| (rate.floor() as u32).max(1))
+    }
+}
+
+async fn max_send_rate(client: &Client, timeout: std::time::Duration) -> Option<f64> {
+    match tokio::time::timeout(timeout, client.get_account().send()).await {
+        Ok(Ok(account)) => account.send_quota().map(|quota| quota.max_send_rate()).filter(|rate| *rate > 0.0),
+        Ok(Err(error)) => {
+            // Code and status only: the raw answer may be anything (moto answers an HTML 404).
+            let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("Unknown");
+            let status = error.raw_response().map(|r| r.status().as_u16());
+            tracing::warn!(code, status, "SES GetAccount failed; using the configured send rate");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "SES GetAccount timed out; using the configured send rate");
+            None
+        }
+    }
+}
+
 /// SES text content, always declared UTF-8 (names, `€`, `¥`).
 fn utf8(data: &str) -> Result<Content, SendError> {
     Content::builder().data(data).charset("UTF-8").build().map_err(invalid_request)
@@ -167,7 +208,12 @@ fn classify(error: SdkError<SendEmailError, aws_sdk_sesv2::config::http::HttpRes
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             let err = context.err();
-            let code = err.code().unwrap_or("Unknown").to_owned();
+            // An unmodelled 429 is throttling whatever its body says.
+            let code = match err.code() {
+                Some(code) => code.to_owned(),
+                None if status == 429 => "Throttling".to_owned(),
+                None => "Unknown".to_owned(),
+            };
             let message = redact_addresses_in(err.message().unwrap_or_default());
             let permanent = match err {
                 SendEmailError::MessageRejected(_)

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::{
-    items, items::Item, keys, Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store, StoreError,
-    StripeMapping, UserRecords,
+    items, items::Item, keys, AddressFeedback, Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, PendingPage, Store,
+    StoreError, StripeMapping, UserRecords,
 };
 use crate::domain::{Erasure, HistoryEntry, OutboxItem, OutboxState, StripeCustomerId, Subscription, UserId, UserProfile};
 
@@ -239,7 +239,7 @@ impl Store for DynamoStore {
         let mut update = self.update(&keys::user_pk(&profile.user_id), keys::PROFILE_SK);
         let mut sets = Vec::new();
         for (i, (name, value)) in item.into_iter().enumerate() {
-            if !matches!(name.as_str(), "pk" | "sk" | "stripe_customer_id") {
+            if !matches!(name.as_str(), "pk" | "sk" | "stripe_customer_id" | "undeliverable" | "last_delivery") {
                 sets.push(format!("#a{i} = :v{i}"));
                 update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
             }
@@ -247,10 +247,54 @@ impl Store for DynamoStore {
         // An erased user's tombstone is never written back into a profile.
         let update =
             update.update_expression(format!("SET {}", sets.join(", "))).condition_expression("attribute_not_exists(erasure_started_at)");
-        match self.updated(update).await? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Conflict(format!("user {} is erased", profile.user_id))),
+        let Some(written) = self.updated(update).await? else {
+            return Err(StoreError::Conflict(format!("user {} is erased", profile.user_id)));
+        };
+        // SES's feedback is about the address it names: a new address starts clean. Each
+        // removal is conditional on the mark still naming another address, so feedback
+        // about the new one recorded meanwhile stays.
+        for attribute in FEEDBACK_ATTRIBUTES {
+            let named = written.get(attribute).and_then(|v| v.as_m().ok()).and_then(|m| m.get("address")).and_then(|v| v.as_s().ok());
+            if named.is_some_and(|address| address != profile.email.as_str()) {
+                let clear = self
+                    .update(&keys::user_pk(&profile.user_id), keys::PROFILE_SK)
+                    .update_expression("REMOVE #f")
+                    .condition_expression("#f.address <> :email")
+                    .expression_attribute_names("#f", attribute)
+                    .expression_attribute_values(":email", AttributeValue::S(profile.email.to_string()));
+                self.updated(clear).await?;
+            }
         }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user_id = %user))]
+    async fn record_address_feedback(&self, user: &UserId, feedback: &AddressFeedback) -> Result<bool, StoreError> {
+        // The first mark of an address wins (later bounces change nothing); a delivery is
+        // recorded unless it is the one already recorded.
+        let (attribute, value, fresh) = match feedback {
+            AddressFeedback::Undeliverable(mark) => {
+                ("undeliverable", items::to_attr(mark)?, "(attribute_not_exists(#f) OR #f.address <> :addr)")
+            }
+            AddressFeedback::Delivered(delivered) => {
+                ("last_delivery", items::to_attr(delivered)?, "(attribute_not_exists(#f) OR #f.address <> :addr OR #f.event_id <> :event)")
+            }
+        };
+        let event_id = match feedback {
+            AddressFeedback::Undeliverable(mark) => &mark.event_id,
+            AddressFeedback::Delivered(delivered) => &delivered.event_id,
+        };
+        let mut update = self
+            .update(&keys::user_pk(user), keys::PROFILE_SK)
+            .update_expression("SET #f = :value")
+            .condition_expression(format!("email = :addr AND attribute_not_exists(erasure_started_at) AND {fresh}"))
+            .expression_attribute_names("#f", attribute)
+            .expression_attribute_values(":value", value)
+            .expression_attribute_values(":addr", AttributeValue::S(feedback.address().to_string()));
+        if matches!(feedback, AddressFeedback::Delivered(_)) {
+            update = update.expression_attribute_values(":event", AttributeValue::S(event_id.clone()));
+        }
+        Ok(self.updated(update).await?.is_some())
     }
 
     #[instrument(skip(self), fields(user_id = %user))]
@@ -626,6 +670,21 @@ impl Store for DynamoStore {
         Ok(PendingPage { items: items_out, scanned })
     }
 
+    #[instrument(skip(self))]
+    async fn claim_send_slot(&self, second: i64, rate: u32) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
+        let update = self
+            .update(&format!("SEND_SLOT#{second}"), "SLOT")
+            .update_expression("ADD used :one SET expires_at = :ttl")
+            .condition_expression("attribute_not_exists(used) OR used < :rate")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":rate", AttributeValue::N(rate.to_string()))
+            .expression_attribute_values(":ttl", AttributeValue::N(second.saturating_add(86_400).to_string()));
+        let claimed = self.updated(update).await;
+        dynamo_call("UpdateItem", if claimed.is_ok() { "ok" } else { "error" }, started);
+        Ok(claimed?.is_some())
+    }
+
     /// Records a delivery attempt's outcome. The write is conditional on the item still
     /// being pending with the attempt count the caller saw, so two concurrent sweepers
     /// cannot both record a send. Returns `false` when another worker got there first.
@@ -672,7 +731,10 @@ enum Role {
 }
 
 /// The profile attributes that identify the person; an erasure removes them.
-const PERSONAL_PROFILE_ATTRIBUTES: [&str; 4] = ["email", "full_name", "username", "user_type"];
+const PERSONAL_PROFILE_ATTRIBUTES: [&str; 6] = ["email", "full_name", "username", "user_type", "undeliverable", "last_delivery"];
+
+/// The profile attributes holding SES's feedback about an address (each names its address).
+const FEEDBACK_ATTRIBUTES: [&str; 2] = ["undeliverable", "last_delivery"];
 
 /// The erasure a profile item records, if any.
 fn erasure_of(item: &Item) -> Option<Erasure> {

@@ -12,6 +12,7 @@
 //! | Stripe event ledger | `STRIPE_EVENT#<evt_…>` | `LEDGER` | `expires_at` (TTL) after 30 days |
 //! | outbox item | `OUTBOX#<id>` | `OUTBOX` | `pend_pk`/`pend_sk` while pending; `expires_at` (TTL) 30 days after delivery ends |
 //! | outbox reference | `USER#<user_id>` | `OUTBOX#<id>` | per item about the user, same transaction; `expires_at` (TTL) |
+//! | SES send slots of one second | `SEND_SLOT#<epoch second>` | `SLOT` | `used` counter (see `delivery::pacing`); `expires_at` (TTL) a day later |
 //!
 //! An erased user's profile item stays as a tombstone: `erasure_started_at` (and
 //! `erased_at` when finished), the Stripe customer id, no e-mail and no names.
@@ -53,8 +54,8 @@ use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscri
 pub use dynamo::DynamoStore;
 pub use error::StoreError;
 pub use model::{
-    Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage, StripeMapping,
-    SubscriptionWrite, UserRecords,
+    AddressFeedback, Change, Erased, EventContext, ExpiryCursor, ExpiryPage, ExpiryRange, LedgerEntry, Operation, PendingPage,
+    StripeMapping, SubscriptionWrite, UserRecords,
 };
 
 /// Every read and write the functions make of the subscription table. Reads are strongly
@@ -115,6 +116,14 @@ pub trait Store: Send + Sync {
     async fn expiring(&self, range: ExpiryRange, cursor: Option<ExpiryCursor>, page_size: i32) -> Result<ExpiryPage, StoreError>;
     /// Pending outbox items due at `now`, at most `limit`.
     async fn pending_outbox(&self, now: DateTime<Utc>, limit: i32) -> Result<PendingPage, StoreError>;
+    /// Records SES's feedback about `user`'s address on their profile, only while the profile
+    /// still has that address and is not erased. `false` when nothing changed: the same
+    /// event again, an address already marked undeliverable, an address the user no longer
+    /// has, no profile.
+    async fn record_address_feedback(&self, user: &UserId, feedback: &AddressFeedback) -> Result<bool, StoreError>;
+    /// Takes one of the `rate` SES send slots of the epoch second `second` (the shared send
+    /// rate, see [`crate::delivery::pacing`]); `false` when all are taken.
+    async fn claim_send_slot(&self, second: i64, rate: u32) -> Result<bool, StoreError>;
     /// Records a delivery attempt's outcome, only if the item is still pending with
     /// `seen_attempts` attempts; `false` when another worker got there first.
     async fn update_outbox(&self, item: &OutboxItem, seen_attempts: u32) -> Result<bool, StoreError>;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscription, UserId, UserProfile};
+use crate::domain::{Delivered, Erasure, HistoryEntry, OutboxItem, StripeCustomerId, Subscription, Undeliverable, UserId, UserProfile};
 
 /// The subscription half of a [`Change`].
 #[derive(Debug, Clone)]
@@ -161,4 +161,22 @@ pub struct Erased {
     pub outbox_items: u32,
     /// Pending e-mails stopped before they were sent.
     pub mails_stopped: u32,
+}
+
+/// What SES reported about one address of one user, as the store records it on the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressFeedback {
+    /// Stop mailing the address (a permanent bounce or a complaint).
+    Undeliverable(Undeliverable),
+    /// A message reached the address.
+    Delivered(Delivered),
+}
+
+impl AddressFeedback {
+    pub fn address(&self) -> &crate::domain::EmailAddress {
+        match self {
+            Self::Undeliverable(mark) => &mark.address,
+            Self::Delivered(delivered) => &delivered.address,
+        }
+    }
 }

@@ -13,5 +13,6 @@
 pub mod admin;
 pub mod catch_up;
 pub mod lifecycle;
+pub mod mail_feedback;
 pub mod stripe_event;
 pub mod sync;

@@ -1,5 +1,6 @@
 //! `PUT /users/{user_id}`: the user's profile, mirrored to their Stripe customer. An
-//! erased user's profile is never written again (`410 user_erased`).
+//! erased user's profile is never written again (`410 user_erased`). A new address clears
+//! the undeliverable mark SES's feedback left on the old one; the same address keeps it.
 
 use tracing::instrument;
 
@@ -30,9 +31,13 @@ impl AdminService {
             other => other.into(),
         })?;
         metrics::count("ProfilesUpserted", &[]);
-        // The stored profile keeps its recorded customer (`put_profile` leaves it).
+        // The stored profile keeps its recorded customer (`put_profile` leaves it), and SES's
+        // feedback while the address stays the same (a new address starts clean).
         let stripe_customer_id = previous.as_ref().and_then(|p| p.stripe_customer_id.clone());
-        Ok((UserProfile { stripe_customer_id, ..profile }, previous.is_none()))
+        let same_address = previous.as_ref().filter(|p| p.email == profile.email);
+        let undeliverable = same_address.and_then(|p| p.undeliverable().cloned());
+        let last_delivery = same_address.and_then(|p| p.last_delivery().cloned());
+        Ok((UserProfile { stripe_customer_id, undeliverable, last_delivery, ..profile }, previous.is_none()))
     }
 
     async fn sync_customer(&self, previous: &UserProfile, profile: &UserProfile) -> Result<(), AdminError> {

@@ -1,11 +1,17 @@
-//! Reading a user's subscription and its history.
+//! Reading a user's profile (with its address's delivery state), subscription and history.
 
 use tracing::instrument;
 
 use super::{AdminError, AdminService};
-use crate::domain::{HistoryEntry, Subscription, UserId};
+use crate::domain::{HistoryEntry, Subscription, UserId, UserProfile};
 
 impl AdminService {
+    /// The user's profile (an erased user has none).
+    #[instrument(skip_all, fields(user_id = %user))]
+    pub async fn profile(&self, user: UserId) -> Result<UserProfile, AdminError> {
+        self.store.profile(&user).await?.ok_or(AdminError::UserNotFound(user))
+    }
+
     /// The user's current subscription record.
     #[instrument(skip_all, fields(user_id = %user))]
     pub async fn subscription(&self, user: UserId) -> Result<Subscription, AdminError> {
