@@ -973,9 +973,9 @@ async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
     };
     // Sizes as multiples of the smallest (which is the number of changes). 1×, 5×, 25× by
     // default, not 100×: every subscription the first sweep records is one
-    // TransactWriteItems, and moto copies its whole store per transaction (about 1 s each
-    // past 400 subscriptions here), so a 2000-subscription steady state alone would take
-    // most of an hour. The request counts, not moto's times, are what carry over to AWS.
+    // TransactWriteItems, and moto deep-copies the table once per item of each transaction
+    // (about 1 s a transaction past 400 subscriptions here), so a 2000-subscription steady
+    // state alone would take most of an hour. The request counts, not moto's times, are what carry over to AWS.
     let changes = 20usize;
     let factors: Vec<usize> = std::env::var("BENCH_RECONCILE_FACTORS")
         .ok()
