@@ -835,7 +835,7 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
     let n = env_or("BENCH_JOB_DUE", 20);
     let now = base_time();
     let mut detail = String::from(
-        "| table size | due (warn + lapsed) | items read | due work (design minimum) | Δ | DynamoDB requests | moto time per request | daily wall time | outside DynamoDB | summary |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        "| table size | due (warn + lapsed) | items read | due work (design minimum) | Δ | DynamoDB requests | moto time per request | daily wall time | outside DynamoDB | summary |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     let mut reads_by_size = Vec::new();
     for factor in [1usize, 10, 100] {
@@ -940,7 +940,9 @@ async fn job_scaling(report: &mut Report, stack: &Stack) {
              (see `bench/src/proxy.rs`: moto's `TransactWriteItems` is not safe under concurrent writes). The wall time still grows \
              with the table because moto's own time per request does (its queries and transactions walk or copy the whole table in \
              Python); DynamoDB's latency does not depend on table size, so on AWS the wall time follows the request count. \
-             \"Outside DynamoDB\" is the wall time less the time moto spent answering DynamoDB requests: our code, plus SES and EventBridge calls where they did not overlap one.\n\n{detail}"
+             \"Outside DynamoDB\" is the wall time less the time moto spent answering DynamoDB requests: our code, plus SES and EventBridge calls where they did not overlap one, \
+             plus the wait for send slots: deliver-pending paces its mails to the account's SES rate (moto has no `GetAccount`, \
+             so the configured `SES_SEND_RATE`, 10 per second), and every send claims its slot with one more DynamoDB request.\n\n{detail}"
         ),
     ));
 }
@@ -1249,6 +1251,9 @@ const METHOD: &str = r#"## How each figure is measured
    `ScannedCount` plus the outbox items swept).
 6. **Package size**: `cargo lambda build --release --arm64` (zig from `.venv`), each `bootstrap` zipped with Python's `zipfile`
    (deflate). Falls back to the host's release binaries when the arm64 build is not possible, and says so.
+7. **Reconcile at scale**: `shared::usecase::catch_up::{Replay, Sweep}` in-process over moto server and a fresh stripe-sim per
+   size; Stripe requests counted at the sim, DynamoDB requests at the proxy. Sizes are multiples of the 20 missed changes
+   (`BENCH_RECONCILE_FACTORS`, 1,5,25).
 
 ## Rerun
 
