@@ -1080,7 +1080,8 @@ async fn reconcile_scaling(report: &mut Report, stack: &Stack) {
              a first sweep that records them all (steady state), the replay's cursor set to now, then {changes} cancellations scheduled \
              at Stripe whose webhooks never come. The replay (overlap 0 here, so only the changes are in its window) lists the event log \
              and handles each missed event as the webhook would (one re-fetch of the subscription each); the sweep then lists every \
-             subscription and compares. Stripe requests are counted at the sim, DynamoDB requests at the proxy (forwarded to moto one \
+             subscription and compares (the replay has applied the 20 changes already, so it finds all in line: its cost is the \
+             listing plus one BatchGetItem and one record read per subscription). Stripe requests are counted at the sim, DynamoDB requests at the proxy (forwarded to moto one \
              at a time). Wall times are moto's and the in-process sim's; they exclude nothing but the set-up.\n\n{detail}"
         ),
     ));
