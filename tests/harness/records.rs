@@ -3,9 +3,18 @@
 
 use chrono::{DateTime, Duration, Utc};
 use shared::{
-    domain::{HistoryChange, HistoryEntry, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId},
-    store::{Change, SubscriptionWrite},
+    domain::{HistoryChange, HistoryEntry, ProfileUpdate, Subscription, SubscriptionSource, SubscriptionStatus, Tier, UserId},
+    store::{Change, Store, SubscriptionWrite},
 };
+
+/// Creates or replaces `user`'s profile with the address `email`, as an admin's
+/// `PUT /users/{id}` would.
+pub async fn put_profile_with(store: &dyn Store, user: &UserId, email: &str) {
+    let profile = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }
+        .validate(user.clone(), Utc::now())
+        .expect("a valid test profile");
+    store.put_profile(&profile).await.expect("profile stored");
+}
 
 /// A paid premium subscription ending at `end`.
 pub fn subscription(user_id: &UserId, status: SubscriptionStatus, end: DateTime<Utc>) -> Subscription {

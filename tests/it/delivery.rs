@@ -1,17 +1,15 @@
 //! Outbox delivery: e-mails through SES and domain events through EventBridge, on moto.
 
-use std::sync::Arc;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
-use harness::{env::email_config, Moto, TestEnv};
+use harness::{env::email_config, records::put_profile_with, Moto, TestEnv};
 use shared::{
     clock::RunClock,
     config::AwsClients,
     delivery::{Deliver, DeliveryPolicy, Mailing, OutboxDelivery},
-    domain::{DomainEvent, DomainEventKind, EmailContext, OutboxState, ProfileUpdate, SubscriptionStatus, TrialEndingContext, UserId},
+    domain::{DomainEvent, DomainEventKind, EmailContext, OutboxState, SubscriptionStatus, TrialEndingContext, UserId},
     email::{EmailConfig, RetryPolicy},
-    store::{keys, Change, Store},
+    store::{keys, Change},
 };
 
 use crate::fixtures::{day, subscription};
@@ -31,13 +29,6 @@ fn policy() -> DeliveryPolicy {
     DeliveryPolicy { sends_per_second: None, ..DeliveryPolicy::default() }
 }
 
-async fn profile(store: &Arc<dyn Store>, user: &UserId, email: &str) {
-    let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Grace Hopper".into()), ..Default::default() }
-        .validate(user.clone(), Utc::now())
-        .unwrap();
-    store.put_profile(&p).await.unwrap();
-}
-
 async fn queue_trial_ending(env: &TestEnv, user: &UserId) -> String {
     let sub = subscription(user, SubscriptionStatus::Trial, day(10));
     let email = EmailContext::from(TrialEndingContext { plan: sub.tier, days_remaining: 3, trial_end: day(10), has_payment_method: false })
@@ -52,10 +43,10 @@ async fn queue_trial_ending(env: &TestEnv, user: &UserId) -> String {
 async fn pending_items_are_sent_once_to_the_current_address() {
     let env = TestEnv::new().await;
     let user = UserId::parse("deliver-1").unwrap();
-    profile(&env.store, &user, "old-address@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "old-address@example.com").await;
     let email_id = queue_trial_ending(&env, &user).await;
     // The user changes address after the mail was queued: the new one receives it.
-    profile(&env.store, &user, "new-address@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "new-address@example.com").await;
 
     let delivery = delivery(&env, &env.ses_config, policy());
     let (report, scanned) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
@@ -88,7 +79,7 @@ async fn pending_items_are_sent_once_to_the_current_address() {
 async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
     let env = TestEnv::new().await;
     let user = UserId::parse("deliver-2").unwrap();
-    profile(&env.store, &user, "outage@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "outage@example.com").await;
     let email_id = queue_trial_ending(&env, &user).await;
 
     // SES (only) points at a server that is down.
@@ -117,7 +108,7 @@ async fn ses_outages_leave_items_pending_and_dead_letter_after_the_limit() {
 
     // Another item that never gets through is dead-lettered after max_attempts.
     let user3 = UserId::parse("deliver-3").unwrap();
-    profile(&env.store, &user3, "doomed@example.com").await;
+    put_profile_with(env.store.as_ref(), &user3, "doomed@example.com").await;
     let doomed = queue_trial_ending(&env, &user3).await;
     let (r1, _) = broken.deliver_pending(&RunClock::starting_at(now), 100).await.unwrap();
     let (r2, _) = broken.deliver_pending(&RunClock::starting_at(now + Duration::hours(1)), 100).await.unwrap();
@@ -134,7 +125,7 @@ async fn a_rejected_recipient_is_failed_for_good_not_retried() {
     let config = EmailConfig { mail_from: "unverified@nowhere.test".into(), ..email_config() };
     let delivery = delivery_from(&env, &env.ses_config, &config, policy());
     let user = UserId::parse("deliver-4").unwrap();
-    profile(&env.store, &user, "someone@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "someone@example.com").await;
     let id = queue_trial_ending(&env, &user).await;
 
     let (report, _) = delivery.deliver_pending(&RunClock::starting_at(Utc::now()), 100).await.unwrap();
@@ -158,7 +149,7 @@ async fn overlapping_sweeps_never_send_one_item_twice() {
     for i in 0..n {
         let user = UserId::parse(&format!("overlap-{i}")).unwrap();
         let address = format!("overlap-{i}@example.com");
-        profile(&env.store, &user, &address).await;
+        put_profile_with(env.store.as_ref(), &user, &address).await;
         queue_trial_ending(&env, &user).await;
         addresses.push(address);
     }
@@ -187,7 +178,7 @@ async fn overlapping_sweeps_never_send_one_item_twice() {
 async fn an_unreadable_item_is_failed_without_stopping_the_sweep() {
     let env = TestEnv::new().await;
     let user = UserId::parse("deliver-5").unwrap();
-    profile(&env.store, &user, "reader@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "reader@example.com").await;
     let good = queue_trial_ending(&env, &user).await;
 
     // A copy of the queued e-mail under another id, with a payload from a newer deploy.
@@ -232,7 +223,7 @@ async fn concurrent_sweeps_share_one_send_rate() {
     let n = 8;
     for i in 0..n {
         let user = UserId::parse(&format!("shared-rate-{i}")).unwrap();
-        profile(&env.store, &user, &format!("shared-rate-{i}@example.com")).await;
+        put_profile_with(env.store.as_ref(), &user, &format!("shared-rate-{i}@example.com")).await;
         queue_trial_ending(&env, &user).await;
     }
     let policy = DeliveryPolicy { sends_per_second: Some(2), concurrency: 4, ..policy() };

@@ -3,21 +3,20 @@
 
 use std::time::{Duration as StdDuration, SystemTime};
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use expiry_jobs::{JobError, JobName, JobSettings, Jobs, Outcome};
 use harness::{
     jobs::{jobs as jobs_for, run, unreachable_stripe},
     moto::sdk_config_for,
     proxy::{Fault, Proxy},
+    records::put_profile_with,
     TestEnv,
 };
 use serde_json::{json, Value};
 use shared::{
     clock::RunClock,
     delivery::{DeliveryPolicy, Mailing, OutboxDelivery},
-    domain::{
-        DeliveryState, EmailContext, OutboxState, ProfileUpdate, SubscriptionStatus, TrialEndingContext, UndeliverableReason, UserId,
-    },
+    domain::{DeliveryState, EmailContext, OutboxState, SubscriptionStatus, TrialEndingContext, UndeliverableReason, UserId},
     store::Change,
     usecase::mail_feedback::{user_tag_value, FeedbackError, HandleError},
 };
@@ -26,13 +25,6 @@ use crate::fixtures::{day, subscription};
 
 fn deadline() -> SystemTime {
     SystemTime::now() + StdDuration::from_secs(60)
-}
-
-async fn profile(env: &TestEnv, user: &UserId, email: &str) {
-    let p = ProfileUpdate { email: Some(email.into()), full_name: Some("Ida Rhodes".into()), ..Default::default() }
-        .validate(user.clone(), Utc::now())
-        .unwrap();
-    env.store.put_profile(&p).await.unwrap();
 }
 
 /// Queues one trial-ending e-mail for `user` (due on day 7); returns its outbox id.
@@ -95,7 +87,7 @@ async fn a_hard_bounce_or_a_complaint_suppresses_queued_and_later_mail() {
     {
         let user = UserId::parse(&format!("fb-hard-{n}")).unwrap();
         let address = format!("gone-{n}@example.com");
-        profile(&env, &user, &address).await;
+        put_profile_with(env.store.as_ref(), &user, &address).await;
         let queued = queue_mail(&env, &user, "before").await;
 
         let event = ses_event(&format!("evt-hard-{n}"), detail_type, &user, &address);
@@ -127,7 +119,7 @@ async fn a_soft_bounce_marks_nothing_and_a_delivery_is_recorded() {
     let jobs = jobs_for(&env, unreachable_stripe(), settings());
     let user = UserId::parse("fb-soft").unwrap();
     let address = "busy@example.com";
-    profile(&env, &user, address).await;
+    put_profile_with(env.store.as_ref(), &user, address).await;
     queue_mail(&env, &user, "soft").await;
 
     assert_eq!(feedback(&jobs, &ses_event("evt-soft", "Email Soft Bounced", &user, address)).await.unwrap(), 0);
@@ -154,7 +146,7 @@ async fn forged_or_unknown_events_are_refused_and_change_nothing() {
     let jobs = jobs_for(&env, unreachable_stripe(), settings());
     let user = UserId::parse("fb-forged").unwrap();
     let address = "target@example.com";
-    profile(&env, &user, address).await;
+    put_profile_with(env.store.as_ref(), &user, address).await;
     let before = env.store.profile(&user).await.unwrap();
 
     let mut other_source = ses_event("evt-f1", "Email Bounced", &user, address);
@@ -184,14 +176,14 @@ async fn a_new_address_clears_the_mark_the_same_address_keeps_it() {
     let env = TestEnv::new().await;
     let jobs = jobs_for(&env, unreachable_stripe(), settings());
     let user = UserId::parse("fb-readdress").unwrap();
-    profile(&env, &user, "old@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "old@example.com").await;
     assert_eq!(feedback(&jobs, &ses_event("evt-r1", "Email Bounced", &user, "old@example.com")).await.unwrap(), 1);
 
-    profile(&env, &user, "old@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "old@example.com").await;
     let same = env.store.profile(&user).await.unwrap().unwrap();
     assert_eq!(same.delivery_state(), DeliveryState::Undeliverable, "the same address keeps its mark");
 
-    profile(&env, &user, "new@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "new@example.com").await;
     let moved = env.store.profile(&user).await.unwrap().unwrap();
     assert_eq!(moved.delivery_state(), DeliveryState::Deliverable);
     assert!(moved.undeliverable.is_none(), "the old address's mark is removed, not just hidden");
@@ -207,7 +199,7 @@ async fn a_new_address_clears_the_mark_the_same_address_keeps_it() {
 async fn throttling_retries_later_instead_of_failing() {
     let env = TestEnv::new().await;
     let user = UserId::parse("fb-throttled").unwrap();
-    profile(&env, &user, "patient@example.com").await;
+    put_profile_with(env.store.as_ref(), &user, "patient@example.com").await;
     let id = queue_mail(&env, &user, "throttled").await;
 
     let throttling = Proxy::start(env.mail().url()).await;
