@@ -774,7 +774,7 @@ async fn round_trips(report: &mut Report, stack: &Stack, user: &str) -> Value {
         (
             "webhook `invoice.paid` (duplicate delivery)".into(),
             invoice_paid.clone(),
-            Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "event_seen only" },
+            Minimum { reads: 1, transactions: 0, other_writes: 0, stripe: Some(0), why: "the ledger check only" },
         ),
     ];
     if let Some(updated) = sub_updated {

@@ -146,12 +146,6 @@ impl Store for Down {
     async fn commit(&self, _: Change) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
-    async fn user_for(&self, _: &StripeMapping) -> Result<Option<UserId>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn event_seen(&self, _: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
     async fn outbox_item(&self, _: &str) -> Result<Option<OutboxItem>, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }

@@ -431,17 +431,6 @@ impl Store for DynamoStore {
         self.get(keys::user_pk(user), keys::SUBSCRIPTION_SK).await?.map(items::from_item).transpose()
     }
 
-    /// The user a Stripe customer or subscription belongs to.
-    #[instrument(skip(self))]
-    async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
-        self.get(mapping_pk(mapping), keys::MAP_SK).await?.as_ref().map(mapping_owner).transpose()
-    }
-
-    /// Whether a Stripe event id is in the ledger already.
-    async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.get(keys::event_pk(event_id), keys::LEDGER_SK).await?.is_some())
-    }
-
     /// One strongly consistent `BatchGetItem` (ledger entry and mapping items; a handful of
     /// keys, far below its 100). Keys DynamoDB leaves unprocessed (throttling) are asked
     /// again, a bounded number of times, with the one backoff.

@@ -89,13 +89,17 @@ pub trait Store: Send + Sync {
     async fn set_customer(&self, user: &UserId, customer: &StripeCustomerId) -> Result<(), StoreError>;
     /// The user's current subscription record.
     async fn subscription(&self, user: &UserId) -> Result<Option<Subscription>, StoreError>;
-    /// The user a Stripe customer or subscription belongs to.
-    async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError>;
-    /// Whether a Stripe event id is in the ledger already.
-    async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError>;
-    /// [`Store::event_seen`] for `event_id` (when given) and [`Store::user_for`] for each
-    /// mapping, in one round trip: what an arriving event needs before Stripe is asked.
+    /// Whether `event_id` (when given) is in the ledger already, and the user each mapping
+    /// names, in one round trip: what an arriving event needs before Stripe is asked.
     async fn event_context(&self, event_id: Option<&str>, mappings: &[StripeMapping]) -> Result<EventContext, StoreError>;
+    /// The user a Stripe customer or subscription belongs to ([`Store::event_context`] for one mapping).
+    async fn user_for(&self, mapping: &StripeMapping) -> Result<Option<UserId>, StoreError> {
+        Ok(self.event_context(None, std::slice::from_ref(mapping)).await?.owners.pop().flatten())
+    }
+    /// Whether a Stripe event id is in the ledger already ([`Store::event_context`] for the ledger alone).
+    async fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.event_context(Some(event_id), &[]).await?.seen)
+    }
     async fn outbox_item(&self, id: &str) -> Result<Option<OutboxItem>, StoreError>;
     /// The user's history, newest first, at most `limit` entries.
     async fn history(&self, user: &UserId, limit: i32) -> Result<Vec<HistoryEntry>, StoreError>;
