@@ -7,7 +7,6 @@
 //! (moto server, a counting proxy in front of it, stripe-sim, a Lambda Runtime API), all on
 //! free loopback ports.
 
-mod proxy;
 mod runtime;
 
 use std::{
@@ -29,7 +28,9 @@ use shared::{
 };
 use stripe_webhook::signature;
 
-use crate::{proxy::CountingProxy, runtime::RuntimeApi};
+use harness::counting::CountingProxy;
+
+use crate::runtime::RuntimeApi;
 
 const FUNCTIONS: [&str; 3] = ["admin-api", "stripe-webhook", "expiry-jobs"];
 const WEBHOOK_SECRET: &str = "whsec_x";

@@ -16,7 +16,7 @@
 //!   names, read from Secrets Manager.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`problem`]: the problem+json body of every HTTP edge.
-//! - [`telemetry`]: JSON logs for CloudWatch.
+//! - [`telemetry`]: JSON logs for CloudWatch; [`warm`]: connections opened during init.
 
 pub mod backoff;
 pub mod billing;
@@ -33,3 +33,4 @@ pub mod store;
 pub mod stripe;
 pub mod telemetry;
 pub mod usecase;
+pub mod warm;

@@ -1,6 +1,11 @@
 //! A counting HTTP proxy in front of moto server: every AWS request is counted by its
 //! `X-Amz-Target` (DynamoDB, EventBridge, SQS: `DynamoDB_20120810.GetItem`, …) or, for
-//! REST protocols (SES v2), by `METHOD /path`, then forwarded unchanged.
+//! REST protocols (SES v2), by `METHOD /path`, then forwarded unchanged. `make bench`
+//! counts round trips with it.
+//!
+//! It keeps its clients' connections alive, as AWS does, where moto server answers every
+//! request with `Connection: close`: behind it, a client's connection pool works as it
+//! would in AWS, which is what a test of connection reuse needs.
 //!
 //! DynamoDB requests are forwarded one at a time. moto server (5.2.5) is not safe for
 //! concurrent writes: `TransactWriteItems` deep-copies the table while other threads insert
@@ -29,7 +34,54 @@ pub struct Counter {
     counts: Mutex<BTreeMap<String, u64>>,
     /// Time spent upstream (moto answering, not waiting for the DynamoDB turn), by the same key.
     upstream_time: Mutex<BTreeMap<String, Duration>>,
+    /// DynamoDB request units, estimated from each request ([`estimated_units`]).
+    units: Mutex<Units>,
     dynamodb: tokio::sync::Mutex<()>,
+}
+
+/// Read and write request units (on-demand billing's measure).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Units {
+    pub read: f64,
+    pub write: f64,
+}
+
+/// The request units a DynamoDB request consumes, from the request alone, for items of at
+/// most 4 KB read and 1 KB written (this project's are well under): a strongly consistent
+/// read of an item is 1 RRU, an eventually consistent one (any index query) 0.5, a
+/// write 1 WRU, and inside a transaction each item costs twice. A read of an item that
+/// does not exist costs the same as one that does. A query page is counted as one item
+/// read (small pages); a bigger one would cost more.
+pub fn estimated_units(operation: &str, body: &[u8]) -> Units {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let read = |consistent: bool| if consistent { 1.0 } else { 0.5 };
+    let consistent = json["ConsistentRead"].as_bool().unwrap_or(false);
+    match operation {
+        "GetItem" | "Query" | "Scan" => Units { read: read(consistent), write: 0.0 },
+        "BatchGetItem" => Units {
+            read: json["RequestItems"]
+                .as_object()
+                .map(|tables| {
+                    tables
+                        .values()
+                        .map(|t| t["Keys"].as_array().map_or(0, Vec::len) as f64 * read(t["ConsistentRead"].as_bool().unwrap_or(false)))
+                        .sum()
+                })
+                .unwrap_or(0.0),
+            write: 0.0,
+        },
+        "TransactGetItems" => Units { read: 2.0 * json["TransactItems"].as_array().map_or(0, Vec::len) as f64, write: 0.0 },
+        "PutItem" | "UpdateItem" | "DeleteItem" => Units { read: 0.0, write: 1.0 },
+        "BatchWriteItem" => Units {
+            read: 0.0,
+            write: json["RequestItems"]
+                .as_object()
+                .map(|t| t.values().map(|r| r.as_array().map_or(0, Vec::len)).sum::<usize>())
+                .unwrap_or(0) as f64,
+        },
+        "TransactWriteItems" => Units { read: 0.0, write: 2.0 * json["TransactItems"].as_array().map_or(0, Vec::len) as f64 },
+        _ => Units::default(),
+    }
 }
 
 pub struct CountingProxy {
@@ -56,6 +108,12 @@ async fn forward(State(counter): State<Arc<Counter>>, request: Request) -> Respo
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{} {}", parts.method, parts.uri.path()));
     *counter.counts.lock().expect("lock").entry(key.clone()).or_default() += 1;
+    if let Some(operation) = key.strip_prefix("DynamoDB_20120810.") {
+        let units = estimated_units(operation, &bytes);
+        let mut total = counter.units.lock().expect("lock");
+        total.read += units.read;
+        total.write += units.write;
+    }
     let _one_at_a_time = if key.starts_with("DynamoDB_") { Some(counter.dynamodb.lock().await) } else { None };
     let url = format!("{}{}", counter.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let started = Instant::now();
@@ -95,6 +153,7 @@ impl CountingProxy {
             client: reqwest::Client::builder().pool_max_idle_per_host(16).build().expect("client"),
             counts: Mutex::new(BTreeMap::new()),
             upstream_time: Mutex::new(BTreeMap::new()),
+            units: Mutex::new(Units::default()),
             dynamodb: tokio::sync::Mutex::new(()),
         });
         let app = Router::new().fallback(forward).with_state(counter.clone());
@@ -109,6 +168,12 @@ impl CountingProxy {
     pub fn reset(&self) {
         self.counter.counts.lock().expect("lock").clear();
         self.counter.upstream_time.lock().expect("lock").clear();
+        *self.counter.units.lock().expect("lock") = Units::default();
+    }
+
+    /// DynamoDB request units since the last reset, estimated ([`estimated_units`]).
+    pub fn units(&self) -> Units {
+        *self.counter.units.lock().expect("lock")
     }
 
     /// Requests and total upstream time of every key starting with `prefix` since the last reset.
@@ -120,5 +185,22 @@ impl CountingProxy {
 
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.counter.counts.lock().expect("lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_units_follow_consistency_batches_and_transactions() {
+        let get = br#"{"TableName":"t","Key":{},"ConsistentRead":true}"#;
+        assert_eq!(estimated_units("GetItem", get), Units { read: 1.0, write: 0.0 });
+        assert_eq!(estimated_units("Query", br#"{"IndexName":"gsi"}"#), Units { read: 0.5, write: 0.0 });
+        let batch = br#"{"RequestItems":{"t":{"Keys":[{},{},{}],"ConsistentRead":true}}}"#;
+        assert_eq!(estimated_units("BatchGetItem", batch), Units { read: 3.0, write: 0.0 });
+        let transaction = br#"{"TransactItems":[{"Put":{}},{"Update":{}}]}"#;
+        assert_eq!(estimated_units("TransactWriteItems", transaction), Units { read: 0.0, write: 4.0 });
+        assert_eq!(estimated_units("DescribeTable", b"{}"), Units::default());
     }
 }

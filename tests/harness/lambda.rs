@@ -87,6 +87,49 @@ pub fn build_functions() {
 }
 
 /// The binary `name` of the workspace, as `cargo test --workspace` builds it.
+/// Everything a function binary reads from its environment but its secrets (see
+/// [`crate::secrets::stripe_vars`]): the test's table and bus, Stripe at `stripe_base`,
+/// AWS at `aws_endpoint`.
+pub fn function_env(env: &crate::TestEnv, stripe_base: &str, aws_endpoint: &str) -> BTreeMap<String, String> {
+    [
+        ("TABLE_NAME", env.table.as_str()),
+        ("EVENT_BUS_NAME", env.bus.as_str()),
+        ("JOB_CONTINUATION_BUS_NAME", env.bus.as_str()),
+        ("ADMIN_GROUP", "admin"),
+        ("STRIPE_API_BASE", stripe_base),
+        ("STRIPE_PRICE_PREMIUM", stripe_sim::PREMIUM_MONTHLY),
+        ("STRIPE_PRICE_ENTERPRISE", stripe_sim::ENTERPRISE_MONTHLY),
+        ("MAIL_FROM", crate::env::MAIL_FROM),
+        ("APP_BASE_URL", "https://app.logiscore.test"),
+        ("AWS_ENDPOINT_URL", aws_endpoint),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A `customer.subscription.updated` event (Stripe's sample) for a subscription nobody
+/// knows, with a fresh event id: a function asks Stripe about it, is told 404, and
+/// ledgers it as ignored.
+pub fn unknown_subscription_updated(tag: &str) -> String {
+    let path = crate::workspace_root().join("events/stripe/customer.subscription.updated.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the sample event")).expect("JSON");
+    event["id"] = serde_json::json!(format!("evt_{tag}{}", uuid::Uuid::new_v4().simple()));
+    event["data"]["object"]["id"] = serde_json::json!(format!("sub_{tag}_unknown"));
+    event.to_string()
+}
+
+/// The API Gateway event of a webhook delivery of `body` signed with `signature`.
+pub fn webhook_delivery(body: &str, signature: &str) -> Value {
+    let mut event = admin_api::apigw::event("POST", "/stripe/webhook", None, None, None, &[("stripe-signature", signature)]);
+    event["body"] = serde_json::json!(body);
+    event
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace_root().join("target"), PathBuf::from);
     let path = target.join("debug").join(name);

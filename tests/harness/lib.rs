@@ -6,8 +6,11 @@
 //! - [`secrets`]: the Stripe secrets in moto's Secrets Manager, named to a function by ARN.
 //! - [`mail::MailSink`]: what one test sent through SES, read without asking moto for the
 //!   state of every test.
+//! - [`tcp::Forwarder`]: counts the TCP connections a client opens (pool reuse);
+//!   [`counting::CountingProxy`]: counts AWS requests by operation, keeping connections alive.
 
 pub mod admin;
+pub mod counting;
 pub mod env;
 pub mod jobs;
 pub mod lambda;
@@ -19,6 +22,7 @@ pub mod records;
 pub mod secrets;
 pub mod serve;
 pub mod sim;
+pub mod tcp;
 pub mod template;
 pub mod webhook;
 

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod catch_up;
+mod cold_start;
 mod delivery;
 mod email;
 mod erasure;

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use harness::{
-    lambda::{binary, build_functions, Gate, Instance},
+    lambda::{binary, build_functions, unknown_subscription_updated, webhook_delivery, Gate, Instance},
     proxy::{Fault, Proxy},
     secrets,
     sim::Sim,
@@ -21,25 +21,7 @@ const SIGNING_SECRET: &str = "whsec_secretsFROMsm4b1d8f";
 
 /// Everything a function reads from its environment but the secrets, with AWS at `aws_endpoint`.
 fn plain_env(env: &TestEnv, sim: &Sim, aws_endpoint: &str) -> BTreeMap<String, String> {
-    [
-        ("TABLE_NAME", env.table.as_str()),
-        ("EVENT_BUS_NAME", env.bus.as_str()),
-        ("JOB_CONTINUATION_BUS_NAME", env.bus.as_str()),
-        ("ADMIN_GROUP", "admin"),
-        ("STRIPE_API_BASE", sim.handle.base_url()),
-        ("STRIPE_PRICE_PREMIUM", stripe_sim::PREMIUM_MONTHLY),
-        ("STRIPE_PRICE_ENTERPRISE", stripe_sim::ENTERPRISE_MONTHLY),
-        ("MAIL_FROM", harness::env::MAIL_FROM),
-        ("APP_BASE_URL", "https://app.logiscore.test"),
-        ("AWS_ENDPOINT_URL", aws_endpoint),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    harness::lambda::function_env(env, sim.handle.base_url(), aws_endpoint)
 }
 
 /// The `SecretId`s of the `GetSecretValue` calls among `exchanges` (the only AWS calls
@@ -50,17 +32,6 @@ fn secret_reads(exchanges: &[harness::proxy::Exchange]) -> Vec<String> {
         .filter_map(|x| serde_json::from_slice::<Value>(&x.request_body).ok())
         .filter_map(|body| body["SecretId"].as_str().map(str::to_owned))
         .collect()
-}
-
-fn webhook_event(body: &str, signature: &str) -> Value {
-    admin_api::apigw::event("POST", "/stripe/webhook", None, None, None, &[("stripe-signature", signature)])
-        .as_object()
-        .cloned()
-        .map(|mut event| {
-            event.insert("body".into(), json!(body));
-            Value::Object(event)
-        })
-        .expect("an API Gateway event")
 }
 
 /// Runs `name` with `vars` for one `event`; its answer and the secrets it read meanwhile.
@@ -99,14 +70,10 @@ async fn each_function_starts_from_its_secrets_in_secrets_manager_reading_each_o
     // A subscription Stripe does not know: the webhook asks Stripe (with the key it read),
     // is told 404, and records the event as ignored. Signed with the secret from Secrets
     // Manager it is accepted; signed with any other, refused.
-    let body = std::fs::read_to_string(harness::workspace_root().join("events/stripe/customer.subscription.updated.json")).unwrap();
-    let mut event: Value = serde_json::from_str(&body).unwrap();
-    event["id"] = json!(format!("evt_secrets{}", uuid::Uuid::new_v4().simple()));
-    event["data"]["object"]["id"] = json!("sub_secrets_unknown");
-    let body = event.to_string();
+    let body = unknown_subscription_updated("secrets");
     let now = chrono::Utc::now().timestamp();
     let (answer, reads) =
-        run_once("stripe-webhook", &vars, webhook_event(&body, &sign_header(body.as_bytes(), SIGNING_SECRET, now)), &recording).await;
+        run_once("stripe-webhook", &vars, webhook_delivery(&body, &sign_header(body.as_bytes(), SIGNING_SECRET, now)), &recording).await;
     assert_eq!(answer["statusCode"], 200, "{answer}");
     let mut sorted = reads.clone();
     sorted.sort();
@@ -114,7 +81,7 @@ async fn each_function_starts_from_its_secrets_in_secrets_manager_reading_each_o
     expected.sort();
     assert_eq!(sorted, expected, "stripe-webhook reads its key and its signing secrets, once each");
     let forged = sign_header(body.as_bytes(), "whsec_not_the_one_in_secrets_manager", now);
-    let (answer, _) = run_once("stripe-webhook", &vars, webhook_event(&body, &forged), &recording).await;
+    let (answer, _) = run_once("stripe-webhook", &vars, webhook_delivery(&body, &forged), &recording).await;
     assert_eq!(answer["statusCode"], 400, "{answer}");
 
     let (answer, reads) = run_once("expiry-jobs", &vars, json!({"job": "deliver-pending"}), &recording).await;

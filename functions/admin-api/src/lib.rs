@@ -26,5 +26,5 @@ pub mod state;
 
 pub use config::Config;
 pub use routes::{route_of, router, AppState, RouteSpec, ROUTES};
-pub use setup::app;
+pub use setup::{app, build};
 pub use shared::usecase::admin::AdminService;

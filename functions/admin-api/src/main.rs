@@ -4,6 +4,7 @@ use admin_api::Config;
 use shared::{
     config::{aws_sdk_config, AwsClients},
     secrets::SecretStore,
+    warm,
 };
 
 #[tokio::main]
@@ -14,7 +15,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     // including a Stripe key that cannot be read (it is read once, here, and kept).
     let config = Config::from_env(&SecretStore::new(&sdk)).await?;
     let aws = AwsClients::new(&sdk);
-    let app = admin_api::app(&config, &aws)?;
+    let (app, connections) = admin_api::build(&config, &aws)?;
+    // Before the first request, so it does not pay the TLS handshakes (bounded, best effort).
+    connections.open(warm::INIT_BUDGET).await;
     tracing::info!(admin_group = %config.admin_group, "admin-api ready");
     lambda_http::run(app).await
 }

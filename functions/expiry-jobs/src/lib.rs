@@ -54,7 +54,7 @@ pub use budget::Budget;
 pub use config::{Config, JobSettings};
 pub use continuation::{ContinuationPublisher, CONTINUATION_DETAIL_TYPE, CONTINUATION_SOURCE};
 pub use input::{InputError, JobCursor, JobName, JobRequest};
-pub use setup::app;
+pub use setup::{app, build};
 pub use summary::{Counts, RunSummary};
 
 /// Why a run failed. Input errors happen before anything is read or written.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use shared::{
     config::{aws_sdk_config, AwsClients},
     secrets::SecretStore,
+    warm,
 };
 
 #[tokio::main]
@@ -21,7 +22,9 @@ async fn main() -> Result<(), Error> {
     // The Stripe key is read from Secrets Manager once, here, and kept for the instance's life.
     let config = Config::from_env(&SecretStore::new(&sdk)).await?;
     let aws = AwsClients::new(&sdk);
-    let jobs = expiry_jobs::app(&config, &aws)?;
+    let (jobs, connections) = expiry_jobs::build(&config, &aws)?;
+    // Before the first run, so it does not pay the TLS handshakes (bounded, best effort).
+    connections.open(warm::INIT_BUDGET).await;
     let jobs = &jobs;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Value>| async move { jobs.invoke(&event.payload, event.context.deadline()).await },

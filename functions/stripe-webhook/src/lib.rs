@@ -14,4 +14,4 @@ pub mod setup;
 pub mod signature;
 
 pub use routes::{router, Webhook, WEBHOOK_PATH};
-pub use setup::app;
+pub use setup::{app, build};

@@ -4,6 +4,7 @@ use lambda_http::{run, Error};
 use shared::{
     config::{aws_sdk_config, AwsClients},
     secrets::SecretStore,
+    warm,
 };
 use stripe_webhook::config::Config;
 
@@ -15,5 +16,8 @@ async fn main() -> Result<(), Error> {
     // delivery; the Stripe key and the signing secrets are read once, here, and kept.
     let config = Config::from_env(&SecretStore::new(&sdk)).await?;
     let aws = AwsClients::new(&sdk);
-    run(stripe_webhook::app(&config, &aws)?).await
+    let (app, connections) = stripe_webhook::build(&config, &aws)?;
+    // Before the first delivery, so it does not pay the TLS handshakes (bounded, best effort).
+    connections.open(warm::INIT_BUDGET).await;
+    run(app).await
 }

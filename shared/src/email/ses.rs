@@ -164,6 +164,26 @@ impl SendQuota {
     }
 }
 
+/// The cold start's SES read ([`crate::warm`]): `GetAccount`, the call each job run makes
+/// first, on the client the mailer sends with.
+#[async_trait::async_trait]
+impl crate::warm::Warm for SendQuota {
+    async fn warm(&self) -> Result<(), String> {
+        match self.client.get_account().send().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                // Code and status only, as for the run's own read.
+                let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("Unknown").to_owned();
+                Err(match error.raw_response().map(|r| r.status().as_u16()) {
+                    // An answer came, so the connection is open all the same.
+                    Some(status) => format!("GetAccount answered HTTP {status} ({code})"),
+                    None => format!("GetAccount failed ({code})"),
+                })
+            }
+        }
+    }
+}
+
 async fn max_send_rate(client: &Client, timeout: std::time::Duration) -> Option<f64> {
     match tokio::time::timeout(timeout, client.get_account().send()).await {
         Ok(Ok(account)) => account.send_quota().map(|quota| quota.max_send_rate()).filter(|rate| *rate > 0.0),

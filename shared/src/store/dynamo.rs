@@ -50,6 +50,22 @@ impl DynamoStore {
         Ok(out.map_err(unavailable)?.item)
     }
 
+    /// The cold start's read ([`crate::warm`]): a key that never holds an item, eventually
+    /// consistent (half a read unit), on the table the handlers use.
+    async fn warm_up(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(keys::WARM_UP_KEY.to_owned()))
+            .key("sk", AttributeValue::S(keys::WARM_UP_KEY.to_owned()))
+            .send()
+            .await;
+        dynamo_call("GetItem", if out.is_ok() { "ok" } else { "error" }, started);
+        out.map(|_| ()).map_err(unavailable)
+    }
+
     /// The items of `wanted` (pk, sk) that exist, by key: one `BatchGetItem`, strongly
     /// consistent, plus bounded re-asks of what DynamoDB leaves unprocessed.
     async fn batch_get(&self, wanted: &[(String, String)]) -> Result<HashMap<(String, String), Item>, StoreError> {
@@ -774,4 +790,11 @@ fn mapping_owner(item: &Item) -> Result<UserId, StoreError> {
 
 fn string_attr(item: &Item, name: &str) -> Result<String, StoreError> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| StoreError::Corrupt(format!("item without {name}")))
+}
+
+#[async_trait]
+impl crate::warm::Warm for DynamoStore {
+    async fn warm(&self) -> Result<(), String> {
+        self.warm_up().await.map_err(|e| e.to_string())
+    }
 }

@@ -24,6 +24,9 @@ pub const MAP_SK: &str = "MAP";
 pub const LEDGER_SK: &str = "LEDGER";
 pub const OUTBOX_SK: &str = "OUTBOX";
 pub const OPERATION_SK: &str = "OPERATION";
+/// The key a cold start reads to open its DynamoDB connection ([`crate::warm`]); no item
+/// is ever written under it, so the read finds nothing and costs half a read unit.
+pub const WARM_UP_KEY: &str = "WARMUP";
 /// A user's reference to an outbox item about them, `OUTBOX#<id>` under `USER#<user_id>`:
 /// an erasure or an export finds the user's items with one strongly consistent `Query`
 /// (the items themselves are keyed by notification, not by user).

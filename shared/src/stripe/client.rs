@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
-use stripe::{Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
+use stripe::{RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::invoice::{ListInvoice, PayInvoice, RetrieveInvoice, VoidInvoiceInvoice};
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionCancelAt, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
@@ -18,6 +18,7 @@ use stripe_core::customer::{CreateCustomer, CreateCustomerInvoiceSettings, Delet
 use stripe_core::event::ListEvent;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_payment::payment_method::AttachPaymentMethod;
+use stripe_product::price::RetrievePrice;
 use stripe_shared::{Invoice, InvoiceStatus, Subscription};
 use stripe_types::Expandable;
 use stripe_types::RangeQueryTs;
@@ -32,6 +33,7 @@ use super::config::StripeConfig;
 use super::convert::{self, source_metadata, Decline, PaymentFacts, OPERATION_METADATA, SOURCE_METADATA, USER_ID_METADATA};
 use super::errors::{self, classify};
 use super::retry::RetryPolicy;
+use super::transport::Transport;
 use crate::metrics;
 
 /// Expanded on every subscription we read or write: the latest invoice gives
@@ -48,7 +50,7 @@ const EXPAND_LATEST_PAYMENTS: &str = "latest_invoice.payments";
 /// `Arc<dyn BillingGateway>`.
 #[derive(Debug, Clone)]
 pub struct StripeBilling {
-    client: Client,
+    client: Transport,
     config: StripeConfig,
     policy: RetryPolicy,
 }
@@ -78,6 +80,7 @@ impl Op {
             "attach_payment_method" => "/v1/payment_methods/{id}/attach",
             "pay_invoice" => "/v1/invoices/{id}/pay",
             "retrieve_invoice" => "/v1/invoices/{id}",
+            "retrieve_price" => "/v1/prices/{id}",
             _ => "other",
         }
     }
@@ -88,18 +91,9 @@ impl StripeBilling {
     pub fn new(config: StripeConfig) -> Result<Self, BillingError> {
         let policy = config.retry;
         install_crypto_provider();
-        let mut builder = ClientBuilder::new(config.secret_key.expose())
-            .timeout(policy.attempt_timeout)
-            // The per-request strategy overrides this; `Once` only guards a call that
-            // forgot to set one from async-stripe's random-key retries.
-            .request_strategy(RequestStrategy::Once)
-            .app_info("logiscore-subscriptions", Some(env!("CARGO_PKG_VERSION").to_owned()), None);
-        if let Some(base) = config.api_base_url() {
-            builder = builder.url(base);
-        }
-        // The builder's errors name the offending setting, never its value.
-        let client =
-            builder.build().map_err(|e| BillingError::Unexpected(format!("stripe client configuration: {}", config_error_text(&e))))?;
+        let app = concat!("logiscore-subscriptions/", env!("CARGO_PKG_VERSION"));
+        let client = Transport::new(config.secret_key.expose(), config.api_base_url().as_deref(), app, policy.attempt_timeout)
+            .map_err(|e| BillingError::Unexpected(format!("stripe client: {e}")))?;
         Ok(Self { client, config, policy })
     }
 
@@ -689,17 +683,23 @@ fn first_unattempted_invoice(sub: &Subscription) -> Option<&Invoice> {
 /// both ring and aws-lc-rs are compiled into the binary (feature unification across the
 /// workspace can do that). Installing aws-lc-rs, the provider the AWS SDK uses anyway,
 /// removes the guess. An error only means a provider is installed already: fine.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+/// The cold start's Stripe read ([`crate::warm`]): the configured premium price, which
+/// also tells the log at once when `STRIPE_PRICE_PREMIUM` names no price of this account.
+#[async_trait]
+impl crate::warm::Warm for StripeBilling {
+    async fn warm(&self) -> Result<(), String> {
+        let req = RetrievePrice::new(self.config.price_premium.as_str());
+        self.send(Op::new("GET", "retrieve_price"), None, |strategy, timeout| {
+            req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
 }
 
-/// `StripeError::ConfigError` and `ClientError` texts from the builder name the setting
-/// (`secret`, `app_info`), never its value, so they are safe to show.
-fn config_error_text(err: &StripeError) -> String {
-    match err {
-        StripeError::ConfigError(msg) | StripeError::ClientError(msg) => msg.clone(),
-        _ => "invalid".to_owned(),
-    }
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! - Every call is logged at `info` with operation, method, outcome, HTTP status,
 //!   latency and, when Stripe's error names it, the request id; never the secret key,
 //!   customer details or card data.
+//! - Calls go over one pooled HTTPS client (`transport`): async-stripe's own opens a new
+//!   connection per call.
 //! - `STRIPE_API_BASE` points the client at stripe-sim for local runs and tests.
 
 mod client;
@@ -15,6 +17,7 @@ mod config;
 mod convert;
 mod errors;
 mod retry;
+mod transport;
 
 pub use client::StripeBilling;
 pub use config::StripeConfig;
