@@ -372,3 +372,18 @@ async fn an_unreachable_stripe_is_unavailable() {
     let err = billing.create_customer(&details("nobody"), None, &key("nobody")).await.unwrap_err();
     assert!(matches!(err, BillingError::Unavailable(_)), "{err:?}");
 }
+
+/// async-stripe's own client opens a connection per call; ours keeps them. A create and its
+/// follow-up reads, one after another, go over one connection, counted at a TCP forwarder.
+#[tokio::test]
+async fn sequential_calls_share_one_connection() {
+    let ctx = Ctx::new().await;
+    let forwarder = harness::tcp::Forwarder::start(ctx.sim.base_url()).await;
+    let config = StripeConfig { api_base: Some(format!("http://{}", forwarder.addr)), ..ctx.billing.config().clone() };
+    let billing = StripeBilling::new(config).expect("client builds");
+    let created = billing.create_customer(&details("pooled"), None, &key("pooled")).await.expect("customer");
+    for i in 0..3 {
+        billing.update_customer(&created.id, &details("pooled"), &key(&format!("pooled-update-{i}"))).await.expect("update");
+    }
+    assert_eq!(forwarder.accepted(), 1, "four calls opened {} connections", forwarder.accepted());
+}

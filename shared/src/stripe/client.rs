@@ -90,7 +90,6 @@ impl StripeBilling {
     /// With the default retry policy (3 attempts, 200/800 ms, 5 s per attempt).
     pub fn new(config: StripeConfig) -> Result<Self, BillingError> {
         let policy = config.retry;
-        install_crypto_provider();
         let app = concat!("logiscore-subscriptions/", env!("CARGO_PKG_VERSION"));
         let client = Transport::new(config.secret_key.expose(), config.api_base_url().as_deref(), app, policy.attempt_timeout)
             .map_err(|e| BillingError::Unexpected(format!("stripe client: {e}")))?;
@@ -689,17 +688,22 @@ fn first_unattempted_invoice(sub: &Subscription) -> Option<&Invoice> {
 impl crate::warm::Warm for StripeBilling {
     async fn warm(&self) -> Result<(), String> {
         let req = RetrievePrice::new(self.config.price_premium.as_str());
-        self.send(Op::new("GET", "retrieve_price"), None, |strategy, timeout| {
-            req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        let read = self
+            .send(Op::new("GET", "retrieve_price"), None, |strategy, timeout| {
+                req.customize().request_strategy(strategy).timeout(timeout).send(&self.client)
+            })
+            .await;
+        match read {
+            Ok(_) => Ok(()),
+            // No answer (or only 429/5xx): the connection may not be open.
+            Err(BillingError::Unavailable(why)) => Err(why),
+            // Stripe answered, so the connection is open; what it said is worth a line.
+            Err(other) => {
+                tracing::warn!(error = %other, "the configured premium price could not be read at init: check STRIPE_PRICE_PREMIUM and the key's Prices permission");
+                Ok(())
+            }
+        }
     }
-}
-
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 #[cfg(test)]
