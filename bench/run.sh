@@ -17,7 +17,8 @@ if [[ ! -f $STAMP ]]; then
 fi
 
 # 2. The release binaries (lto, codegen-units = 1: slow the first time, then reused).
-cargo build --release -p admin-api -p stripe-webhook -p expiry-jobs
+# The empty lambda_runtime binary is the floor the functions' init is measured against.
+cargo build --release -p admin-api -p stripe-webhook -p expiry-jobs -p empty-runtime
 
 # 3. The Lambda packages for arm64 (cargo-lambda + zig from .venv). Best effort: the bench
 #    reports the host binaries instead, and why, when this cannot be built here.

@@ -8,6 +8,7 @@
 //! free loopback ports.
 
 mod runtime;
+mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +29,7 @@ use shared::{
 };
 use stripe_webhook::signature;
 
-use harness::counting::CountingProxy;
+use harness::counting::{CountingProxy, Units};
 
 use crate::runtime::RuntimeApi;
 
@@ -174,11 +175,17 @@ struct Spec {
 }
 
 struct Launched {
+    /// Just before exec.
+    started: Instant,
     /// exec → first `GET /runtime/invocation/next`.
     init: Duration,
-    /// Max RSS (`VmHWM`), kB, when the invocation was handled (if one was given).
+    /// exec → the first invocation's answer (when one was given).
+    cold: Option<Duration>,
+    /// Handed out → answered, for each invocation after the first.
+    warm: Vec<Duration>,
+    /// Max RSS (`VmHWM`), kB, once every invocation was handled (if any was given).
     hwm_kb: Option<u64>,
-    /// What the function posted back.
+    /// What the function posted back for the first invocation.
     result: Option<(String, String)>,
 }
 
@@ -187,9 +194,15 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
 }
 
-async fn launch(spec: &Spec, event: Option<String>) -> Result<Launched, String> {
-    let handle = event.is_some();
-    let mut api = RuntimeApi::start(event).await;
+/// Runs `spec` under the bench's Runtime API until it has handled `events` (in order) and
+/// asked for more, or, given none, until it first asks for work.
+async fn launch(spec: &Spec, events: Vec<String>) -> Result<Launched, String> {
+    launch_with(spec, events, None).await
+}
+
+async fn launch_with(spec: &Spec, events: Vec<String>, before_each: Option<runtime::BeforeEach>) -> Result<Launched, String> {
+    let count = events.len() as u32;
+    let mut api = RuntimeApi::start(events, before_each).await;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -212,17 +225,20 @@ async fn launch(spec: &Spec, event: Option<String>) -> Result<Launched, String> 
     let outcome = loop {
         let seen = api
             .wait_for(Duration::from_millis(50), |s| {
-                if handle {
-                    s.nexts >= 2 || s.result.as_ref().is_some_and(|r| r.0 == "init-error")
+                if count > 0 {
+                    s.nexts > count || s.result.as_ref().is_some_and(|r| r.0 == "init-error")
                 } else {
                     s.first_next.is_some()
                 }
             })
             .await;
         if let Some(seen) = seen {
-            let hwm = if handle { vm_hwm_kb(pid) } else { None };
+            let hwm = if count > 0 { vm_hwm_kb(pid) } else { None };
             break Ok(Launched {
+                started,
                 init: seen.first_next.map(|t| t - started).unwrap_or_default(),
+                cold: seen.answered.first().map(|t| *t - started),
+                warm: seen.handed.iter().zip(&seen.answered).skip(1).map(|(h, a)| *a - *h).collect(),
                 hwm_kb: hwm,
                 result: seen.result.clone(),
             });
@@ -302,10 +318,10 @@ async fn cold_start(report: &mut Report, stack: &Stack) {
     let runs = env_or("BENCH_COLD_RUNS", 11);
     let python = python_spec(stack, "stripe-webhook");
     // One unmeasured run each, so both sides start from a warm page cache (and .pyc files).
-    let _ = launch(&python, None).await;
+    let _ = launch(&python, vec![]).await;
     let mut py = Vec::new();
     for _ in 0..runs {
-        match launch(&python, None).await {
+        match launch(&python, vec![]).await {
             Ok(l) => py.push(l.init),
             Err(e) => report.notes.push(format!("python cold start: {e}")),
         }
@@ -322,10 +338,10 @@ async fn cold_start(report: &mut Report, stack: &Stack) {
     );
     for name in FUNCTIONS {
         let spec = rust_spec(stack, name);
-        let _ = launch(&spec, None).await;
+        let _ = launch(&spec, vec![]).await;
         let mut times = Vec::new();
         for _ in 0..runs {
-            match launch(&spec, None).await {
+            match launch(&spec, vec![]).await {
                 Ok(l) => times.push(l.init),
                 Err(e) => report.notes.push(format!("{name} cold start: {e}")),
             }
@@ -354,6 +370,263 @@ async fn cold_start(report: &mut Report, stack: &Stack) {
         );
     }
     report.sections.push(("1. Cold start (exec → first `invocation/next`)".into(), detail));
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Cold request over TLS, the empty runtime, and cost
+
+/// `spec` pointed at the TLS terminators, trusting the bench CA (and the platform's roots).
+fn over_tls(mut spec: Spec, tls: &tls::Terminators, stripe_key: &str) -> Spec {
+    let python = spec.label.starts_with("python");
+    spec.env.retain(|(k, _)| k != "AWS_ENDPOINT_URL" && k != "STRIPE_API_BASE");
+    spec.env.push(("AWS_ENDPOINT_URL".into(), tls.aws_url()));
+    spec.env.push(("STRIPE_API_BASE".into(), tls.stripe_url()));
+    spec.env.push(("SSL_CERT_FILE".into(), tls.ca_bundle.display().to_string()));
+    // moto has no SES GetAccount, so both stacks fall back to this rate; the Rust sender also
+    // spaces its sends by 1/rate within a process, which back-to-back invocations would hit.
+    spec.env.push(("SES_SEND_RATE".into(), "1000".into()));
+    if python {
+        spec.env.push(("AWS_CA_BUNDLE".into(), tls.ca_bundle.display().to_string()));
+        // The reference implementation takes its key from the environment.
+        spec.env.push(("STRIPE_SECRET_KEY".into(), stripe_key.to_owned()));
+    }
+    spec
+}
+
+/// One pending e-mail for `user`, due now: what each `deliver-pending` invocation sends.
+async fn queue_mail(store: std::sync::Arc<dyn shared::store::Store>, user: UserId, tag: String) {
+    use shared::domain::{EmailContext, TrialEndingContext};
+    let now = Utc::now();
+    let email = EmailContext::from(TrialEndingContext {
+        plan: shared::domain::Tier::Premium,
+        days_remaining: 3,
+        trial_end: now + ChronoDuration::days(3),
+        has_payment_method: false,
+    })
+    .outbox_item(&user, &tag, now - ChronoDuration::seconds(1));
+    let change = shared::store::Change { user_id: Some(user), outbox: vec![email], ..Default::default() };
+    if let Err(e) = store.commit(change).await {
+        eprintln!("bench: could not queue a mail: {e}");
+    }
+}
+
+/// What one stack's runs of one function measured.
+struct ColdRuns {
+    init: Vec<Duration>,
+    /// exec → its first connection to AWS or Stripe (the init's local work).
+    local_init: Vec<Duration>,
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    hwm_kb: Vec<u64>,
+    answers: Vec<String>,
+    units_per_request: Units,
+    aws_per_request: f64,
+    stripe_per_request: f64,
+}
+
+/// The smallest Lambda memory setting for a peak RSS: 1.5× the peak (headroom for a bigger
+/// request or a GC), rounded up to 64 MB, at least Lambda's 128 MB minimum.
+fn lambda_memory_mb(peak_kb: u64) -> u64 {
+    let wanted = (peak_kb as f64 / 1024.0 * 1.5 / 64.0).ceil() as u64 * 64;
+    wanted.max(128)
+}
+
+/// AWS Lambda, arm64, us-east-1, on-demand, first pricing tier, as published on the AWS
+/// Lambda pricing page (read 2026-12-01): per GB-second and per request.
+const LAMBDA_ARM64_GB_SECOND_USD: f64 = 0.000_013_333_4;
+const LAMBDA_REQUEST_USD: f64 = 0.000_000_2;
+/// DynamoDB on-demand, us-east-1, per request unit (published prices, read 2026-12-01).
+const DDB_RRU_USD: f64 = 0.125 / 1e6;
+const DDB_WRU_USD: f64 = 0.625 / 1e6;
+
+async fn cold_request(report: &mut Report, stack: &Stack, user: &str, invoice_paid: &Value) {
+    println!("\n[8/8] cold request over TLS: exec → first answer, the empty runtime, and cost");
+    let runs = env_or("BENCH_COLD_RUNS", 11);
+    let warm_requests = env_or("BENCH_WARM_REQUESTS", 10);
+    let tls = match tls::start(&stack.proxy.url, stack.api.sim.handle.base_url(), &logs_dir().join("tls")).await {
+        Ok(t) => t,
+        Err(e) => {
+            report.notes.push(format!("cold request: no TLS terminators ({e}); section skipped"));
+            return;
+        }
+    };
+    let stripe_key = stack.api.sim.handle.secret_key().to_owned();
+
+    // The floor: an empty lambda_runtime binary, same profile, same machine, same run.
+    let empty = Spec {
+        label: "rust empty-runtime".into(),
+        program: root().join("target/release/empty-runtime"),
+        args: vec![],
+        env: function_env(stack, "empty-runtime"),
+    };
+    let _ = launch(&empty, vec![]).await;
+    let mut floor = Vec::new();
+    for _ in 0..runs {
+        match launch(&empty, vec![]).await {
+            Ok(l) => floor.push(l.init),
+            Err(e) => report.notes.push(format!("empty runtime: {e}")),
+        }
+    }
+    let floor = median(floor);
+
+    let mut detail = String::from(
+        "| function | stack | runs | init (exec → first `next`) | of which before the first connection | cold request (exec → first answer) | of which the first request | warm request (median of runs × warm) | peak RSS | answer |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    let _ = writeln!(detail, "| empty `lambda_runtime` binary | Rust | {runs} | {} | — | — | — | — | — | — |", ms(floor));
+    let mut cost = String::from(
+        "| function (per 1 M requests) | stack | Lambda memory | billed ms (warm median) | Lambda GB-s | Lambda USD (GB-s + requests) | DynamoDB RRU / WRU (estimated) | DynamoDB USD | other AWS requests | Stripe calls |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let user_id = UserId::parse(user).expect("bench user id");
+    for name in FUNCTIONS {
+        let mut measured: Vec<(&str, ColdRuns)> = Vec::new();
+        for (stack_name, base) in [("Rust", rust_spec(stack, name)), ("Python", python_spec(stack, name))] {
+            let spec = over_tls(base, &tls, &stripe_key);
+            let mut out = ColdRuns {
+                init: vec![],
+                local_init: vec![],
+                cold: vec![],
+                warm: vec![],
+                hwm_kb: vec![],
+                answers: vec![],
+                units_per_request: Default::default(),
+                aws_per_request: 0.0,
+                stripe_per_request: 0.0,
+            };
+            let (mut invocations, mut units, mut aws_requests, mut stripe_requests) = (0u64, Units::default(), 0u64, 0u64);
+            // One unmeasured run: page cache, .pyc files.
+            for run in 0..=runs {
+                let events: Vec<String> = (0..=warm_requests)
+                    .map(|i| match name {
+                        "admin-api" => {
+                            apigw::event("GET", &format!("/users/{user}/subscription"), None, Some(admin_claims("bench-admin")), None, &[])
+                                .to_string()
+                        }
+                        "stripe-webhook" => {
+                            let mut fresh = invoice_paid.clone();
+                            fresh["id"] = json!(format!("evt_bench_cold_{stack_name}_{run}_{i}_{}", Utc::now().timestamp_micros()));
+                            signed_webhook_event(&fresh).to_string()
+                        }
+                        _ => json!({"job": "deliver-pending"}).to_string(),
+                    })
+                    .collect();
+                let before: Option<runtime::BeforeEach> = (name == "expiry-jobs").then(|| {
+                    let store = stack.api.env.store.clone();
+                    let user = user_id.clone();
+                    let tag = format!("cold-{stack_name}-{run}-{}", Utc::now().timestamp_micros());
+                    std::sync::Arc::new(move |i: usize| {
+                        let (store, user, tag) = (store.clone(), user.clone(), format!("{tag}-{i}"));
+                        Box::pin(queue_mail(store, user, tag)) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                    }) as runtime::BeforeEach
+                });
+                reset(stack);
+                let launched = launch_with(&spec, events, before).await;
+                let trips = Trips::take(stack);
+                match launched {
+                    Ok(l) if run > 0 => {
+                        out.init.push(l.init);
+                        let first_connection = [tls.aws.first_accepted_after(l.started), tls.stripe.first_accepted_after(l.started)]
+                            .into_iter()
+                            .flatten()
+                            .min();
+                        // A process that connects only for its first request (the Python stack) did all of its init locally.
+                        out.local_init.push(first_connection.map(|t| t - l.started).filter(|d| *d < l.init).unwrap_or(l.init));
+                        out.cold.extend(l.cold);
+                        out.warm.extend(l.warm.iter().copied());
+                        out.hwm_kb.extend(l.hwm_kb);
+                        if let Some((kind, body)) = &l.result {
+                            out.answers.push(format!("{kind}: {}", summarize(body)));
+                        }
+                        // Everything the process asked of the servers, init included, per invocation.
+                        invocations += warm_requests as u64 + 1;
+                        let u = stack.proxy.units();
+                        units.read += u.read;
+                        units.write += u.write;
+                        aws_requests += trips.ddb.values().sum::<u64>() + trips.other_aws.values().sum::<u64>();
+                        stripe_requests += trips.stripe_total();
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.notes.push(format!("cold request {stack_name} {name}: {e}")),
+                }
+            }
+            if invocations > 0 {
+                let n = invocations as f64;
+                out.units_per_request = Units { read: units.read / n, write: units.write / n };
+                out.aws_per_request = aws_requests as f64 / n;
+                out.stripe_per_request = stripe_requests as f64 / n;
+            }
+            measured.push((stack_name, out));
+        }
+        let [(_, rust), (_, python)] = &measured[..] else { continue };
+        for (stack_name, m) in &measured {
+            let answer = m.answers.first().cloned().unwrap_or_else(|| "none".into()).replace('|', "\\|");
+            let (init, cold) = (median(m.init.clone()), median(m.cold.clone()));
+            let _ = writeln!(
+                detail,
+                "| `{name}` | {stack_name} | {} | {} | {} | {} | {} | {} | {} | {answer} |",
+                m.cold.len(),
+                ms(init),
+                ms(median(m.local_init.clone())),
+                ms(cold),
+                ms(cold.saturating_sub(init)),
+                ms(median(m.warm.clone())),
+                m.hwm_kb.iter().max().map(|k| mib(*k)).unwrap_or("—".into()),
+            );
+        }
+        let (r_cold, p_cold) = (median(rust.cold.clone()), median(python.cold.clone()));
+        if rust.cold.is_empty() || python.cold.is_empty() {
+            report.row(format!("cold request `{name}` over TLS"), "failed", "failed", "—", "≥ 10× faster", Some(false));
+        } else {
+            let ratio = p_cold.as_secs_f64() / r_cold.as_secs_f64().max(1e-9);
+            report.row(
+                format!("cold request `{name}` over TLS (exec → first answer, median of {})", rust.cold.len()),
+                ms(r_cold),
+                ms(p_cold),
+                format!("{ratio:.0}×"),
+                "≥ 10× faster",
+                Some(ratio >= 10.0),
+            );
+        }
+        let (r_init, r_local) = (median(rust.init.clone()), median(rust.local_init.clone()));
+        let floor_s = floor.as_secs_f64().max(1e-9);
+        report.row(
+            format!("init `{name}` ÷ empty `lambda_runtime` binary (exec → first `next`, with its Secrets Manager read and warm-up)"),
+            ms(r_init),
+            format!("{} (empty)", ms(floor)),
+            format!("{:.1}×", r_init.as_secs_f64() / floor_s),
+            "≤ 2× the empty binary",
+            Some(r_init.as_secs_f64() / floor_s <= 2.0),
+        );
+        report.row(
+            format!("init `{name}` before its first connection ÷ empty binary (the init's local work)"),
+            ms(r_local),
+            format!("{} (empty)", ms(floor)),
+            format!("{:.1}×", r_local.as_secs_f64() / floor_s),
+            "≤ 2× the empty binary",
+            Some(r_local.as_secs_f64() / floor_s <= 2.0),
+        );
+        for (stack_name, m) in &measured {
+            let Some(peak) = m.hwm_kb.iter().max().copied() else { continue };
+            let memory = lambda_memory_mb(peak);
+            let billed_ms = median(m.warm.clone()).as_secs_f64() * 1000.0;
+            let billed_ms = billed_ms.ceil().max(1.0);
+            let gb_s = billed_ms / 1000.0 * memory as f64 / 1024.0 * 1e6;
+            let lambda_usd = gb_s * LAMBDA_ARM64_GB_SECOND_USD + 1e6 * LAMBDA_REQUEST_USD;
+            let u = m.units_per_request;
+            let ddb_usd = 1e6 * (u.read * DDB_RRU_USD + u.write * DDB_WRU_USD);
+            let _ = writeln!(
+                cost,
+                "| `{name}` | {stack_name} | {memory} MB | {billed_ms:.0} | {gb_s:.0} | {lambda_usd:.2} | {:.2} M / {:.2} M | {ddb_usd:.2} | {:.2} M | {:.2} M |",
+                u.read,
+                u.write,
+                m.aws_per_request,
+                m.stripe_per_request,
+            );
+        }
+    }
+    report
+        .sections
+        .push(("8. Cold request over TLS, and the physical limit (TLS terminators with a CA made for the run)".to_owned(), detail));
+    report.sections.push(("8b. Cost per million requests (from the measured warm durations and peak RSS)".into(), cost));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -508,8 +781,8 @@ async fn peak_memory(report: &mut Report, stack: &Stack, user: &str, invoice_pai
             fresh["id"] = json!(format!("evt_bench_rss_py_{}", Utc::now().timestamp_millis()));
             py_event = signed_webhook_event(&fresh);
         }
-        let rust = launch(&rust_spec(stack, name), Some(event.to_string())).await;
-        let python = launch(&python_spec(stack, name), Some(py_event.to_string())).await;
+        let rust = launch(&rust_spec(stack, name), vec![event.to_string()]).await;
+        let python = launch(&python_spec(stack, name), vec![py_event.to_string()]).await;
         let answer = |l: &Result<Launched, String>| match l {
             Ok(l) => l.result.as_ref().map(|(k, b)| format!("{k}: {}", summarize(b))).unwrap_or_else(|| "none".into()),
             Err(e) => e.clone(),
@@ -1257,6 +1530,34 @@ const METHOD: &str = r#"## How each figure is measured
    size; Stripe requests counted at the sim, DynamoDB requests at the proxy. Sizes are multiples of the 20 missed changes
    (`BENCH_RECONCILE_FACTORS`, 1,5,25).
 
+8. **Cold request over TLS**: each function process is exec'd, as in 1, with `AWS_ENDPOINT_URL` and `STRIPE_API_BASE` pointing at
+   TLS terminators the bench runs in front of the counting proxy (so moto, with connections kept alive as AWS keeps them) and
+   stripe-sim. The bench makes a CA and a certificate for 127.0.0.1 for the run; `SSL_CERT_FILE` (Rust, and stripe-python) and
+   `AWS_CA_BUNDLE` (boto3) name a file holding that CA. The AWS SDK loads the platform's roots as well (as in Lambda), the
+   Stripe transport adds the CA to its compiled-in roots, and the Python clients load only that file (which favours them).
+   Each process gets 1 + `BENCH_WARM_REQUESTS` invocations of real work: admin-api `GET /users/{id}/subscription` of a user
+   with a subscription; stripe-webhook a signed `invoice.paid` with a fresh event id each time; expiry-jobs
+   `{"job":"deliver-pending"}` with one pending e-mail queued just before each invocation. The Python process
+   (`bench/python/function.py`) makes the same round trips (boto3, stripe-python) and reads its keys from the environment;
+   the Rust functions read theirs from Secrets Manager at init and open their connections there (`shared::warm`).
+   *cold request* is exec → the first answer's arrival; *init* is exec → first `next`; the first request's share is the
+   difference. The floor is `bench/empty-runtime` (tokio + `lambda_runtime`, an echo handler, the same release profile):
+   exec → first `next`; it gets the functions' environment, of which it reads only the Lambda variables. `SES_SEND_RATE`
+   is 1000 for both stacks here (moto has no `GetAccount`), so back-to-back invocations do not wait out the Rust
+   sender's 1/rate spacing. What the figures exclude: real network latency (loopback only: TLS handshakes cost CPU here, not
+   round trips), moto's and stripe-sim's own time is included and the same for both stacks.
+9. **Cost** (section 8b), per million requests of each kind: Lambda memory is the smallest setting that holds 1.5× the
+   measured peak RSS, rounded up to 64 MB, at least 128 MB; billed duration is the median warm request, rounded up to the
+   millisecond, as Lambda bills; GB-s and USD at arm64 us-east-1 on-demand prices (USD 0.0000133334 per GB-s, USD 0.20 per
+   million requests, as published on the AWS Lambda pricing page, read 2026-12-01); DynamoDB request units estimated at
+   the counting proxy from each request (`harness::counting::estimated_units`: 1 RRU per strongly consistent item read,
+   0.5 eventually consistent, 1 WRU per item written, twice that in a transaction, items under 4 KB / 1 KB) over every
+   request a process made, init included, divided by its invocations, at USD 0.125 / 0.625 per million RRU / WRU; other
+   AWS requests (SES, EventBridge, Secrets Manager) and Stripe calls counted the same way. Excluded: cold-start shares
+   (a custom runtime's init, like these Rust functions', was always billed, a managed runtime's — Python's — since
+   2025-08-01; both are in section 8), CloudWatch Logs, data transfer, and the wait
+   on real AWS and Stripe, which adds latency × memory to both stacks — the memory column then decides the ratio.
+
 ## Rerun
 
 ```sh
@@ -1264,15 +1565,15 @@ make bench                       # everything: venvs, release builds, servers on
 BENCH_COLD_RUNS=21 make bench    # more cold-start runs (default 11)
 ```
 
-Knobs (environment): `BENCH_COLD_RUNS` (11), `BENCH_CPU_ITERATIONS` (100000), `BENCH_PY_CPU_ITERATIONS` (20000),
+Knobs (environment): `BENCH_COLD_RUNS` (11), `BENCH_WARM_REQUESTS` (10, per process in section 8), `BENCH_CPU_ITERATIONS` (100000), `BENCH_PY_CPU_ITERATIONS` (20000),
 `BENCH_JOB_DUE` (20), `BENCH_RECONCILE_FACTORS` (1,5,25: subscriptions as multiples of the 20 missed changes),
 `BENCH_ONLY=jobs,cpu` (only those sections — round-trips, cold-start, cpu, memory, jobs, reconcile,
-package — reported to `target/bench/BENCHMARKS.partial.md`, leaving this file alone), `BENCH_ARM64=0` (skip the arm64 package build — its first run compiles the whole
+cold-request, package — reported to `target/bench/BENCHMARKS.partial.md`, leaving this file alone), `BENCH_ARM64=0` (skip the arm64 package build — its first run compiles the whole
 dependency tree for aarch64, about 20+ minutes on 2 cores — and size the host binaries instead). Commands `make bench` runs (`bench/run.sh`):
 
 ```sh
 python3 -m venv bench/.venv-python && bench/.venv-python/bin/pip install -r bench/requirements-python.txt
-cargo build --release -p admin-api -p stripe-webhook -p expiry-jobs
+cargo build --release -p admin-api -p stripe-webhook -p expiry-jobs -p empty-runtime
 .venv/bin/cargo-lambda lambda build --release --arm64 -p admin-api -p stripe-webhook -p expiry-jobs   # best effort
 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_TARGET_DIR=target/bench-build cargo build --release -p bench
 target/bench-build/release/bench  # starts moto server, the proxy, stripe-sim; writes BENCHMARKS.md
@@ -1285,7 +1586,7 @@ Logs of the function processes: `target/bench/*.log`; zips: `target/bench/zips/`
 struct Sections(Option<Vec<String>>);
 
 impl Sections {
-    const NAMES: [&'static str; 7] = ["round-trips", "cold-start", "cpu", "memory", "jobs", "reconcile", "package"];
+    const NAMES: [&'static str; 8] = ["round-trips", "cold-start", "cpu", "memory", "jobs", "reconcile", "cold-request", "package"];
 
     fn from_env() -> Sections {
         let Ok(raw) = std::env::var("BENCH_ONLY") else { return Sections(None) };
@@ -1339,8 +1640,11 @@ async fn main() {
 
     let only = Sections::from_env();
     // Peak memory replays the invoice the round-trip section created, so it needs that section.
-    let invoice_paid =
-        if only.has("round-trips") || only.has("memory") { Some(round_trips(&mut report, &stack, user).await) } else { None };
+    let invoice_paid = if only.has("round-trips") || only.has("memory") || only.has("cold-request") {
+        Some(round_trips(&mut report, &stack, user).await)
+    } else {
+        None
+    };
     if only.has("cold-start") {
         cold_start(&mut report, &stack).await;
     }
@@ -1355,6 +1659,9 @@ async fn main() {
     }
     if only.has("reconcile") {
         reconcile_scaling(&mut report, &stack).await;
+    }
+    if let (true, Some(invoice_paid)) = (only.has("cold-request"), &invoice_paid) {
+        cold_request(&mut report, &stack, user, invoice_paid).await;
     }
     if only.has("package") {
         package_size(&mut report);

@@ -1,6 +1,6 @@
 //! A minimal Lambda Runtime API on loopback: enough of
 //! <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html> for one function
-//! process to start, ask for work, handle (at most) one invocation and ask again.
+//! process to start, ask for work, handle the invocations it is given (in order) and ask again.
 
 use std::{
     net::SocketAddr,
@@ -18,22 +18,27 @@ use axum::{
 };
 use tokio::sync::watch;
 
-pub const REQUEST_ID: &str = "bench-0000-0001";
-
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
     /// When the first `GET …/invocation/next` arrived.
     pub first_next: Option<Instant>,
-    /// How many `next` requests arrived (2 = the invocation was handled and the process asked again).
+    /// How many `next` requests arrived (n + 1 = the n invocations were handled and the process asked again).
     pub nexts: u32,
-    /// `("response" | "error" | "init-error", body)` posted by the function.
+    /// `("response" | "error" | "init-error", body)` posted by the function for the first invocation.
     pub result: Option<(String, String)>,
+    /// When each invocation was handed out and when its answer came.
+    pub handed: Vec<Instant>,
+    pub answered: Vec<Instant>,
 }
 
+/// Run before invocation `n` is handed out (the bench queues the work it needs).
+pub type BeforeEach = Arc<dyn Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 struct Inner {
-    event: Option<String>,
+    events: Vec<String>,
+    before_each: Option<BeforeEach>,
     seen: watch::Sender<Seen>,
-    delivered: Mutex<bool>,
+    delivered: Mutex<usize>,
 }
 
 pub struct RuntimeApi {
@@ -54,30 +59,38 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
         s.first_next.get_or_insert(now);
         s.nexts += 1;
     });
-    let deliver = {
+    let next_event = {
         let mut delivered = inner.delivered.lock().expect("lock");
-        let deliver = inner.event.is_some() && !*delivered;
-        *delivered = true;
-        deliver
+        let event = inner.events.get(*delivered).cloned().map(|e| (*delivered, e));
+        *delivered += 1;
+        event
     };
-    if !deliver {
+    let Some((index, event)) = next_event else {
         // No (more) work: hold the long poll, as Lambda does, until the process is stopped.
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return StatusCode::GATEWAY_TIMEOUT.into_response();
+    };
+    if let Some(before) = &inner.before_each {
+        before(index).await;
     }
+    inner.seen.send_modify(|s| s.handed.push(Instant::now()));
     let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + 900_000;
     let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", REQUEST_ID.parse().expect("header"));
+    headers.insert("lambda-runtime-aws-request-id", format!("bench-{index:04}").parse().expect("header"));
     headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header"));
     headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench".parse().expect("header"));
     headers.insert("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0".parse().expect("header"));
     headers.insert("content-type", "application/json".parse().expect("header"));
-    (StatusCode::OK, headers, inner.event.clone().unwrap_or_default()).into_response()
+    (StatusCode::OK, headers, event).into_response()
 }
 
 fn record(inner: &Inner, kind: &str, body: Bytes) -> Response {
     let body = String::from_utf8_lossy(&body).into_owned();
-    inner.seen.send_modify(|s| s.result = Some((kind.to_owned(), body)));
+    let now = Instant::now();
+    inner.seen.send_modify(|s| {
+        s.answered.push(now);
+        s.result.get_or_insert((kind.to_owned(), body));
+    });
     (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
 }
 
@@ -94,10 +107,10 @@ async fn init_error(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
 }
 
 impl RuntimeApi {
-    /// Serves on a free loopback port; `event` is handed out once, on the first `next`.
-    pub async fn start(event: Option<String>) -> RuntimeApi {
+    /// Serves on a free loopback port; `events` are handed out in order, one per `next`.
+    pub async fn start(events: Vec<String>, before_each: Option<BeforeEach>) -> RuntimeApi {
         let (tx, rx) = watch::channel(Seen::default());
-        let inner = Arc::new(Inner { event, seen: tx, delivered: Mutex::new(false) });
+        let inner = Arc::new(Inner { events, before_each, seen: tx, delivered: Mutex::new(0) });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))

@@ -11,8 +11,9 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
+    time::Instant,
 };
 
 use tokio::{
@@ -30,6 +31,7 @@ pub struct Forwarder {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     accepted: Arc<AtomicU64>,
+    accepted_at: Arc<Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,11 +53,13 @@ impl Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the forwarder");
         let addr = listener.local_addr().expect("forwarder address").to_string();
         let accepted = Arc::new(AtomicU64::new(0));
-        let count = accepted.clone();
+        let accepted_at = Arc::new(Mutex::new(Vec::new()));
+        let (count, times) = (accepted.clone(), accepted_at.clone());
         let wrap = Arc::new(wrap);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                times.lock().expect("lock").push(Instant::now());
                 let (upstream, wrap) = (upstream.clone(), wrap.clone());
                 tokio::spawn(async move {
                     let _ = client.set_nodelay(true);
@@ -66,11 +70,16 @@ impl Forwarder {
                 });
             }
         });
-        Forwarder { addr, accepted, task }
+        Forwarder { addr, accepted, accepted_at, task }
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// When the first connection after `since` was accepted.
+    pub fn first_accepted_after(&self, since: Instant) -> Option<Instant> {
+        self.accepted_at.lock().expect("lock").iter().copied().find(|t| *t >= since)
     }
 }
