@@ -387,3 +387,39 @@ async fn sequential_calls_share_one_connection() {
     }
     assert_eq!(forwarder.accepted(), 1, "four calls opened {} connections", forwarder.accepted());
 }
+
+/// A proxy's or load balancer's page instead of a Stripe error: a 502 is retried (and
+/// ends as unavailable), a 400 is not.
+#[tokio::test]
+async fn answers_without_a_stripe_error_body_are_retried_only_when_5xx() {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    for (status, attempts) in [(502u16, 3u32), (400, 1)] {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { (axum::http::StatusCode::from_u16(status).unwrap(), "<html><body>Bad gateway</body></html>") }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = RetryPolicy { base_delay: Duration::from_millis(1), ..RetryPolicy::default() };
+        let billing = StripeBilling::new(StripeConfig {
+            secret_key: Secret::new("sk_test_pages"),
+            api_base: Some(base),
+            price_premium: PRICE_PREMIUM.into(),
+            price_enterprise: PRICE_ENTERPRISE.into(),
+            retry: policy,
+        })
+        .unwrap();
+        let error = billing.invoice("in_page").await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), attempts, "HTTP {status}: {error}");
+        match status {
+            502 => assert!(matches!(error, BillingError::Unavailable(_)), "{error}"),
+            _ => assert!(matches!(error, BillingError::Unexpected(_)), "{error}"),
+        }
+    }
+}

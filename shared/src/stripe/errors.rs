@@ -11,10 +11,10 @@ use stripe_shared::{ApiErrors, ApiErrorsType};
 
 use crate::billing::BillingError;
 
-/// The message async-stripe produces when a non-2xx answer has a body that is not a
-/// Stripe error object. The HTTP status is lost at that point; in practice such bodies
-/// come from a proxy or load balancer in front of the API (502/503/504 pages).
-const NON_STRIPE_ERROR_BODY: &str = "error deserializing Stripe error";
+/// What the transport reports for a 429 or 5xx answer whose body is not a Stripe error
+/// object: in practice a proxy or load balancer in front of the API (502/503/504 pages),
+/// worth another attempt. Any other status with such a body is not retried.
+pub(super) const NON_STRIPE_ERROR_BODY: &str = "error deserializing Stripe error";
 
 /// One failed attempt, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //!   error built here quotes a request.
 //! - **Stripe's answers are Stripe's errors.** A non-2xx answer becomes
 //!   `StripeError::Stripe(error, status)` from its JSON body, as async-stripe's client
-//!   makes it, so classification (`super::errors`) sees the same values.
+//!   makes it, so classification (`super::errors`) sees the same values; a 429 or 5xx
+//!   whose body is not Stripe's (a proxy's page) is marked retryable, any other not.
 //! - **Trust**: Mozilla's roots, compiled in (`webpki-roots`), so no trust store is read
 //!   and parsed at init (the platform's takes about 4 ms, and the AWS SDK already loads it
 //!   once); plus the certificates of `SSL_CERT_FILE` when it is set (a private CA: a
@@ -38,8 +39,9 @@ use stripe::StripeError;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeMethod};
 
 const DEFAULT_BASE: &str = "https://api.stripe.com/";
-/// How long an idle connection is kept. Lambda freezes an instance between requests;
-/// a connection older than this is dropped rather than found dead at the next call.
+/// How long an idle connection is kept in the pool. One that died while Lambda had the
+/// instance frozen fails its attempt like any dropped connection, and the bounded retry
+/// (same idempotency key) opens a new one.
 const POOL_IDLE: Duration = Duration::from_secs(50);
 
 #[derive(Clone)]
@@ -93,7 +95,8 @@ impl Transport {
             client,
             base,
             authorization,
-            user_agent: HeaderValue::try_from(format!("Stripe/v1 RustBindings {app}")).map_err(|_| TransportError::Base)?,
+            user_agent: HeaderValue::try_from(format!("Stripe/v1 RustBindings {app}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("Stripe/v1 RustBindings")),
             version: HeaderValue::from_static(stripe_client_core::VERSION.as_str()),
             timeout,
         })
@@ -106,10 +109,16 @@ impl Transport {
         if status.is_success() {
             return Ok(body);
         }
-        let text = std::str::from_utf8(&body).map_err(|_| StripeError::JSONDeserialize("Stripe's error was not UTF-8".into()))?;
-        Err(miniserde::json::from_str::<stripe_shared::Error>(text)
-            .map(|e| StripeError::Stripe(e.error, status.as_u16()))
-            .unwrap_or_else(|_| StripeError::JSONDeserialize(format!("an HTTP {} answer that is not a Stripe error", status.as_u16()))))
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        Err(miniserde::json::from_str::<stripe_shared::Error>(text).map(|e| StripeError::Stripe(e.error, status.as_u16())).unwrap_or_else(
+            |_| {
+                if status.is_server_error() || status.as_u16() == 429 {
+                    StripeError::JSONDeserialize(super::errors::NON_STRIPE_ERROR_BODY.into())
+                } else {
+                    StripeError::JSONDeserialize(format!("an HTTP {} answer that is not a Stripe error", status.as_u16()))
+                }
+            },
+        ))
     }
 }
 
